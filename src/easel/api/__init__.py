@@ -1,0 +1,1 @@
+"""HTTP front doors: one sub-package per dialect, all translating onto GenerationService."""

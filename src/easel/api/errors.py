@@ -1,0 +1,68 @@
+"""Error rendering per dialect.
+
+Each dialect's router uses a route class made by `dialect_route(render)`: any EaselError or request
+validation error raised while handling one of its routes is rendered by that dialect's `render`, so
+every dialect answers errors in its own wire shape, with the status codes defined once in domain/errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from easel.domain.errors import EaselError, FieldError, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[EaselError], Response]
+
+
+def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return ".".join(parts) or "body"
+
+
+def from_validation(exc: RequestValidationError) -> ValidationFailed:
+    fields = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        fields.append(FieldError(field_name(err.get("loc", ())), msg))
+    summary = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
+    return ValidationFailed(f"Invalid request: {summary}", fields)
+
+
+def dialect_route(render: Renderer) -> type[APIRoute]:
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except RequestValidationError as exc:
+                    return _with_headers(render(from_validation(exc)), {})
+                except EaselError as exc:
+                    return _with_headers(render(exc), exc.headers)
+                except HTTPException:
+                    raise
+                except Exception:
+                    log.exception("unhandled error on %s %s", request.method, request.url.path)
+                    internal = EaselError("Internal server error")
+                    return render(internal)
+
+            return guarded
+
+    return DialectRoute
+
+
+def _with_headers(response: Response, headers: dict[str, str]) -> Response:
+    for k, v in headers.items():
+        response.headers[k] = v
+    return response

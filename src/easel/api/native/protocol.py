@@ -1,0 +1,158 @@
+"""Wire models of the native API and their translation to and from the canonical model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from easel.domain.catalog import Task
+from easel.domain.generation import Generation, Image, Status
+from easel.domain.spec import GenerationSpec, OutputFormat
+
+# Canonical status -> the generations document's names (it has no canceled; we add it).
+STATUS_NAMES: dict[Status, str] = {
+    Status.QUEUED: "pending",
+    Status.RUNNING: "processing",
+    Status.SUCCEEDED: "success",
+    Status.FAILED: "failed",
+    Status.CANCELED: "canceled",
+}
+STATUS_BY_NAME: dict[str, Status] = {v: k for k, v in STATUS_NAMES.items()} | {s.value: s for s in Status}
+
+# Canonical spec field -> wire field, so validation errors name what the client sent.
+WIRE_NAMES = {
+    "negative_prompt": "negativePrompt",
+    "aspect_ratio": "aspectRatio",
+    "image_size": "imageSize",
+    "source_image_ids": "sourceImageId",
+    "mask_image_id": "maskImageId",
+    "enhance_template": "enhancementOptions.template",
+    "output_compression": "outputCompression",
+    "guidance": "guidance",
+}
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class EnhancementOptions(_Wire):
+    template: str = "general"
+
+
+class CreateGenerationRequest(_Wire):
+    prompt: str
+    negative_prompt: str | None = None
+    model: str | None = None
+    task: Task | None = None
+    aspect_ratio: str | None = None
+    image_size: str | None = None
+    size: str | None = None
+    width: int | None = None
+    height: int | None = None
+    n: int = 1
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    source_image_id: str | None = None
+    mask_image_id: str | None = None
+    auto_enhance: bool = True
+    enhancement_options: EnhancementOptions | None = None
+    style: str | None = None
+    output_format: OutputFormat = OutputFormat.PNG
+    output_compression: int | None = None
+    folder: str | None = Field(None, max_length=200)
+    meta: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=-100, le=100)
+
+    def to_spec(self) -> GenerationSpec:
+        task = self.task
+        if task is None:
+            task = Task.INPAINT if self.mask_image_id else (
+                Task.IMAGE_TO_IMAGE if self.source_image_id else Task.TEXT_TO_IMAGE)
+        return GenerationSpec(
+            prompt=self.prompt, negative_prompt=self.negative_prompt, model=self.model, task=task,
+            width=self.width, height=self.height, size=self.size, aspect_ratio=self.aspect_ratio,
+            image_size=self.image_size, n=self.n, seed=self.seed, steps=self.steps, guidance=self.guidance,
+            strength=self.strength, style=self.style,
+            source_image_ids=[self.source_image_id] if self.source_image_id else [],
+            mask_image_id=self.mask_image_id, enhance=self.auto_enhance,
+            enhance_template=self.enhancement_options.template if self.enhancement_options else None,
+            output_format=self.output_format, output_compression=self.output_compression,
+            folder=self.folder, meta=self.meta, priority=self.priority,
+        )
+
+
+def iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def image_json(img: Image, url: str) -> dict[str, Any]:
+    return {
+        "id": img.id,
+        "storageUrl": url,
+        "mimeType": img.mime,
+        "width": img.width,
+        "height": img.height,
+        "fileSize": img.bytes,
+        "sha256": img.sha256,
+        "seed": img.seed,
+        "index": img.index,
+        "generationId": img.generation_id,
+        "folder": img.folder,
+        "createdAt": iso(img.created_at),
+    }
+
+
+def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str, Any]:
+    """`url_for(image_id) -> str` makes each image's signed link."""
+    s = gen.spec
+    imgs = [image_json(i, url_for(i.id)) for i in gen.images]
+    return {
+        "id": gen.id,
+        "projectId": project_id,
+        "prompt": s.prompt,
+        "originalPrompt": s.original_prompt or s.prompt,
+        "negativePrompt": s.negative_prompt,
+        "autoEnhance": s.enhance,
+        "enhancementOptions": {"template": s.enhance_template} if s.enhance else None,
+        "model": s.model,
+        "task": s.task.value,
+        "aspectRatio": s.aspect_ratio,
+        "width": s.width,
+        "height": s.height,
+        "n": s.n,
+        "seed": s.seed,
+        "steps": s.steps,
+        "guidance": s.guidance,
+        "strength": s.strength,
+        "style": s.style,
+        "outputFormat": s.output_format.value,
+        "folder": s.folder,
+        "priority": s.priority,
+        "status": STATUS_NAMES[gen.status],
+        "progress": {"step": gen.progress_step, "total": gen.progress_total},
+        "queuePosition": gen.queue_position,
+        "outputImageId": imgs[0]["id"] if imgs else None,
+        "outputImage": imgs[0] if imgs else None,
+        "outputImageIds": [i["id"] for i in imgs],
+        "outputImages": imgs,
+        "processingTimeMs": gen.processing_ms,
+        "retryCount": max(0, gen.attempts - 1),
+        "attempts": gen.attempts,
+        "errorCode": gen.error_code,
+        "errorMessage": gen.error_message,
+        "credits": gen.credits,
+        "meta": s.meta,
+        "createdAt": iso(gen.created_at),
+        "updatedAt": iso(gen.updated_at),
+        "startedAt": iso(gen.started_at),
+        "finishedAt": iso(gen.finished_at),
+        "deletedAt": iso(gen.deleted_at),
+    }
+
+

@@ -1,0 +1,54 @@
+"""The ASGI application: every dialect's router on one FastAPI app, built from Settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from easel import __version__
+from easel.api.native.router import health
+from easel.api.native.router import router as native_router
+from easel.runtime import Runtime
+from easel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               with_worker: bool | None = None) -> FastAPI:
+    """Build the app. Nothing is connected until the lifespan starts (no work at import time)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or Runtime.build(settings or Settings())
+        app.state.runtime = rt
+        run_worker = rt.settings.worker_enabled if with_worker is None else with_worker
+        worker = None
+        thread = None
+        if run_worker:
+            worker = rt.make_worker()
+            thread = threading.Thread(target=worker.run_forever, name="easel-worker", daemon=True)
+            thread.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None and thread is not None:
+                worker.stop()
+                thread.join(timeout=60)
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(title="Easel", version=__version__, lifespan=lifespan)
+    app.include_router(native_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return await health(app.state.runtime)
+
+    return app

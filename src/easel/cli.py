@@ -1,0 +1,164 @@
+"""The `easel` command: serve, worker, generate, db upgrade, models list."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from easel.settings import Settings
+
+app = typer.Typer(help="Easel: a self-hosted image-generation API server.", no_args_is_help=True,
+                  add_completion=False)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default EASEL_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default EASEL_PORT, 8000).")] = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="API only; workers run elsewhere.")] = False,
+    log_level: str = "info",
+) -> None:
+    """Run the API server (with an in-process worker unless --no-worker)."""
+    import uvicorn
+
+    from easel.app import create_app
+
+    _logging(log_level)
+    settings = Settings()
+    if no_worker:
+        settings = settings.model_copy(update={"worker_enabled": False})
+    bind_host = host or settings.host
+    typer.echo(f"Easel {_version()} on http://{bind_host}:{port or settings.port} "
+               f"(data: {settings.data_dir.resolve()}, db: {settings.resolved_database_url.split('://')[0]})")
+    uvicorn.run(create_app(settings), host=bind_host, port=port or settings.port, log_level=log_level,
+                timeout_graceful_shutdown=30)
+
+
+@app.command()
+def worker(log_level: str = "info") -> None:
+    """Run a worker process: claims jobs from the shared database and runs them."""
+    from easel.runtime import Runtime
+
+    _logging(log_level)
+    runtime = Runtime.build(Settings())
+    w = runtime.make_worker()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logging.getLogger("easel").info("signal %d: finishing the current batch, then stopping", signum)
+        w.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    w.run_forever()
+    runtime.close()
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.png, .jpg, .webp).")] = Path(
+        "out.png"),
+    model: Annotated[str | None, typer.Option(help="Model name or alias.")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT.")] = None,
+    aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio", help="e.g. 16:9.")] = None,
+    image_size: Annotated[str | None, typer.Option("--image-size", help="thumbnail|small|medium|large.")] = None,
+    n: Annotated[int, typer.Option("-n", help="Number of images.")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible output.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+) -> None:
+    """Generate without a server: runs the engine in this process and writes the image file(s)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from easel.domain.errors import EaselError
+    from easel.domain.spec import GenerationSpec, OutputFormat
+    from easel.engine.local import generate_images
+
+    _logging("warning")
+    suffix = output.suffix.lower().lstrip(".") or "png"
+    fmt = {"jpg": "jpeg"}.get(suffix, suffix)
+    if fmt not in {f.value for f in OutputFormat}:
+        raise typer.BadParameter("output must end in .png, .jpg, .jpeg or .webp", param_hint="--output")
+    spec = GenerationSpec(prompt=prompt, model=model, size=size, aspect_ratio=aspect_ratio,
+                          image_size=image_size, n=n, seed=seed, steps=steps, guidance=guidance,
+                          negative_prompt=negative_prompt, output_format=OutputFormat(fmt))
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=False) as progress:
+        task = progress.add_task("loading model", total=None)
+
+        def on_step(step: int, total: int) -> bool:
+            progress.update(task, description="denoising", completed=step, total=total)
+            return True
+
+        try:
+            resolved, files = generate_images(Settings(), spec, on_step)
+        except EaselError as e:
+            typer.echo(f"error: {e.message}", err=True)
+            raise typer.Exit(2) from e
+    paths = [output] if len(files) == 1 else [
+        output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(len(files))]
+    for path, (seed_used, data) in zip(paths, files, strict=True):
+        path.write_bytes(data)
+        typer.echo(f"{path}  {resolved.width}x{resolved.height}  seed={seed_used}")
+    typer.echo(f"model={resolved.model} steps={resolved.steps} guidance={resolved.guidance} "
+               f"in {time.monotonic() - started:.1f}s")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the latest version."""
+    from easel.store import migrate
+    from easel.store.db import make_engine
+
+    settings = Settings()
+    settings.ensure_dirs()
+    engine = make_engine(settings.resolved_database_url)
+    migrate.upgrade(engine)
+    typer.echo(f"database at revision {migrate.current_revision(engine)}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the catalog: names, aliases, tasks, sizes, credits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from easel.domain.catalog import Catalog
+
+    catalog = Catalog.load(Settings().catalog)
+    table = Table("model", "aliases", "tasks", "aspect ratios", "max size", "max n", "credits")
+    for m in catalog.models.values():
+        name = m.name + (" (default)" if m.name == catalog.default_model else "")
+        table.add_row(name, ", ".join(m.aliases), ", ".join(t.value for t in m.tasks),
+                      ", ".join(m.aspect_ratios), str(m.max_size), str(m.max_n), f"{m.credits_per_image:g}")
+    Console().print(table)
+
+
+def _version() -> str:
+    from easel import __version__
+
+    return __version__
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+

@@ -1,0 +1,170 @@
+"""The model catalog: which models exist, what each can do, and what each name resolves to.
+
+The catalog is data (a TOML file, see models/catalog.toml). Every request is checked against the
+entry of its model before anything is queued, so a client learns about an unsupported parameter from a
+400 that names the field and the allowed values, never from a failure deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from easel.domain.errors import FieldError, ValidationFailed
+from easel.domain.sizes import ASPECT_RATIOS, SIZE_PRESETS, SizeLimits
+
+
+class Task(StrEnum):
+    TEXT_TO_IMAGE = "text-to-image"
+    IMAGE_TO_IMAGE = "image-to-image"
+    INPAINT = "inpaint"
+    VARIATION = "variation"
+
+
+class ModelDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(20, ge=1, le=200)
+    guidance: float = Field(7.0, ge=0.0, le=50.0)
+    strength: float = Field(0.6, gt=0.0, le=1.0)
+    aspect_ratio: str = "1:1"
+    image_size: str = "thumbnail"
+
+
+class StylePreset(BaseModel):
+    """A named look: words added to the prompt and the negative prompt, and optional guidance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_suffix: str = ""
+    negative_prompt: str = ""
+    guidance: float | None = None
+
+
+class ModelEntry(BaseModel):
+    """One servable model. Several entries may share a `source` (and so one loaded pipeline)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    backend: str = "diffusers"
+    source: str
+    description: str = ""
+    tasks: list[Task] = Field(default_factory=lambda: [Task.TEXT_TO_IMAGE])
+    aspect_ratios: list[str] = Field(default_factory=lambda: list(ASPECT_RATIOS))
+    min_size: int = Field(64, ge=8)
+    max_size: int = Field(1440, ge=8)
+    multiple_of: int = Field(8, ge=1)
+    max_n: int = Field(10, ge=1)
+    max_prompt_length: int = Field(5000, ge=1)
+    # A model that draws at a small native resolution (the built-in one) is sampled at a native shape of
+    # the requested aspect ratio whose short side is `native_size`, then resized with `upscale_filter`.
+    native_size: int | None = None
+    upscale_filter: str = "lanczos"
+    credits_per_image: float = Field(1.0, ge=0)
+    aliases: list[str] = Field(default_factory=list)
+    defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    styles: dict[str, StylePreset] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelEntry:
+        unknown = [a for a in self.aspect_ratios if a not in ASPECT_RATIOS]
+        if unknown:
+            raise ValueError(f"unknown aspect ratios {unknown}; known: {list(ASPECT_RATIOS)}")
+        if self.defaults.aspect_ratio not in self.aspect_ratios:
+            raise ValueError("defaults.aspect_ratio must be one of aspect_ratios")
+        if self.defaults.image_size not in SIZE_PRESETS:
+            raise ValueError(f"defaults.image_size must be one of {list(SIZE_PRESETS)}")
+        if self.min_size > self.max_size:
+            raise ValueError("min_size > max_size")
+        return self
+
+    @property
+    def limits(self) -> SizeLimits:
+        return SizeLimits(self.min_size, self.max_size, self.multiple_of)
+
+    def public(self) -> dict[str, Any]:
+        """What GET /models shows."""
+        return {
+            "id": self.name,
+            "description": self.description,
+            "backend": self.backend,
+            "tasks": [t.value for t in self.tasks],
+            "aspectRatios": self.aspect_ratios,
+            "imageSizes": SIZE_PRESETS,
+            "minSize": self.min_size,
+            "maxSize": self.max_size,
+            "multipleOf": self.multiple_of,
+            "maxN": self.max_n,
+            "maxPromptLength": self.max_prompt_length,
+            "nativeSize": self.native_size,
+            "styles": sorted(self.styles),
+            "creditsPerImage": self.credits_per_image,
+            "aliases": self.aliases,
+            "defaults": {
+                "steps": self.defaults.steps,
+                "guidance": self.defaults.guidance,
+                "strength": self.defaults.strength,
+                "aspectRatio": self.defaults.aspect_ratio,
+                "imageSize": self.defaults.image_size,
+            },
+        }
+
+
+class Catalog:
+    """All models, looked up by name or alias."""
+
+    def __init__(self, models: list[ModelEntry], default_model: str, base_dir: Path) -> None:
+        if not models:
+            raise ValueError("the catalog lists no models")
+        self.base_dir = base_dir
+        self.models = {m.name: m for m in models}
+        self._names: dict[str, str] = {}
+        for m in models:
+            for name in [m.name, *m.aliases]:
+                key = name.lower()
+                if key in self._names and self._names[key] != m.name:
+                    raise ValueError(f"catalog name {name!r} is used by two models")
+                self._names[key] = m.name
+        if default_model.lower() not in self._names:
+            raise ValueError(f"default_model {default_model!r} is not in the catalog")
+        self.default_model = self._names[default_model.lower()]
+
+    @classmethod
+    def load(cls, path: Path) -> Catalog:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise ValueError(f"catalog file not found: {path}") from e
+        models = []
+        for name, body in (raw.get("models") or {}).items():
+            try:
+                models.append(ModelEntry(name=name, **body))
+            except ValidationError as e:
+                raise ValueError(f"catalog {path}: model {name!r}: {e}") from e
+        return cls(models, raw.get("default_model", models[0].name if models else ""), path.parent)
+
+    def resolve(self, name: str | None, field: str = "model") -> ModelEntry:
+        """The entry for a model name or alias; None means the default model."""
+        if name is None or name == "":
+            return self.models[self.default_model]
+        canonical = self._names.get(name.lower())
+        if canonical is None:
+            allowed = ", ".join(sorted(self.models))
+            raise ValidationFailed(
+                f"Unknown model {name!r}. Allowed: {allowed} (or an alias listed by GET /models)",
+                [FieldError(field, f"unknown model {name!r}; allowed: {allowed}")],
+            )
+        return self.models[canonical]
+
+    def source_path(self, entry: ModelEntry) -> str:
+        """A source that names an existing path relative to the catalog resolves to it; else it is a hub id."""
+        candidate = Path(entry.source).expanduser()
+        if not candidate.is_absolute():
+            candidate = self.base_dir / candidate
+        return str(candidate) if candidate.exists() else entry.source

@@ -1,0 +1,90 @@
+"""The one error vocabulary of Easel.
+
+Services raise these; each dialect renders them in its own wire shape. A dialect never invents a
+status code of its own: the status lives here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid input field, named as the client sent it (dialects may rename it on the way out)."""
+
+    field: str
+    message: str
+
+
+@dataclass
+class EaselError(Exception):
+    """Base of every error a client can see. `code` is stable and machine-readable."""
+
+    message: str
+    fields: list[FieldError] = field(default_factory=list)
+    status: int = 500
+    code: str = "internal_error"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    @property
+    def param(self) -> str | None:
+        """The first offending field, if any (OpenAI's `param`)."""
+        return self.fields[0].field if self.fields else None
+
+
+class ValidationFailed(EaselError):
+    def __init__(self, message: str, fields: list[FieldError] | None = None) -> None:
+        super().__init__(message, fields or [], 400, "validation_error")
+
+    @classmethod
+    def for_field(cls, name: str, message: str) -> ValidationFailed:
+        return cls(f"{name}: {message}", [FieldError(name, message)])
+
+
+class Unauthorized(EaselError):
+    def __init__(self, message: str = "Missing or invalid API key") -> None:
+        super().__init__(message, [], 401, "unauthorized")
+
+
+class Forbidden(EaselError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], 403, "forbidden")
+
+
+class NotFound(EaselError):
+    def __init__(self, what: str, ident: str) -> None:
+        super().__init__(f"{what} {ident} not found", [], 404, f"{what}_not_found")
+
+
+class Conflict(EaselError):
+    def __init__(self, message: str, code: str = "conflict") -> None:
+        super().__init__(message, [], 409, code)
+
+
+class Unprocessable(EaselError):
+    def __init__(self, message: str, code: str = "unprocessable") -> None:
+        super().__init__(message, [], 422, code)
+
+
+class RateLimited(EaselError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, [], 429, "rate_limit_exceeded", {"Retry-After": str(retry_after)})
+
+
+class QuotaExceeded(EaselError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], 402, "insufficient_credits")
+
+
+class Unavailable(EaselError):
+    def __init__(self, message: str, code: str = "unavailable") -> None:
+        super().__init__(message, [], 503, code)
+
+
+class TimedOut(EaselError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], 504, "timeout")

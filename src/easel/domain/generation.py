@@ -1,0 +1,69 @@
+"""`Generation` and `Image`: the canonical records, as read back from the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from easel.domain.spec import GenerationSpec
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    project_id: str
+    generation_id: str | None
+    index: int
+    seed: int | None
+    storage_key: str
+    mime: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+    folder: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Generation:
+    id: str
+    project_id: str
+    status: Status
+    spec: GenerationSpec
+    attempts: int
+    max_attempts: int
+    progress_step: int
+    progress_total: int
+    error_code: str | None
+    error_message: str | None
+    credits: float
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    processing_ms: int | None
+    deleted_at: datetime | None
+    images: list[Image] = field(default_factory=list)
+    queue_position: int | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.spec.meta

@@ -1,0 +1,174 @@
+"""`GenerationSpec`: the one canonical request every dialect translates into.
+
+A dialect fills in what its client said (`GenerationSpec(...)`, with unresolved conveniences such as
+`size="1792x1024"` or `aspect_ratio` + `image_size`); `resolve()` checks it against the model's catalog
+entry and returns a complete spec (canonical model name, width, height, steps, guidance, seed), which
+is what gets stored and what a worker runs. Resolution is pure and deterministic.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from easel.domain.catalog import Catalog, ModelEntry, Task
+from easel.domain.errors import FieldError, ValidationFailed
+from easel.domain.sizes import ASPECT_RATIOS, SIZE_PRESETS, aspect_label, dims_for, parse_wxh
+
+MAX_SEED = 2**32 - 1
+
+
+class OutputFormat(StrEnum):
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+    @property
+    def mime(self) -> str:
+        return f"image/{self.value}"
+
+
+class GenerationSpec(BaseModel):
+    """What to make. Field names are the canonical ones; `fields` maps them to the wire names for errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str
+    negative_prompt: str | None = None
+    model: str | None = None
+    task: Task = Task.TEXT_TO_IMAGE
+    # Size: explicit width+height, or `size` ("WxH" | "auto"), or aspect_ratio + image_size preset.
+    width: int | None = None
+    height: int | None = None
+    size: str | None = None
+    aspect_ratio: str | None = None
+    image_size: str | None = None
+    n: int = 1
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+    style: str | None = None
+    quality: str | None = None
+    source_image_ids: list[str] = Field(default_factory=list)
+    mask_image_id: str | None = None
+    original_prompt: str | None = None
+    enhance: bool = False
+    enhance_template: str | None = None
+    output_format: OutputFormat = OutputFormat.PNG
+    output_compression: int | None = None
+    folder: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = None
+    priority: int = 0
+
+    def resolve(self, catalog: Catalog, names: dict[str, str] | None = None) -> GenerationSpec:
+        """Check against the catalog and fill every default. `names` maps canonical field names to the
+        dialect's wire names, so that errors name the field the client actually sent."""
+        wire = names or {}
+
+        def fail(fieldname: str, message: str) -> ValidationFailed:
+            name = wire.get(fieldname, fieldname)
+            return ValidationFailed(f"{name}: {message}", [FieldError(name, message)])
+
+        entry = catalog.resolve(self.model, wire.get("model", "model"))
+        prompt = self.prompt.strip()
+        if not prompt:
+            raise fail("prompt", "must not be empty")
+        if len(self.prompt) > entry.max_prompt_length:
+            raise fail("prompt", f"must be at most {entry.max_prompt_length} characters")
+        if self.task not in entry.tasks:
+            allowed = ", ".join(t.value for t in entry.tasks)
+            raise fail("task", f"model {entry.name} does not support {self.task.value}; allowed: {allowed}")
+        if not 1 <= self.n <= entry.max_n:
+            raise fail("n", f"must be between 1 and {entry.max_n} for model {entry.name}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise fail("seed", f"must be between 0 and {MAX_SEED}")
+        if self.steps is not None and not 1 <= self.steps <= 200:
+            raise fail("steps", "must be between 1 and 200")
+        if self.guidance is not None and not 0 <= self.guidance <= 50:
+            raise fail("guidance", "must be between 0 and 50")
+        if self.strength is not None and not 0 < self.strength <= 1:
+            raise fail("strength", "must be greater than 0 and at most 1")
+        if self.output_compression is not None and not 0 <= self.output_compression <= 100:
+            raise fail("output_compression", "must be between 0 and 100")
+        if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and not self.source_image_ids:
+            raise fail("source_image_ids", f"{self.task.value} needs a source image")
+        if self.task is Task.INPAINT and self.mask_image_id is None:
+            raise fail("mask_image_id", "inpaint needs a mask")
+        if self.style is not None and self.style not in entry.styles:
+            allowed = ", ".join(sorted(entry.styles)) or "none"
+            raise fail("style", f"unknown style {self.style!r} for model {entry.name}; allowed: {allowed}")
+
+        width, height, aspect = self._resolve_size(entry, fail)
+        seed = self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        strength = self.strength
+        if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and strength is None:
+            strength = entry.defaults.strength
+        return self.model_copy(
+            update={
+                "prompt": prompt,
+                "original_prompt": self.original_prompt or prompt,
+                "model": entry.name,
+                "width": width,
+                "height": height,
+                "size": None,
+                "aspect_ratio": aspect,
+                "image_size": None,
+                "seed": seed,
+                "steps": self.steps or entry.defaults.steps,
+                "guidance": self.guidance if self.guidance is not None else entry.defaults.guidance,
+                "strength": strength,
+            }
+        )
+
+    def _resolve_size(self, entry: ModelEntry, fail: Any) -> tuple[int, int, str]:
+        if self.aspect_ratio is not None and self.aspect_ratio not in entry.aspect_ratios:
+            field = "aspect_ratio"
+            if self.aspect_ratio in ASPECT_RATIOS:
+                msg = f"model {entry.name} does not support {self.aspect_ratio}"
+            else:
+                msg = f"unknown aspect ratio {self.aspect_ratio!r}"
+            raise fail(field, f"{msg}; allowed: {', '.join(entry.aspect_ratios)}")
+        if self.image_size is not None and self.image_size not in SIZE_PRESETS:
+            raise fail("image_size", f"must be one of {', '.join(SIZE_PRESETS)}")
+
+        if self.width is not None or self.height is not None:
+            if self.width is None or self.height is None:
+                raise fail("width" if self.width is None else "height", "width and height go together")
+            width, height, field = self.width, self.height, "size"
+        elif self.size is not None and self.size != "auto":
+            parsed = parse_wxh(self.size)
+            if parsed is None:
+                raise fail("size", f"must be WIDTHxHEIGHT (e.g. 1024x1024) or auto, got {self.size!r}")
+            width, height, field = parsed[0], parsed[1], "size"
+        else:
+            aspect = self.aspect_ratio or entry.defaults.aspect_ratio
+            preset = self.image_size or entry.defaults.image_size
+            long_side = min(SIZE_PRESETS[preset], entry.max_size)
+            w, h = dims_for(aspect, long_side, entry.multiple_of)
+            return w, h, aspect
+
+        lo, hi, mult = entry.min_size, entry.max_size, entry.multiple_of
+        if not (lo <= width <= hi and lo <= height <= hi):
+            raise fail(field, f"each side must be between {lo} and {hi} pixels for model {entry.name}")
+        if width % mult or height % mult:
+            raise fail(field, f"each side must be a multiple of {mult} for model {entry.name}")
+        label = aspect_label(width, height)
+        if label in ASPECT_RATIOS and label not in entry.aspect_ratios:
+            raise fail(field, f"aspect ratio {label} is not supported by {entry.name}; "
+                              f"allowed: {', '.join(entry.aspect_ratios)}")
+        return width, height, label
+
+    @property
+    def batch_key(self) -> str:
+        """Jobs with equal keys can run in one pipeline call (same model, task, shape and sampler settings).
+        Prompts, negative prompts, seeds and n may differ."""
+        return "|".join(
+            str(v)
+            for v in (self.model, self.task.value, self.width, self.height, self.steps, self.guidance,
+                      self.strength if self.task is not Task.TEXT_TO_IMAGE else None)
+        )

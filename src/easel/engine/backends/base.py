@@ -1,0 +1,53 @@
+"""The backend contract. A worker hands a backend one batch of compatible images and gets PIL images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL.Image import Image as PILImage
+
+from easel.domain.catalog import ModelEntry, Task
+
+# Called after every denoising step with (step, total); returning False stops the batch.
+StepCallback = Callable[[int, int], bool]
+
+
+class Interrupted(Exception):
+    """The batch was stopped by its step callback (every job in it was canceled or lost)."""
+
+
+class ModelUnavailable(Exception):
+    """The model cannot be loaded here (not downloaded, offline, bad path); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to make."""
+
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    source: PILImage | None = None
+    mask: PILImage | None = None
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """Images that share model, task, size and sampler settings: one pipeline call."""
+
+    model: ModelEntry
+    source: str  # resolved local path or hub id
+    task: Task
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None
+    items: list[ImageTask] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    def generate(self, request: BatchRequest, on_step: StepCallback) -> list[PILImage]:
+        """One image per item, in order, at exactly (width, height)."""

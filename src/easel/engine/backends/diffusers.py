@@ -1,0 +1,172 @@
+"""The diffusers backend: any diffusers pipeline from a local folder, a hub id or a single checkpoint.
+
+Loading is lazy and cached per source. Image-to-image and inpainting pipelines are derived from the
+loaded text-to-image pipeline with `from_pipe`, so they share its weights. Every image gets its own CPU
+`torch.Generator` seeded with its recorded seed, so an image is the same whether it ran alone or in a
+batch, on any device.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PIL.Image import Image as PILImage
+
+from easel.domain.catalog import Task
+from easel.engine.backends.base import BatchRequest, Interrupted, ModelUnavailable, StepCallback
+from easel.imaging import resample_filter
+
+log = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def native_shape(width: int, height: int, native: int, multiple: int = 8) -> tuple[int, int]:
+    """The sampling shape for a model that draws at `native` px: same aspect, short side = native."""
+    if width >= height:
+        return max(multiple, round(native * width / height / multiple) * multiple), native
+    return native, max(multiple, round(native * height / width / multiple) * multiple)
+
+
+def load_pipeline(source: str, device: str, options: dict[str, Any]) -> Any:
+    """A text-to-image diffusers pipeline from a folder, a single-file checkpoint or a hub id."""
+    import torch
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+
+    dtype = torch.float16 if device.startswith("cuda") and options.get("fp16", True) else torch.float32
+    path = Path(source)
+    try:
+        if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+            config = options.get("config")
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), dtype=dtype, config=config, local_files_only=config is not None
+            )
+        elif path.is_dir():
+            pipe = DiffusionPipeline.from_pretrained(str(path), dtype=dtype)
+        elif path.suffix in SINGLE_FILE_SUFFIXES or source.startswith(("/", "./", "../")):
+            raise ModelUnavailable(f"model file or folder {source!r} does not exist")
+        else:
+            pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype)
+    except ModelUnavailable:
+        raise
+    except OSError as e:
+        raise ModelUnavailable(
+            f"cannot load {source!r}: {e}. If this is a Hugging Face hub id, download it first on a machine "
+            f"with network access (`hf download {source}`) into the cache (HF_HOME), or point the catalog "
+            f"entry's `source` at a local folder or .safetensors file."
+        ) from e
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()  # decode a batch one image at a time: bounded memory for large batches
+    return pipe
+
+
+class DiffusersBackend:
+    def __init__(self, device: str = "auto", max_loaded: int = 2) -> None:
+        self.device = pick_device(device)
+        self.max_loaded = max_loaded
+        self._pipes: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.calls = 0  # pipeline calls made (one per batch): observable batching
+
+    def pipeline(self, source: str, options: dict[str, Any]) -> Any:
+        with self._lock:
+            if source in self._pipes:
+                self._pipes.move_to_end(source)
+                return self._pipes[source]
+            log.info("loading model %s on %s", source, self.device)
+            pipe = load_pipeline(source, self.device, options)
+            self._pipes[source] = pipe
+            while len(self._pipes) > self.max_loaded:
+                self._pipes.popitem(last=False)
+            return pipe
+
+    def generate(self, request: BatchRequest, on_step: StepCallback) -> list[PILImage]:
+        import torch
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+        entry = request.model
+        base = self.pipeline(request.source, entry.options)
+        width, height = request.width, request.height
+        if entry.native_size:
+            width, height = native_shape(width, height, entry.native_size, entry.multiple_of)
+
+        items = request.items
+        generators = [torch.Generator("cpu").manual_seed(it.seed) for it in items]
+        negatives = [it.negative_prompt or "" for it in items]
+        kwargs: dict[str, Any] = {
+            "prompt": [it.prompt for it in items],
+            "negative_prompt": negatives if any(negatives) else None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.guidance,
+            "generator": generators,
+            "output_type": "pil",
+        }
+        stopped = False
+
+        def callback(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal stopped
+            total = int(getattr(pipe, "num_timesteps", None) or request.steps)
+            if not on_step(i + 1, total):
+                stopped = True
+                pipe._interrupt = True
+            return tensors
+
+        kwargs["callback_on_step_end"] = callback
+        if request.task is Task.TEXT_TO_IMAGE:
+            pipe = base
+            kwargs |= {"width": width, "height": height}
+        elif request.task in (Task.IMAGE_TO_IMAGE, Task.VARIATION):
+            pipe = AutoPipelineForImage2Image.from_pipe(base)
+            kwargs |= {"image": [_fit(it.source, width, height) for it in items], "strength": request.strength}
+        elif request.task is Task.INPAINT:
+            pipe = AutoPipelineForInpainting.from_pipe(base)
+            kwargs |= {
+                "image": [_fit(it.source, width, height) for it in items],
+                "mask_image": [_fit(it.mask, width, height, mode="L") for it in items],
+                "strength": request.strength,
+                "width": width,
+                "height": height,
+            }
+        else:
+            raise ValueError(f"unsupported task {request.task}")
+        pipe.set_progress_bar_config(disable=True)
+
+        with torch.inference_mode():
+            result = pipe(**kwargs)
+        self.calls += 1
+        if stopped:
+            raise Interrupted()
+        out: list[PILImage] = list(result.images)
+        if (width, height) != (request.width, request.height):
+            flt = resample_filter(entry.upscale_filter)
+            out = [im.resize((request.width, request.height), flt) for im in out]
+        return out
+
+
+def _fit(image: PILImage | None, width: int, height: int, mode: str = "RGB") -> PILImage:
+    if image is None:
+        raise ValueError("this task needs a source image and (for inpainting) a mask")
+    image = image.convert(mode)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return image

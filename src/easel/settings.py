@@ -1,0 +1,82 @@
+"""One validated settings object, read from the environment (prefix `EASEL_`) and never at import time."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The checkout's models/ folder (catalog + built-in weights) when running from a source tree.
+_REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EASEL_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Images, the SQLite database and the local secret.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in data_dir.")
+    catalog: Path = Field(_REPO_MODELS / "catalog.toml", description="The model catalog file.")
+    secret_key: str | None = Field(None, description="Signs image URLs; default: generated in data_dir.")
+    public_url: str | None = Field(None, description="Base URL used in links; default: the request's.")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Worker
+    worker_enabled: bool = Field(True, description="Run a worker inside `easel serve`.")
+    worker_models: list[str] = Field(default_factory=list, description="Models a worker serves; [] = all.")
+    max_batch_images: int = Field(8, ge=1, le=64, description="Images per pipeline call at most.")
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float | None = Field(None, description="Default: lease_seconds / 3.")
+    max_attempts: int = Field(3, ge=1)
+    idle_check_seconds: float = Field(
+        5.0, gt=0, description="How often an idle worker looks for expired leases (new jobs wake it at once)."
+    )
+    device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, mps.")
+
+    # API
+    max_wait_seconds: float = Field(120.0, ge=0, description="Upper bound for `Prefer: wait=N`.")
+    image_url_ttl_seconds: int = Field(3600, ge=1)
+
+    @field_validator("worker_models", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'easel.db').resolve()}"
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat_seconds or self.lease_seconds / 3
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def signing_key(self) -> bytes:
+        """The HMAC key for image URLs: configured, or generated once and kept in data_dir."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        self.ensure_dirs()
+        path = self.data_dir / "secret.key"
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            # Written aside, then linked into place: link fails if another process won the race,
+            # and every process ends up with the same key.
+            tmp = path.with_name(f".secret-{secrets.token_hex(8)}")
+            tmp.write_bytes(secrets.token_hex(32).encode())
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            return path.read_bytes().strip()

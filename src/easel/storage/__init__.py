@@ -1,0 +1,1 @@
+"""Image bytes: a BlobStore (local folder by default) and signed, expiring URLs."""

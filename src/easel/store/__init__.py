@@ -1,0 +1,1 @@
+"""Records and the job queue, in one SQL database (SQLite or PostgreSQL)."""

@@ -1,0 +1,197 @@
+"""The job queue is the generations table itself: claims, leases, heartbeats, fenced completion.
+
+A worker claims a batch of compatible queued jobs (same `batch_key`) in one transaction and holds each
+with a lease (owner, token, expiry) that its heartbeat extends. Every later write of that worker is
+fenced by the token and by `status = 'running'`: a job that was canceled, or whose lease expired and was
+claimed by another worker, silently refuses the old worker's writes. A job whose worker died is claimed
+again after its lease expires; `attempts` counts claims, and a job that has used `max_attempts` fails
+with `worker_lost` instead of being claimed again. On PostgreSQL the claim skips rows locked by
+concurrent claimers (FOR UPDATE SKIP LOCKED); on SQLite the claim transaction holds the write lock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, and_, func, insert, or_, select, update
+
+from easel.domain.generation import Status
+from easel.domain.spec import GenerationSpec
+from easel.store.db import is_postgres
+from easel.store.repository import NewImage
+from easel.store.tables import generations, images, utcnow
+
+WORKER_LOST = "worker_lost"
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    project_id: str
+    spec: GenerationSpec
+    attempts: int
+    lease_token: str
+    created_at: datetime
+
+
+class JobQueue:
+    def __init__(self, engine: Engine, *, lease_seconds: float) -> None:
+        self.engine = engine
+        self.lease = timedelta(seconds=lease_seconds)
+        self._skip_locked = is_postgres(engine)
+
+    def _claimable(self, now: datetime, models: Sequence[str] | None) -> Select[Any]:
+        q = select(generations.c.id, generations.c.batch_key, generations.c.n).where(
+            generations.c.deleted_at.is_(None),
+            or_(
+                generations.c.status == Status.QUEUED.value,
+                and_(generations.c.status == Status.RUNNING.value, generations.c.lease_expires_at < now),
+            ),
+        )
+        if models:
+            q = q.where(generations.c.model.in_(list(models)))
+        q = q.order_by(generations.c.priority.desc(), generations.c.created_at, generations.c.id)
+        return q.with_for_update(skip_locked=True) if self._skip_locked else q
+
+    def _sweep(self, conn: Connection, now: datetime) -> None:
+        """Jobs whose worker died after their last allowed attempt end as failed."""
+        conn.execute(
+            update(generations)
+            .where(
+                generations.c.status == Status.RUNNING.value,
+                generations.c.lease_expires_at < now,
+                generations.c.attempts >= generations.c.max_attempts,
+            )
+            .values(status=Status.FAILED.value, error_code=WORKER_LOST, finished_at=now, updated_at=now,
+                    lease_token=None, lease_owner=None, lease_expires_at=None,
+                    error_message="The worker running this job stopped responding on every attempt")
+        )
+
+    def claim_batch(self, worker_id: str, *, models: Sequence[str] | None, max_images: int) -> list[ClaimedJob]:
+        """Claim the next job and as many queued jobs with the same batch key as fit in `max_images`."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._sweep(conn, now)
+            head = conn.execute(self._claimable(now, models).limit(1)).first()
+            if head is None:
+                return []
+            ids, total = [head.id], head.n
+            if total < max_images:
+                mates = conn.execute(
+                    self._claimable(now, models)
+                    .where(generations.c.batch_key == head.batch_key, generations.c.id != head.id)
+                    .limit(max_images)
+                ).all()
+                for m in mates:
+                    if total + m.n <= max_images:
+                        ids.append(m.id)
+                        total += m.n
+            token = secrets.token_hex(16)
+            conn.execute(
+                update(generations)
+                .where(generations.c.id.in_(ids))
+                .values(status=Status.RUNNING.value, lease_owner=worker_id, lease_token=token,
+                        lease_expires_at=now + self.lease, attempts=generations.c.attempts + 1,
+                        started_at=func.coalesce(generations.c.started_at, now), progress_step=0,
+                        updated_at=now)
+            )
+            rows = conn.execute(select(generations).where(generations.c.id.in_(ids))).all()
+        order = {gid: i for i, gid in enumerate(ids)}
+        jobs = [
+            ClaimedJob(id=r.id, project_id=r.project_id, spec=GenerationSpec.model_validate(r.spec),
+                       attempts=r.attempts, lease_token=token, created_at=r.created_at)
+            for r in rows
+        ]
+        return sorted(jobs, key=lambda j: order[j.id])
+
+    def _held(self, gid: str, token: str) -> Any:
+        return and_(generations.c.id == gid, generations.c.lease_token == token,
+                    generations.c.status == Status.RUNNING.value)
+
+    def heartbeat(self, jobs: Sequence[ClaimedJob]) -> set[str]:
+        """Extend the leases; returns the ids still held (the others were canceled or taken over)."""
+        now = utcnow()
+        held: set[str] = set()
+        with self.engine.begin() as conn:
+            for j in jobs:
+                res = conn.execute(update(generations).where(self._held(j.id, j.lease_token))
+                                   .values(lease_expires_at=now + self.lease))
+                if res.rowcount:
+                    held.add(j.id)
+        return held
+
+    def progress(self, jobs: Sequence[ClaimedJob], step: int, total: int) -> set[str]:
+        """Record step i of n; returns the ids still held. A canceled job drops out here, at its next step."""
+        now = utcnow()
+        held: set[str] = set()
+        with self.engine.begin() as conn:
+            for j in jobs:
+                res = conn.execute(update(generations).where(self._held(j.id, j.lease_token))
+                                   .values(progress_step=step, progress_total=total, updated_at=now))
+                if res.rowcount:
+                    held.add(j.id)
+        return held
+
+    def complete(self, job: ClaimedJob, new_images: Sequence[NewImage], processing_ms: int) -> bool:
+        """Succeed the job and record its images in one transaction; False if the lease was lost."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(generations)
+                .where(self._held(job.id, job.lease_token))
+                .values(status=Status.SUCCEEDED.value, finished_at=now, updated_at=now,
+                        processing_ms=processing_ms, progress_step=generations.c.progress_total,
+                        lease_token=None, lease_owner=None, lease_expires_at=None,
+                        error_code=None, error_message=None)
+            )
+            if not res.rowcount:
+                return False
+            if new_images:
+                conn.execute(insert(images), [
+                    {"id": im.id, "project_id": job.project_id, "generation_id": job.id, "index": im.index,
+                     "seed": im.seed, "storage_key": im.storage_key, "mime": im.mime, "width": im.width,
+                     "height": im.height, "bytes": im.bytes, "sha256": im.sha256,
+                     "folder": job.spec.folder, "uploaded": False, "created_at": now}
+                    for im in new_images
+                ])
+            return True
+
+    def fail(self, job: ClaimedJob, code: str, message: str) -> bool:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(generations)
+                .where(self._held(job.id, job.lease_token))
+                .values(status=Status.FAILED.value, finished_at=now, updated_at=now, error_code=code,
+                        error_message=message[:2000], lease_token=None, lease_owner=None,
+                        lease_expires_at=None)
+            )
+            return bool(res.rowcount)
+
+    def release(self, job: ClaimedJob) -> bool:
+        """Give a claimed job back to the queue without counting the attempt (graceful shutdown)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(generations)
+                .where(self._held(job.id, job.lease_token))
+                .values(status=Status.QUEUED.value, attempts=generations.c.attempts - 1, updated_at=now,
+                        lease_token=None, lease_owner=None, lease_expires_at=None, progress_step=0)
+            )
+            return bool(res.rowcount)
+
+    def next_lease_expiry(self) -> datetime | None:
+        """When the earliest running lease expires (an idle worker wakes then to rescue it)."""
+        with self.engine.connect() as conn:
+            value: datetime | None = conn.execute(
+                select(generations.c.lease_expires_at)
+                .where(generations.c.status == Status.RUNNING.value,
+                       generations.c.lease_expires_at.is_not(None))
+                .order_by(generations.c.lease_expires_at)
+                .limit(1)
+            ).scalar()
+            return value

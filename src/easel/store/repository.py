@@ -1,0 +1,222 @@
+"""Reads and writes of records. Every state change is one transaction; no SQL lives outside store/."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, update
+
+from easel.domain.errors import NotFound
+from easel.domain.generation import FINISHED, Generation, Image, Status
+from easel.domain.spec import GenerationSpec
+from easel.store.tables import generations, images, projects, utcnow
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image about to be recorded (its bytes are already in the blob store)."""
+
+    id: str
+    index: int
+    seed: int | None
+    storage_key: str
+    mime: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+
+
+def image_from_row(row: Row[Any]) -> Image:
+    m = row._mapping
+    return Image(
+        id=m["id"], project_id=m["project_id"], generation_id=m["generation_id"], index=m["index"],
+        seed=m["seed"], storage_key=m["storage_key"], mime=m["mime"], width=m["width"],
+        height=m["height"], bytes=m["bytes"], sha256=m["sha256"], folder=m["folder"],
+        created_at=m["created_at"],
+    )
+
+
+def generation_from_row(row: Row[Any], imgs: Sequence[Image] = (), position: int | None = None) -> Generation:
+    m = row._mapping
+    return Generation(
+        id=m["id"], project_id=m["project_id"], status=Status(m["status"]),
+        spec=GenerationSpec.model_validate(m["spec"]), attempts=m["attempts"],
+        max_attempts=m["max_attempts"], progress_step=m["progress_step"],
+        progress_total=m["progress_total"], error_code=m["error_code"],
+        error_message=m["error_message"], credits=m["credits"], created_at=m["created_at"],
+        updated_at=m["updated_at"], started_at=m["started_at"], finished_at=m["finished_at"],
+        processing_ms=m["processing_ms"], deleted_at=m["deleted_at"], images=list(imgs),
+        queue_position=position,
+    )
+
+
+class Repository:
+    """Records of projects, generations and images."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- projects ----------------------------------------------------------------------------------
+
+    def ensure_project(self, name: str) -> str:
+        """The id of the project called `name`, created if missing (safe under concurrency)."""
+        with self.engine.begin() as conn:
+            found = conn.execute(select(projects.c.id).where(projects.c.name == name)).scalar()
+            if found:
+                return str(found)
+            pid = new_id()
+            conn.execute(projects.insert().values(id=pid, name=name, created_at=utcnow()))
+            return pid
+
+    # -- generations -------------------------------------------------------------------------------
+
+    def create_generation(
+        self, project_id: str, spec: GenerationSpec, *, max_attempts: int, credits: float
+    ) -> Generation:
+        now = utcnow()
+        gid = new_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                generations.insert().values(
+                    id=gid, project_id=project_id, status=Status.QUEUED.value, model=spec.model,
+                    batch_key=spec.batch_key, priority=spec.priority, spec=spec.model_dump(mode="json"),
+                    n=spec.n, attempts=0, max_attempts=max_attempts, progress_step=0,
+                    progress_total=spec.steps or 0, credits=credits, created_at=now, updated_at=now,
+                )
+            )
+            return self._load(conn, project_id, gid, include_deleted=False)
+
+    def get_generation(self, project_id: str, gid: str, *, include_deleted: bool = False) -> Generation:
+        with self.engine.connect() as conn:
+            return self._load(conn, project_id, gid, include_deleted=include_deleted)
+
+    def _load(self, conn: Connection, project_id: str | None, gid: str, *, include_deleted: bool) -> Generation:
+        q = select(generations).where(generations.c.id == gid)
+        if project_id is not None:
+            q = q.where(generations.c.project_id == project_id)
+        if not include_deleted:
+            q = q.where(generations.c.deleted_at.is_(None))
+        row = conn.execute(q).first()
+        if row is None:
+            raise NotFound("generation", gid)
+        imgs = self._images_of(conn, [gid]).get(gid, [])
+        position = self._queue_position(conn, row) if row.status == Status.QUEUED.value else None
+        return generation_from_row(row, imgs, position)
+
+    def _images_of(self, conn: Connection, gids: Iterable[str]) -> dict[str, list[Image]]:
+        ids = list(gids)
+        out: dict[str, list[Image]] = {g: [] for g in ids}
+        if not ids:
+            return out
+        rows = conn.execute(
+            select(images)
+            .where(images.c.generation_id.in_(ids), images.c.deleted_at.is_(None))
+            .order_by(images.c.generation_id, images.c.index)
+        )
+        for r in rows:
+            out[r.generation_id].append(image_from_row(r))
+        return out
+
+    def _queue_position(self, conn: Connection, row: Row[Any]) -> int:
+        """1-based place in the queue: queued jobs that will be claimed before this one, plus one."""
+        ahead = conn.execute(
+            select(func.count()).select_from(generations).where(
+                generations.c.status == Status.QUEUED.value,
+                or_(
+                    generations.c.priority > row.priority,
+                    and_(generations.c.priority == row.priority, generations.c.created_at < row.created_at),
+                ),
+            )
+        ).scalar_one()
+        return int(ahead) + 1
+
+    def list_generations(
+        self,
+        project_id: str,
+        *,
+        statuses: Sequence[Status] = (),
+        limit: int = 20,
+        offset: int = 0,
+        include_deleted: bool = False,
+    ) -> tuple[list[Generation], int]:
+        where = [generations.c.project_id == project_id]
+        if statuses:
+            where.append(generations.c.status.in_([s.value for s in statuses]))
+        if not include_deleted:
+            where.append(generations.c.deleted_at.is_(None))
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(generations).where(*where)).scalar_one()
+            rows = conn.execute(
+                select(generations)
+                .where(*where)
+                .order_by(generations.c.created_at.desc(), generations.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            imgs = self._images_of(conn, [r.id for r in rows])
+            return [generation_from_row(r, imgs[r.id]) for r in rows], int(total)
+
+    def cancel(self, project_id: str, gid: str) -> Generation:
+        """Queued or running -> canceled. A running job's worker sees it at its next step and stops."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._load(conn, project_id, gid, include_deleted=False)  # 404 for others' ids
+            conn.execute(
+                update(generations)
+                .where(
+                    generations.c.id == gid,
+                    generations.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
+                )
+                .values(status=Status.CANCELED.value, finished_at=now, updated_at=now,
+                        lease_owner=None, lease_token=None, lease_expires_at=None,
+                        error_code="canceled", error_message="Canceled by request")
+            )
+            return self._load(conn, project_id, gid, include_deleted=False)
+
+    def soft_delete(self, project_id: str, gid: str) -> list[Image]:
+        """Mark a generation deleted (canceling it if still unfinished); returns the images to remove."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            gen = self._load(conn, project_id, gid, include_deleted=False)
+            values: dict[str, Any] = {"deleted_at": now, "updated_at": now}
+            if gen.status not in FINISHED:
+                values |= {"status": Status.CANCELED.value, "finished_at": now, "lease_token": None,
+                           "error_code": "canceled", "error_message": "Deleted by request"}
+            conn.execute(update(generations).where(generations.c.id == gid).values(**values))
+            conn.execute(update(images).where(images.c.generation_id == gid).values(deleted_at=now))
+            return gen.images
+
+    # -- images ------------------------------------------------------------------------------------
+
+    def get_image(self, project_id: str | None, image_id: str) -> Image:
+        q = select(images).where(images.c.id == image_id, images.c.deleted_at.is_(None))
+        if project_id is not None:
+            q = q.where(images.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            raise NotFound("image", image_id)
+        return image_from_row(row)
+
+    def add_upload(self, project_id: str, img: NewImage, folder: str | None) -> Image:
+        with self.engine.begin() as conn:
+            conn.execute(
+                images.insert().values(
+                    id=img.id, project_id=project_id, generation_id=None, index=0, seed=None,
+                    storage_key=img.storage_key, mime=img.mime, width=img.width, height=img.height,
+                    bytes=img.bytes, sha256=img.sha256, folder=folder, uploaded=True, created_at=utcnow(),
+                )
+            )
+        return self.get_image(project_id, img.id)
+
+    def touch(self, conn: Connection, gid: str, now: datetime) -> None:
+        conn.execute(update(generations).where(generations.c.id == gid).values(updated_at=now))

@@ -1,0 +1,113 @@
+"""The schema, as SQLAlchemy Core tables. Migrations (store/migrations) create exactly this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+metadata = MetaData()
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+generations = Table(
+    "generations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("batch_key", String(400), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("spec", JSON, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("lease_owner", String(200)),
+    Column("lease_token", String(64)),
+    Column("lease_expires_at", UTCDateTime()),
+    Column("progress_step", Integer, nullable=False, default=0),
+    Column("progress_total", Integer, nullable=False, default=0),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("credits", Float, nullable=False, default=0.0),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("processing_ms", BigInteger),
+    Column("deleted_at", UTCDateTime()),
+    Index("ix_generations_claim", "status", "priority", "created_at"),
+    Index("ix_generations_project_created", "project_id", "created_at"),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+    Column("generation_id", String(36), ForeignKey("generations.id", ondelete="CASCADE")),
+    Column("index", Integer, nullable=False, default=0),
+    Column("seed", BigInteger),
+    Column("storage_key", String(500), nullable=False, unique=True),
+    Column("mime", String(64), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("folder", String(200)),
+    Column("uploaded", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("deleted_at", UTCDateTime()),
+    Index("ix_images_generation", "generation_id", "index"),
+    Index("ix_images_project_folder", "project_id", "folder", "created_at"),
+)

@@ -1,0 +1,131 @@
+"""Shared fixtures: isolated databases (SQLite and PostgreSQL), a tiny model, a runtime, an API client.
+
+Every test that touches the store runs twice: on SQLite (a fresh file) and on PostgreSQL (a fresh
+schema in the local server, dropped afterwards). PostgreSQL is required: set
+EASEL_TEST_POSTGRES_URL to point elsewhere; set EASEL_TEST_SKIP_POSTGRES=1 only to skip it knowingly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Tests run torch on one thread: deterministic timing, and no fight with other processes for cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PG_URL = os.environ.get("EASEL_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+SKIP_PG = os.environ.get("EASEL_TEST_SKIP_POSTGRES") == "1"
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+def write_catalog(path: Path, model_dir: Path, **overrides: object) -> Path:
+    """A catalog with the tiny model as default (`tiny`, aliased `dall-e-2`) and a restricted `tiny-square`."""
+    extra = "\n".join(f"{k} = {v!r}" if not isinstance(v, list) else f"{k} = {v}" for k, v in overrides.items())
+    path.write_text(f'''
+default_model = "tiny"
+
+[models.tiny]
+source = "{model_dir}"
+tasks = ["text-to-image", "image-to-image", "inpaint", "variation"]
+min_size = 32
+max_size = 512
+max_n = 4
+max_prompt_length = 200
+credits_per_image = 2
+aliases = ["dall-e-2", "tiny-alias"]
+{extra}
+
+[models.tiny.defaults]
+steps = 4
+guidance = 4.0
+image_size = "thumbnail"
+
+[models.tiny-square]
+source = "{model_dir}"
+aspect_ratios = ["1:1"]
+max_size = 128
+max_n = 1
+credits_per_image = 0.5
+
+[models.tiny-square.defaults]
+steps = 2
+guidance = 1.0
+''')
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'easel.db'}"
+        return
+    if SKIP_PG:
+        pytest.skip("EASEL_TEST_SKIP_POSTGRES=1")
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    from easel.settings import Settings
+
+    catalog = write_catalog(tmp_path / "catalog.toml", tiny_model_dir)
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, catalog=catalog,
+                    lease_seconds=5, idle_check_seconds=0.5, secret_key="test-secret")
+
+
+@pytest.fixture
+def runtime(settings):  # type: ignore[no-untyped-def]
+    from easel.runtime import Runtime
+
+    rt = Runtime.build(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(runtime):  # type: ignore[no-untyped-def]
+    """An API client on an app with an in-process worker."""
+    from fastapi.testclient import TestClient
+
+    from easel.app import create_app
+
+    with TestClient(create_app(runtime=runtime, with_worker=True)) as c:
+        yield c
+
+
+@pytest.fixture
+def api(runtime):  # type: ignore[no-untyped-def]
+    """An API client with NO worker: jobs stay queued until a test runs one."""
+    from fastapi.testclient import TestClient
+
+    from easel.app import create_app
+
+    with TestClient(create_app(runtime=runtime, with_worker=False)) as c:
+        yield c

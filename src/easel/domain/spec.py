@@ -158,7 +158,9 @@ class GenerationSpec(BaseModel):
         if width % mult or height % mult:
             raise fail(field, f"each side must be a multiple of {mult} for model {entry.name}")
         label = aspect_label(width, height)
-        if label in ASPECT_RATIOS and label not in entry.aspect_ratios:
+        # A model limited to some ratios accepts explicit sizes of those ratios only.
+        restricted = set(entry.aspect_ratios) != set(ASPECT_RATIOS)
+        if label not in entry.aspect_ratios and (restricted or label in ASPECT_RATIOS):
             raise fail(field, f"aspect ratio {label} is not supported by {entry.name}; "
                               f"allowed: {', '.join(entry.aspect_ratios)}")
         return width, height, label

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from easel.domain.catalog import Catalog, Task
+from easel.domain.errors import ValidationFailed
+from easel.domain.spec import GenerationSpec
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    from conftest import write_catalog
+
+    return Catalog.load(write_catalog(tmp_path / "c.toml", tmp_path))
+
+
+def field_of(exc: pytest.ExceptionInfo[ValidationFailed]) -> str:
+    assert exc.value.status == 400
+    return exc.value.fields[0].field
+
+
+def test_resolve_fills_every_default(catalog: Catalog) -> None:
+    spec = GenerationSpec(prompt="  a red circle ").resolve(catalog)
+    assert spec.model == "tiny"
+    assert (spec.width, spec.height, spec.aspect_ratio) == (256, 256, "1:1")
+    assert spec.steps == 4 and spec.guidance == 4.0
+    assert spec.seed is not None and 0 <= spec.seed < 2**32
+    assert spec.prompt == "a red circle" and spec.original_prompt == "a red circle"
+    assert spec.strength is None
+
+
+def test_alias_and_explicit_size(catalog: Catalog) -> None:
+    spec = GenerationSpec(prompt="x", model="DALL-E-2", size="128x64", seed=3).resolve(catalog)
+    assert (spec.model, spec.width, spec.height, spec.aspect_ratio, spec.seed) == ("tiny", 128, 64, "2:1", 3)
+
+
+def test_aspect_ratio_with_preset_is_capped_by_model(catalog: Catalog) -> None:
+    spec = GenerationSpec(prompt="x", aspect_ratio="16:9", image_size="large").resolve(catalog)
+    assert (spec.width, spec.height) == (512, 288)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"size": "100x100"}, "size"),  # not a multiple of 8
+        ({"size": "1024x1024"}, "size"),  # over max_size 512
+        ({"size": "big"}, "size"),
+        ({"width": 64}, "height"),
+        ({"model": "nope"}, "model"),
+        ({"n": 0}, "n"),
+        ({"n": 5}, "n"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * 201}, "prompt"),
+        ({"aspect_ratio": "7:3"}, "aspect_ratio"),
+        ({"model": "tiny-square", "aspect_ratio": "16:9"}, "aspect_ratio"),
+        ({"model": "tiny-square", "size": "128x64"}, "size"),
+        ({"image_size": "huge"}, "image_size"),
+        ({"seed": -1}, "seed"),
+        ({"steps": 0}, "steps"),
+        ({"guidance": 99}, "guidance"),
+        ({"strength": 0}, "strength"),
+        ({"task": Task.IMAGE_TO_IMAGE}, "source_image_ids"),
+        ({"model": "tiny-square", "task": Task.INPAINT, "source_image_ids": ["a"]}, "task"),
+        ({"style": "vivid"}, "style"),
+    ],
+)
+def test_invalid_requests_name_the_field(catalog: Catalog, kwargs: dict, field: str) -> None:
+    base = {"prompt": "a red circle"} | kwargs
+    with pytest.raises(ValidationFailed) as exc:
+        GenerationSpec(**base).resolve(catalog)
+    assert field_of(exc) == field
+
+
+def test_errors_use_the_dialects_names(catalog: Catalog) -> None:
+    with pytest.raises(ValidationFailed) as exc:
+        GenerationSpec(prompt="x", aspect_ratio="7:3").resolve(catalog, {"aspect_ratio": "aspectRatio"})
+    assert field_of(exc) == "aspectRatio"
+    assert "1:1" in exc.value.fields[0].message  # allowed values are listed
+
+
+def test_unknown_model_lists_allowed(catalog: Catalog) -> None:
+    with pytest.raises(ValidationFailed) as exc:
+        GenerationSpec(prompt="x", model="sdxl").resolve(catalog)
+    assert "tiny" in exc.value.message and "tiny-square" in exc.value.message
+
+
+def test_batch_key_ignores_prompt_seed_and_n(catalog: Catalog) -> None:
+    a = GenerationSpec(prompt="a", seed=1, n=1).resolve(catalog)
+    b = GenerationSpec(prompt="b", seed=2, n=3, negative_prompt="z").resolve(catalog)
+    c = GenerationSpec(prompt="a", seed=1, size="64x64").resolve(catalog)
+    assert a.batch_key == b.batch_key != c.batch_key

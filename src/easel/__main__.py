@@ -1,0 +1,5 @@
+"""`python -m easel` runs the CLI."""
+
+from easel.cli import main
+
+main()

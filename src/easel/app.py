@@ -19,8 +19,9 @@ from easel.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
-               with_worker: bool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, with_worker: bool | None = None
+) -> FastAPI:
     """Build the app. Nothing is connected until the lifespan starts (no work at import time)."""
 
     @asynccontextmanager

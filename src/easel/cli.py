@@ -13,12 +13,29 @@ import typer
 
 from easel.settings import Settings
 
-app = typer.Typer(help="Easel: a self-hosted image-generation API server.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Easel: a self-hosted image-generation API server.", no_args_is_help=True, add_completion=False
+)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"easel {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Easel: a self-hosted image-generation API server."""
 
 
 def _logging(level: str) -> None:
@@ -42,10 +59,17 @@ def serve(
     if no_worker:
         settings = settings.model_copy(update={"worker_enabled": False})
     bind_host = host or settings.host
-    typer.echo(f"Easel {_version()} on http://{bind_host}:{port or settings.port} "
-               f"(data: {settings.data_dir.resolve()}, db: {settings.resolved_database_url.split('://')[0]})")
-    uvicorn.run(create_app(settings), host=bind_host, port=port or settings.port, log_level=log_level,
-                timeout_graceful_shutdown=30)
+    typer.echo(
+        f"Easel {_version()} on http://{bind_host}:{port or settings.port} "
+        f"(data: {settings.data_dir.resolve()}, db: {settings.resolved_database_url.split('://')[0]})"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=bind_host,
+        port=port or settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command()
@@ -71,11 +95,14 @@ def worker(log_level: str = "info") -> None:
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.png, .jpg, .webp).")] = Path(
-        "out.png"),
+        "out.png"
+    ),
     model: Annotated[str | None, typer.Option(help="Model name or alias.")] = None,
     size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT.")] = None,
     aspect_ratio: Annotated[str | None, typer.Option("--aspect-ratio", help="e.g. 16:9.")] = None,
-    image_size: Annotated[str | None, typer.Option("--image-size", help="thumbnail|small|medium|large.")] = None,
+    image_size: Annotated[
+        str | None, typer.Option("--image-size", help="thumbnail|small|medium|large.")
+    ] = None,
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 1,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible output.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
@@ -94,12 +121,27 @@ def generate(
     fmt = {"jpg": "jpeg"}.get(suffix, suffix)
     if fmt not in {f.value for f in OutputFormat}:
         raise typer.BadParameter("output must end in .png, .jpg, .jpeg or .webp", param_hint="--output")
-    spec = GenerationSpec(prompt=prompt, model=model, size=size, aspect_ratio=aspect_ratio,
-                          image_size=image_size, n=n, seed=seed, steps=steps, guidance=guidance,
-                          negative_prompt=negative_prompt, output_format=OutputFormat(fmt))
+    spec = GenerationSpec(
+        prompt=prompt,
+        model=model,
+        size=size,
+        aspect_ratio=aspect_ratio,
+        image_size=image_size,
+        n=n,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        negative_prompt=negative_prompt,
+        output_format=OutputFormat(fmt),
+    )
     started = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as progress:
         task = progress.add_task("loading model", total=None)
 
         def on_step(step: int, total: int) -> bool:
@@ -111,13 +153,18 @@ def generate(
         except EaselError as e:
             typer.echo(f"error: {e.message}", err=True)
             raise typer.Exit(2) from e
-    paths = [output] if len(files) == 1 else [
-        output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(len(files))]
+    paths = (
+        [output]
+        if len(files) == 1
+        else [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(len(files))]
+    )
     for path, (seed_used, data) in zip(paths, files, strict=True):
         path.write_bytes(data)
         typer.echo(f"{path}  {resolved.width}x{resolved.height}  seed={seed_used}")
-    typer.echo(f"model={resolved.model} steps={resolved.steps} guidance={resolved.guidance} "
-               f"in {time.monotonic() - started:.1f}s")
+    typer.echo(
+        f"model={resolved.model} steps={resolved.steps} guidance={resolved.guidance} "
+        f"in {time.monotonic() - started:.1f}s"
+    )
 
 
 @db_app.command("upgrade")
@@ -145,8 +192,15 @@ def models_list() -> None:
     table = Table("model", "aliases", "tasks", "aspect ratios", "max size", "max n", "credits")
     for m in catalog.models.values():
         name = m.name + (" (default)" if m.name == catalog.default_model else "")
-        table.add_row(name, ", ".join(m.aliases), ", ".join(t.value for t in m.tasks),
-                      ", ".join(m.aspect_ratios), str(m.max_size), str(m.max_n), f"{m.credits_per_image:g}")
+        table.add_row(
+            name,
+            ", ".join(m.aliases),
+            ", ".join(t.value for t in m.tasks),
+            ", ".join(m.aspect_ratios),
+            str(m.max_size),
+            str(m.max_n),
+            f"{m.credits_per_image:g}",
+        )
     Console().print(table)
 
 
@@ -161,4 +215,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
-

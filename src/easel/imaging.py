@@ -60,11 +60,14 @@ def decode_upload(data: bytes, field: str = "image") -> tuple[PILImage, str]:
         with Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format or ""
             if fmt not in ALLOWED_INPUT_FORMATS:
-                raise ValidationFailed.for_field(field, f"unsupported image format {fmt or 'unknown'}; "
-                                                        "allowed: PNG, JPEG, WebP")
+                raise ValidationFailed.for_field(
+                    field, f"unsupported image format {fmt or 'unknown'}; allowed: PNG, JPEG, WebP"
+                )
             w, h = probe.size
             if w * h > MAX_INPUT_PIXELS:
-                raise ValidationFailed.for_field(field, f"image is {w}x{h}; at most {MAX_INPUT_PIXELS} pixels")
+                raise ValidationFailed.for_field(
+                    field, f"image is {w}x{h}; at most {MAX_INPUT_PIXELS} pixels"
+                )
             probe.load()
             image = probe.copy()
     except ValidationFailed:

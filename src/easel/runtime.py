@@ -54,18 +54,32 @@ class Runtime:
         events = EventHub()
         service = GenerationService(settings, catalog, repo, blobs, doorbell, events)
         return cls(
-            settings=settings, catalog=catalog, repo=repo,
-            queue=JobQueue(engine, lease_seconds=settings.lease_seconds), blobs=blobs, doorbell=doorbell,
-            events=events, signer=UrlSigner(settings.signing_key(), settings.image_url_ttl_seconds),
-            generations=service, default_project_id=repo.ensure_project(LOCAL_PROJECT),
+            settings=settings,
+            catalog=catalog,
+            repo=repo,
+            queue=JobQueue(engine, lease_seconds=settings.lease_seconds),
+            blobs=blobs,
+            doorbell=doorbell,
+            events=events,
+            signer=UrlSigner(settings.signing_key(), settings.image_url_ttl_seconds),
+            generations=service,
+            default_project_id=repo.ensure_project(LOCAL_PROJECT),
         )
 
     def make_worker(self, backend: Backend | None = None) -> Worker:
         """A worker sharing this runtime's store and events (imports the engine lazily)."""
         from easel.engine.worker import Worker
 
-        return Worker(self.settings, self.catalog, self.repo, self.queue, self.blobs, self.doorbell,
-                      publish=self.events.publish, backend=backend)
+        return Worker(
+            self.settings,
+            self.catalog,
+            self.repo,
+            self.queue,
+            self.blobs,
+            self.doorbell,
+            publish=self.events.publish,
+            backend=backend,
+        )
 
     def close(self) -> None:
         self.repo.engine.dispose()

@@ -58,7 +58,9 @@ def test_output_formats(client, fmt: str) -> None:
 
 
 def test_prefer_wait_returns_the_finished_record(client) -> None:
-    r = client.post("/api/v1/generations", json={"prompt": "x", "size": "64x64"}, headers={"Prefer": "wait=30"})
+    r = client.post(
+        "/api/v1/generations", json={"prompt": "x", "size": "64x64"}, headers={"Prefer": "wait=30"}
+    )
     assert r.status_code == 201
     assert r.json()["data"]["status"] == "success"
     assert r.headers["Preference-Applied"] == "wait=30"
@@ -108,7 +110,11 @@ def test_list_filters_and_paginates(api, runtime) -> None:
     assert [g["id"] for g in page["data"]] == [ids[3], ids[2]]  # newest first
     canceled = api.get("/api/v1/generations", params={"status": "canceled"}).json()
     assert [g["id"] for g in canceled["data"]] == [ids[0]]
-    for params, field in (({"limit": 101}, "limit"), ({"offset": -1}, "offset"), ({"status": "done"}, "status")):
+    for params, field in (
+        ({"limit": 101}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"status": "done"}, "status"),
+    ):
         r = api.get("/api/v1/generations", params=params)
         assert r.status_code == 400 and r.json()["error"]["fields"][0]["field"] == field
 
@@ -116,7 +122,10 @@ def test_list_filters_and_paginates(api, runtime) -> None:
 def test_delete_hides_and_include_deleted_shows(client) -> None:
     gid = poll(client, create(client, size="64x64")["id"])["id"]
     url = client.get(f"/api/v1/generations/{gid}").json()["data"]["outputImage"]["storageUrl"]
-    assert client.delete(f"/api/v1/generations/{gid}").json() == {"success": True, "message": "Generation deleted"}
+    assert client.delete(f"/api/v1/generations/{gid}").json() == {
+        "success": True,
+        "message": "Generation deleted",
+    }
     assert client.get(f"/api/v1/generations/{gid}").status_code == 404
     assert client.get(url).status_code in (403, 404)
     listed = client.get("/api/v1/generations", params={"includeDeleted": "true"}).json()
@@ -153,8 +162,11 @@ def test_image_links_are_signed_and_expire(client, runtime) -> None:
 
 
 def test_upload_then_image_to_image(client) -> None:
-    up = client.post("/api/v1/images", files={"file": ("a.png", png_bytes((64, 64)), "image/png")},
-                     data={"folder": "inputs"})
+    up = client.post(
+        "/api/v1/images",
+        files={"file": ("a.png", png_bytes((64, 64)), "image/png")},
+        data={"folder": "inputs"},
+    )
     assert up.status_code == 201, up.text
     image = up.json()["data"]
     assert (image["width"], image["height"], image["folder"]) == (64, 64, "inputs")

@@ -17,7 +17,9 @@ def test_shipped_catalog_loads_and_defaults_to_builtin() -> None:
 
 def test_duplicate_alias_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[models.a]\nsource = "x"\naliases = ["same"]\n[models.b]\nsource = "y"\naliases = ["SAME"]\n')
+    path.write_text(
+        '[models.a]\nsource = "x"\naliases = ["same"]\n[models.b]\nsource = "y"\naliases = ["SAME"]\n'
+    )
     with pytest.raises(ValueError, match="used by two models"):
         Catalog.load(path)
 

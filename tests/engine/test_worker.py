@@ -53,7 +53,9 @@ def test_progress_is_recorded_and_published(runtime) -> None:
     gen = make(runtime, "a red circle", size="64x64", steps=5)
     seen: list[tuple[int, int]] = []
     worker = runtime.make_worker()
-    worker.publish = lambda e: seen.append((e.data.get("step"), e.data.get("total"))) if e.kind == "progress" else None
+    worker.publish = lambda e: (
+        seen.append((e.data.get("step"), e.data.get("total"))) if e.kind == "progress" else None
+    )
     worker.run_once()
     assert seen == [(i, 5) for i in range(1, 6)]
     assert get(runtime, gen.id).progress_step == 5
@@ -91,8 +93,9 @@ def test_backend_error_fails_the_job_with_a_message(runtime) -> None:
     assert "out of memory" in (final.error_message or "")
 
 
-@pytest.mark.parametrize(("source", "hint"), [("easel-test/not-downloaded", "hf download"),
-                                              ("./no-such-folder", "does not exist")])
+@pytest.mark.parametrize(
+    ("source", "hint"), [("easel-test/not-downloaded", "hf download"), ("./no-such-folder", "does not exist")]
+)
 def test_unavailable_model_fails_with_instructions(runtime, tmp_path, source: str, hint: str) -> None:
     from conftest import write_catalog
     from easel.domain.catalog import Catalog
@@ -119,10 +122,23 @@ def test_image_to_image_and_inpaint(runtime) -> None:
     buf = io.BytesIO()
     Image.fromarray(mask_img, "L").save(buf, "PNG")
     mask = runtime.generations.upload_image(pid, buf.getvalue())
-    i2i = make(runtime, "a red circle", size="64x64", task=Task.IMAGE_TO_IMAGE, source_image_ids=[src.id],
-               strength=0.5)
-    inp = make(runtime, "a red circle", size="64x64", task=Task.INPAINT, source_image_ids=[src.id],
-               mask_image_id=mask.id, strength=1.0)
+    i2i = make(
+        runtime,
+        "a red circle",
+        size="64x64",
+        task=Task.IMAGE_TO_IMAGE,
+        source_image_ids=[src.id],
+        strength=0.5,
+    )
+    inp = make(
+        runtime,
+        "a red circle",
+        size="64x64",
+        task=Task.INPAINT,
+        source_image_ids=[src.id],
+        mask_image_id=mask.id,
+        strength=1.0,
+    )
     worker = runtime.make_worker()
     while worker.run_once():
         pass

@@ -40,7 +40,9 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
 
 def test_killed_worker_job_completes_once_elsewhere(runtime, settings, tmp_path) -> None:
     pid = runtime.default_project_id
-    gen = runtime.generations.create(pid, GenerationSpec(prompt="a red circle", size="128x128", n=2, steps=80))
+    gen = runtime.generations.create(
+        pid, GenerationSpec(prompt="a red circle", size="128x128", n=2, steps=80)
+    )
 
     def current():  # type: ignore[no-untyped-def]
         return runtime.repo.get_generation(pid, gen.id)

@@ -22,8 +22,11 @@ def make(runtime, prompt: str = "x", **kw):  # type: ignore[no-untyped-def]
 
 def expire(runtime, gid: str) -> None:  # type: ignore[no-untyped-def]
     with runtime.repo.engine.begin() as conn:
-        conn.execute(update(generations).where(generations.c.id == gid)
-                     .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        conn.execute(
+            update(generations)
+            .where(generations.c.id == gid)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def status(runtime, gid: str):  # type: ignore[no-untyped-def]
@@ -31,8 +34,17 @@ def status(runtime, gid: str):  # type: ignore[no-untyped-def]
 
 
 def img(index: int, key: str) -> NewImage:
-    return NewImage(id=new_id(), index=index, seed=index, storage_key=key, mime="image/png", width=8,
-                    height=8, bytes=3, sha256="0" * 64)
+    return NewImage(
+        id=new_id(),
+        index=index,
+        seed=index,
+        storage_key=key,
+        mime="image/png",
+        width=8,
+        height=8,
+        bytes=3,
+        sha256="0" * 64,
+    )
 
 
 def test_queued_running_succeeded(runtime) -> None:
@@ -54,7 +66,11 @@ def test_running_failed(runtime) -> None:
     [job] = runtime.queue.claim_batch("w1", models=None, max_images=8)
     assert runtime.queue.fail(job, "generation_failed", "boom")
     failed = status(runtime, gen.id)
-    assert (failed.status, failed.error_code, failed.error_message) == (Status.FAILED, "generation_failed", "boom")
+    assert (failed.status, failed.error_code, failed.error_message) == (
+        Status.FAILED,
+        "generation_failed",
+        "boom",
+    )
 
 
 def test_cancel_queued_is_never_claimed(runtime) -> None:

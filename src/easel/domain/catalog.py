@@ -163,7 +163,7 @@ class Catalog:
         return self.models[canonical]
 
     def source_path(self, entry: ModelEntry) -> str:
-        """A source that names an existing path relative to the catalog resolves to it; else it is a hub id."""
+        """An existing path (relative to the catalog file) resolves to it; anything else is a hub id."""
         candidate = Path(entry.source).expanduser()
         if not candidate.is_absolute():
             candidate = self.base_dir / candidate

@@ -12,10 +12,16 @@ TEMPLATES: dict[str, str] = {
         "A photorealistic photograph of {prompt}, captured with an 85mm lens at f/1.8, natural lighting, "
         "soft shadows, fine detail, shallow depth of field"
     ),
-    "illustration": "An illustration of {prompt}, clean linework, cohesive color palette, expressive composition",
-    "minimalist": "A minimalist image of {prompt}, simple shapes, negative space, limited palette, clean background",
+    "illustration": (
+        "An illustration of {prompt}, clean linework, cohesive color palette, expressive composition"
+    ),
+    "minimalist": (
+        "A minimalist image of {prompt}, simple shapes, negative space, limited palette, clean background"
+    ),
     "sticker": "A sticker of {prompt}, bold outlines, flat vector style, limited colors, white border",
-    "product": "A product photo of {prompt}, studio lighting, clean backdrop, crisp materials, commercial look",
+    "product": (
+        "A product photo of {prompt}, studio lighting, clean backdrop, crisp materials, commercial look"
+    ),
     "comic": "A comic panel of {prompt}, dynamic action lines, expressive faces, bold inks, halftone shading",
 }
 

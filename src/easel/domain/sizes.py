@@ -26,7 +26,7 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 
 SIZE_PRESETS: dict[str, int] = {"thumbnail": 256, "small": 512, "medium": 1024, "large": 1440}
 
-_WXH = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+_WXH = re.compile(r"^\s*(\d{1,5})\s*[xX\u00d7]\s*(\d{1,5})\s*$")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def parse_wxh(value: str) -> tuple[int, int] | None:
 
 
 def round_to_multiple(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def dims_for(aspect_ratio: str, long_side: int, multiple: int) -> tuple[int, int]:

@@ -161,8 +161,11 @@ class GenerationSpec(BaseModel):
         # A model limited to some ratios accepts explicit sizes of those ratios only.
         restricted = set(entry.aspect_ratios) != set(ASPECT_RATIOS)
         if label not in entry.aspect_ratios and (restricted or label in ASPECT_RATIOS):
-            raise fail(field, f"aspect ratio {label} is not supported by {entry.name}; "
-                              f"allowed: {', '.join(entry.aspect_ratios)}")
+            raise fail(
+                field,
+                f"aspect ratio {label} is not supported by {entry.name}; "
+                f"allowed: {', '.join(entry.aspect_ratios)}",
+            )
         return width, height, label
 
     @property
@@ -171,6 +174,13 @@ class GenerationSpec(BaseModel):
         Prompts, negative prompts, seeds and n may differ."""
         return "|".join(
             str(v)
-            for v in (self.model, self.task.value, self.width, self.height, self.steps, self.guidance,
-                      self.strength if self.task is not Task.TEXT_TO_IMAGE else None)
+            for v in (
+                self.model,
+                self.task.value,
+                self.width,
+                self.height,
+                self.steps,
+                self.guidance,
+                self.strength if self.task is not Task.TEXT_TO_IMAGE else None,
+            )
         )

@@ -23,8 +23,13 @@ def generate_images(
     assert resolved.seed is not None and resolved.width and resolved.height and resolved.steps
     seeds = [(resolved.seed + i) % (MAX_SEED + 1) for i in range(resolved.n)]
     request = BatchRequest(
-        model=entry, source=catalog.source_path(entry), task=resolved.task, width=resolved.width,
-        height=resolved.height, steps=resolved.steps, guidance=resolved.guidance or 0.0,
+        model=entry,
+        source=catalog.source_path(entry),
+        task=resolved.task,
+        width=resolved.width,
+        height=resolved.height,
+        steps=resolved.steps,
+        guidance=resolved.guidance or 0.0,
         strength=resolved.strength,
         items=[ImageTask(resolved.prompt, resolved.negative_prompt, s) for s in seeds],
     )

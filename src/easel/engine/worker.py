@@ -117,8 +117,15 @@ class Worker:
         spec = jobs[0].spec
         entry = self.catalog.resolve(spec.model)
         started = time.monotonic()
-        log.info("batch: %d jobs, %d images, model=%s %dx%d steps=%s", len(jobs),
-                 sum(j.spec.n for j in jobs), entry.name, spec.width, spec.height, spec.steps)
+        log.info(
+            "batch: %d jobs, %d images, model=%s %dx%d steps=%s",
+            len(jobs),
+            sum(j.spec.n for j in jobs),
+            entry.name,
+            spec.width,
+            spec.height,
+            spec.steps,
+        )
         active = list(jobs)
         beat = _Heartbeat(self.queue, active, self.settings.heartbeat_interval)
         beat.start()
@@ -160,7 +167,9 @@ class Worker:
             self._store(job, by_job[job.id], elapsed_ms)
         self._finish_events(jobs)
 
-    def _request(self, entry: ModelEntry, jobs: Sequence[ClaimedJob]) -> tuple[BatchRequest, list[tuple[str, int, int]]]:
+    def _request(
+        self, entry: ModelEntry, jobs: Sequence[ClaimedJob]
+    ) -> tuple[BatchRequest, list[tuple[str, int, int]]]:
         spec = jobs[0].spec
         items: list[ImageTask] = []
         owners: list[tuple[str, int, int]] = []
@@ -176,11 +185,15 @@ class Worker:
                 items.append(ImageTask(s.prompt, s.negative_prompt, seed, source, mask))
                 owners.append((job.id, idx, seed))
         request = BatchRequest(
-            model=entry, source=self.catalog.source_path(entry), task=spec.task,
-            width=spec.width or entry.min_size, height=spec.height or entry.min_size,
+            model=entry,
+            source=self.catalog.source_path(entry),
+            task=spec.task,
+            width=spec.width or entry.min_size,
+            height=spec.height or entry.min_size,
             steps=spec.steps or entry.defaults.steps,
             guidance=spec.guidance if spec.guidance is not None else entry.defaults.guidance,
-            strength=spec.strength, items=items,
+            strength=spec.strength,
+            items=items,
         )
         return request, owners
 
@@ -201,9 +214,19 @@ class Worker:
             enc = encode(img, spec.output_format, spec.output_compression)
             key = image_key(job.project_id, job.id, idx, spec.output_format.value)
             self.blobs.put(key, enc.data, enc.mime)
-            records.append(NewImage(id=new_id(), index=idx, seed=seed, storage_key=key, mime=enc.mime,
-                                    width=enc.width, height=enc.height, bytes=len(enc.data),
-                                    sha256=enc.sha256))
+            records.append(
+                NewImage(
+                    id=new_id(),
+                    index=idx,
+                    seed=seed,
+                    storage_key=key,
+                    mime=enc.mime,
+                    width=enc.width,
+                    height=enc.height,
+                    bytes=len(enc.data),
+                    sha256=enc.sha256,
+                )
+            )
         if self.queue.complete(job, records, elapsed_ms):
             self.stats.images += len(records)
             return

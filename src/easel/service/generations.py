@@ -48,36 +48,48 @@ class GenerationService:
 
     # -- generations -------------------------------------------------------------------------------
 
-    def prepare(self, project_id: str, spec: GenerationSpec, names: dict[str, str] | None = None) -> GenerationSpec:
+    def prepare(
+        self, project_id: str, spec: GenerationSpec, names: dict[str, str] | None = None
+    ) -> GenerationSpec:
         """Validate and complete a spec without storing anything."""
         wire = names or {}
         resolved = spec.resolve(self.catalog, names)
-        for field, ids in (("source_image_ids", resolved.source_image_ids),
-                           ("mask_image_id", [resolved.mask_image_id] if resolved.mask_image_id else [])):
+        for field, ids in (
+            ("source_image_ids", resolved.source_image_ids),
+            ("mask_image_id", [resolved.mask_image_id] if resolved.mask_image_id else []),
+        ):
             for image_id in ids:
                 try:
                     self.repo.get_image(project_id, image_id)
                 except NotFound as e:
                     name = wire.get(field, field)
-                    raise ValidationFailed(f"{name}: image {image_id} not found",
-                                           [FieldError(name, f"image {image_id} not found")]) from e
+                    raise ValidationFailed(
+                        f"{name}: image {image_id} not found",
+                        [FieldError(name, f"image {image_id} not found")],
+                    ) from e
         if resolved.enhance:
             template = resolved.enhance_template or "general"
             if template not in TEMPLATES:
                 name = wire.get("enhance_template", "enhance_template")
-                raise ValidationFailed.for_field(name, f"unknown template {template!r}; allowed: "
-                                                       f"{', '.join(TEMPLATES)}")
+                raise ValidationFailed.for_field(
+                    name, f"unknown template {template!r}; allowed: {', '.join(TEMPLATES)}"
+                )
             entry = self.catalog.resolve(resolved.model)
             if entry.options.get("enhance", True):
-                resolved = resolved.model_copy(update={"prompt": enhance(resolved.prompt, template),
-                                                       "enhance_template": template})
+                resolved = resolved.model_copy(
+                    update={"prompt": enhance(resolved.prompt, template), "enhance_template": template}
+                )
         return resolved
 
-    def create(self, project_id: str, spec: GenerationSpec, names: dict[str, str] | None = None) -> Generation:
+    def create(
+        self, project_id: str, spec: GenerationSpec, names: dict[str, str] | None = None
+    ) -> Generation:
         resolved = self.prepare(project_id, spec, names)
         entry = self.catalog.resolve(resolved.model)
         gen = self.repo.create_generation(
-            project_id, resolved, max_attempts=self.settings.max_attempts,
+            project_id,
+            resolved,
+            max_attempts=self.settings.max_attempts,
             credits=round(entry.credits_per_image * resolved.n, 6),
         )
         self.doorbell.ring()
@@ -87,11 +99,17 @@ class GenerationService:
         return self.repo.get_generation(project_id, gid, include_deleted=include_deleted)
 
     def list(
-        self, project_id: str, *, statuses: Sequence[Status] = (), limit: int = 20, offset: int = 0,
+        self,
+        project_id: str,
+        *,
+        statuses: Sequence[Status] = (),
+        limit: int = 20,
+        offset: int = 0,
         include_deleted: bool = False,
     ) -> tuple[list[Generation], int]:
-        return self.repo.list_generations(project_id, statuses=statuses, limit=limit, offset=offset,
-                                          include_deleted=include_deleted)
+        return self.repo.list_generations(
+            project_id, statuses=statuses, limit=limit, offset=offset, include_deleted=include_deleted
+        )
 
     def cancel(self, project_id: str, gid: str) -> Generation:
         return self.repo.cancel(project_id, gid)
@@ -100,11 +118,11 @@ class GenerationService:
         for img in self.repo.soft_delete(project_id, gid):
             self.blobs.delete(img.storage_key)
 
-    async def wait(self, project_id: str, gid: str, timeout: float) -> Generation:
-        """The generation once finished, or as it stands after `timeout` seconds. Woken by in-process
+    async def wait(self, project_id: str, gid: str, seconds: float) -> Generation:
+        """The generation once finished, or as it stands after `seconds`. Woken by in-process
         worker events; re-reads the store every second for workers in other processes."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(timeout, self.settings.max_wait_seconds)
+        deadline = loop.time() + min(seconds, self.settings.max_wait_seconds)
         with self.events.subscribe(gid) as queue:
             while True:
                 gen = await anyio.to_thread.run_sync(self.get, project_id, gid)
@@ -126,8 +144,9 @@ class GenerationService:
     def image_bytes(self, image: Image) -> bytes:
         return self.blobs.get(image.storage_key)
 
-    def upload_image(self, project_id: str, data: bytes, *, folder: str | None = None,
-                     field: str = "image") -> Image:
+    def upload_image(
+        self, project_id: str, data: bytes, *, folder: str | None = None, field: str = "image"
+    ) -> Image:
         """Store a client's image: decoded with limits, re-encoded as PNG (dropping EXIF and metadata)."""
         image, _mime = decode_upload(data, field)
         buf = io.BytesIO()
@@ -138,7 +157,15 @@ class GenerationService:
         image_id = new_id()
         key = f"{project_id}/uploads/{image_id}.png"
         self.blobs.put(key, png, "image/png")
-        record = NewImage(id=image_id, index=0, seed=None, storage_key=key, mime="image/png",
-                          width=image.width, height=image.height, bytes=len(png),
-                          sha256=hashlib.sha256(png).hexdigest())
+        record = NewImage(
+            id=image_id,
+            index=0,
+            seed=None,
+            storage_key=key,
+            mime="image/png",
+            width=image.width,
+            height=image.height,
+            bytes=len(png),
+            sha256=hashlib.sha256(png).hexdigest(),
+        )
         return self.repo.add_upload(project_id, record, folder)

@@ -56,9 +56,9 @@ class DoorbellListener:
 
     def wait(self, timeout: float) -> bool:
         """Block until rung, interrupted, or `timeout` seconds; True if rung. Drains queued rings."""
-        ready, _, _ = select.select([self.sock, self._r], [], [], max(0.0, timeout))
+        ready, _, _ = select.select([self.sock.fileno(), self._r], [], [], max(0.0, timeout))
         rung = False
-        if self.sock in ready:
+        if self.sock.fileno() in ready:
             rung = True
             with contextlib.suppress(BlockingIOError):
                 while True:
@@ -70,7 +70,9 @@ class DoorbellListener:
             os.write(self._w, b"x")
 
     def close(self) -> None:
-        self.interrupt()
         self.sock.close()
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):
             self.path.unlink()

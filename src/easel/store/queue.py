@@ -66,12 +66,21 @@ class JobQueue:
                 generations.c.lease_expires_at < now,
                 generations.c.attempts >= generations.c.max_attempts,
             )
-            .values(status=Status.FAILED.value, error_code=WORKER_LOST, finished_at=now, updated_at=now,
-                    lease_token=None, lease_owner=None, lease_expires_at=None,
-                    error_message="The worker running this job stopped responding on every attempt")
+            .values(
+                status=Status.FAILED.value,
+                error_code=WORKER_LOST,
+                finished_at=now,
+                updated_at=now,
+                lease_token=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                error_message="The worker running this job stopped responding on every attempt",
+            )
         )
 
-    def claim_batch(self, worker_id: str, *, models: Sequence[str] | None, max_images: int) -> list[ClaimedJob]:
+    def claim_batch(
+        self, worker_id: str, *, models: Sequence[str] | None, max_images: int
+    ) -> list[ClaimedJob]:
         """Claim the next job and as many queued jobs with the same batch key as fit in `max_images`."""
         now = utcnow()
         with self.engine.begin() as conn:
@@ -94,23 +103,38 @@ class JobQueue:
             conn.execute(
                 update(generations)
                 .where(generations.c.id.in_(ids))
-                .values(status=Status.RUNNING.value, lease_owner=worker_id, lease_token=token,
-                        lease_expires_at=now + self.lease, attempts=generations.c.attempts + 1,
-                        started_at=func.coalesce(generations.c.started_at, now), progress_step=0,
-                        updated_at=now)
+                .values(
+                    status=Status.RUNNING.value,
+                    lease_owner=worker_id,
+                    lease_token=token,
+                    lease_expires_at=now + self.lease,
+                    attempts=generations.c.attempts + 1,
+                    started_at=func.coalesce(generations.c.started_at, now),
+                    progress_step=0,
+                    updated_at=now,
+                )
             )
             rows = conn.execute(select(generations).where(generations.c.id.in_(ids))).all()
         order = {gid: i for i, gid in enumerate(ids)}
         jobs = [
-            ClaimedJob(id=r.id, project_id=r.project_id, spec=GenerationSpec.model_validate(r.spec),
-                       attempts=r.attempts, lease_token=token, created_at=r.created_at)
+            ClaimedJob(
+                id=r.id,
+                project_id=r.project_id,
+                spec=GenerationSpec.model_validate(r.spec),
+                attempts=r.attempts,
+                lease_token=token,
+                created_at=r.created_at,
+            )
             for r in rows
         ]
         return sorted(jobs, key=lambda j: order[j.id])
 
     def _held(self, gid: str, token: str) -> Any:
-        return and_(generations.c.id == gid, generations.c.lease_token == token,
-                    generations.c.status == Status.RUNNING.value)
+        return and_(
+            generations.c.id == gid,
+            generations.c.lease_token == token,
+            generations.c.status == Status.RUNNING.value,
+        )
 
     def heartbeat(self, jobs: Sequence[ClaimedJob]) -> set[str]:
         """Extend the leases; returns the ids still held (the others were canceled or taken over)."""
@@ -118,8 +142,11 @@ class JobQueue:
         held: set[str] = set()
         with self.engine.begin() as conn:
             for j in jobs:
-                res = conn.execute(update(generations).where(self._held(j.id, j.lease_token))
-                                   .values(lease_expires_at=now + self.lease))
+                res = conn.execute(
+                    update(generations)
+                    .where(self._held(j.id, j.lease_token))
+                    .values(lease_expires_at=now + self.lease)
+                )
                 if res.rowcount:
                     held.add(j.id)
         return held
@@ -130,8 +157,11 @@ class JobQueue:
         held: set[str] = set()
         with self.engine.begin() as conn:
             for j in jobs:
-                res = conn.execute(update(generations).where(self._held(j.id, j.lease_token))
-                                   .values(progress_step=step, progress_total=total, updated_at=now))
+                res = conn.execute(
+                    update(generations)
+                    .where(self._held(j.id, j.lease_token))
+                    .values(progress_step=step, progress_total=total, updated_at=now)
+                )
                 if res.rowcount:
                     held.add(j.id)
         return held
@@ -143,21 +173,44 @@ class JobQueue:
             res = conn.execute(
                 update(generations)
                 .where(self._held(job.id, job.lease_token))
-                .values(status=Status.SUCCEEDED.value, finished_at=now, updated_at=now,
-                        processing_ms=processing_ms, progress_step=generations.c.progress_total,
-                        lease_token=None, lease_owner=None, lease_expires_at=None,
-                        error_code=None, error_message=None)
+                .values(
+                    status=Status.SUCCEEDED.value,
+                    finished_at=now,
+                    updated_at=now,
+                    processing_ms=processing_ms,
+                    progress_step=generations.c.progress_total,
+                    lease_token=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    error_code=None,
+                    error_message=None,
+                )
             )
             if not res.rowcount:
                 return False
             if new_images:
-                conn.execute(insert(images), [
-                    {"id": im.id, "project_id": job.project_id, "generation_id": job.id, "index": im.index,
-                     "seed": im.seed, "storage_key": im.storage_key, "mime": im.mime, "width": im.width,
-                     "height": im.height, "bytes": im.bytes, "sha256": im.sha256,
-                     "folder": job.spec.folder, "uploaded": False, "created_at": now}
-                    for im in new_images
-                ])
+                conn.execute(
+                    insert(images),
+                    [
+                        {
+                            "id": im.id,
+                            "project_id": job.project_id,
+                            "generation_id": job.id,
+                            "index": im.index,
+                            "seed": im.seed,
+                            "storage_key": im.storage_key,
+                            "mime": im.mime,
+                            "width": im.width,
+                            "height": im.height,
+                            "bytes": im.bytes,
+                            "sha256": im.sha256,
+                            "folder": job.spec.folder,
+                            "uploaded": False,
+                            "created_at": now,
+                        }
+                        for im in new_images
+                    ],
+                )
             return True
 
     def fail(self, job: ClaimedJob, code: str, message: str) -> bool:
@@ -166,9 +219,16 @@ class JobQueue:
             res = conn.execute(
                 update(generations)
                 .where(self._held(job.id, job.lease_token))
-                .values(status=Status.FAILED.value, finished_at=now, updated_at=now, error_code=code,
-                        error_message=message[:2000], lease_token=None, lease_owner=None,
-                        lease_expires_at=None)
+                .values(
+                    status=Status.FAILED.value,
+                    finished_at=now,
+                    updated_at=now,
+                    error_code=code,
+                    error_message=message[:2000],
+                    lease_token=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
             )
             return bool(res.rowcount)
 
@@ -179,8 +239,15 @@ class JobQueue:
             res = conn.execute(
                 update(generations)
                 .where(self._held(job.id, job.lease_token))
-                .values(status=Status.QUEUED.value, attempts=generations.c.attempts - 1, updated_at=now,
-                        lease_token=None, lease_owner=None, lease_expires_at=None, progress_step=0)
+                .values(
+                    status=Status.QUEUED.value,
+                    attempts=generations.c.attempts - 1,
+                    updated_at=now,
+                    lease_token=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    progress_step=0,
+                )
             )
             return bool(res.rowcount)
 
@@ -189,8 +256,9 @@ class JobQueue:
         with self.engine.connect() as conn:
             value: datetime | None = conn.execute(
                 select(generations.c.lease_expires_at)
-                .where(generations.c.status == Status.RUNNING.value,
-                       generations.c.lease_expires_at.is_not(None))
+                .where(
+                    generations.c.status == Status.RUNNING.value, generations.c.lease_expires_at.is_not(None)
+                )
                 .order_by(generations.c.lease_expires_at)
                 .limit(1)
             ).scalar()

@@ -38,9 +38,18 @@ class NewImage:
 def image_from_row(row: Row[Any]) -> Image:
     m = row._mapping
     return Image(
-        id=m["id"], project_id=m["project_id"], generation_id=m["generation_id"], index=m["index"],
-        seed=m["seed"], storage_key=m["storage_key"], mime=m["mime"], width=m["width"],
-        height=m["height"], bytes=m["bytes"], sha256=m["sha256"], folder=m["folder"],
+        id=m["id"],
+        project_id=m["project_id"],
+        generation_id=m["generation_id"],
+        index=m["index"],
+        seed=m["seed"],
+        storage_key=m["storage_key"],
+        mime=m["mime"],
+        width=m["width"],
+        height=m["height"],
+        bytes=m["bytes"],
+        sha256=m["sha256"],
+        folder=m["folder"],
         created_at=m["created_at"],
     )
 
@@ -48,13 +57,24 @@ def image_from_row(row: Row[Any]) -> Image:
 def generation_from_row(row: Row[Any], imgs: Sequence[Image] = (), position: int | None = None) -> Generation:
     m = row._mapping
     return Generation(
-        id=m["id"], project_id=m["project_id"], status=Status(m["status"]),
-        spec=GenerationSpec.model_validate(m["spec"]), attempts=m["attempts"],
-        max_attempts=m["max_attempts"], progress_step=m["progress_step"],
-        progress_total=m["progress_total"], error_code=m["error_code"],
-        error_message=m["error_message"], credits=m["credits"], created_at=m["created_at"],
-        updated_at=m["updated_at"], started_at=m["started_at"], finished_at=m["finished_at"],
-        processing_ms=m["processing_ms"], deleted_at=m["deleted_at"], images=list(imgs),
+        id=m["id"],
+        project_id=m["project_id"],
+        status=Status(m["status"]),
+        spec=GenerationSpec.model_validate(m["spec"]),
+        attempts=m["attempts"],
+        max_attempts=m["max_attempts"],
+        progress_step=m["progress_step"],
+        progress_total=m["progress_total"],
+        error_code=m["error_code"],
+        error_message=m["error_message"],
+        credits=m["credits"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        processing_ms=m["processing_ms"],
+        deleted_at=m["deleted_at"],
+        images=list(imgs),
         queue_position=position,
     )
 
@@ -87,10 +107,21 @@ class Repository:
         with self.engine.begin() as conn:
             conn.execute(
                 generations.insert().values(
-                    id=gid, project_id=project_id, status=Status.QUEUED.value, model=spec.model,
-                    batch_key=spec.batch_key, priority=spec.priority, spec=spec.model_dump(mode="json"),
-                    n=spec.n, attempts=0, max_attempts=max_attempts, progress_step=0,
-                    progress_total=spec.steps or 0, credits=credits, created_at=now, updated_at=now,
+                    id=gid,
+                    project_id=project_id,
+                    status=Status.QUEUED.value,
+                    model=spec.model,
+                    batch_key=spec.batch_key,
+                    priority=spec.priority,
+                    spec=spec.model_dump(mode="json"),
+                    n=spec.n,
+                    attempts=0,
+                    max_attempts=max_attempts,
+                    progress_step=0,
+                    progress_total=spec.steps or 0,
+                    credits=credits,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             return self._load(conn, project_id, gid, include_deleted=False)
@@ -99,7 +130,9 @@ class Repository:
         with self.engine.connect() as conn:
             return self._load(conn, project_id, gid, include_deleted=include_deleted)
 
-    def _load(self, conn: Connection, project_id: str | None, gid: str, *, include_deleted: bool) -> Generation:
+    def _load(
+        self, conn: Connection, project_id: str | None, gid: str, *, include_deleted: bool
+    ) -> Generation:
         q = select(generations).where(generations.c.id == gid)
         if project_id is not None:
             q = q.where(generations.c.project_id == project_id)
@@ -129,7 +162,9 @@ class Repository:
     def _queue_position(self, conn: Connection, row: Row[Any]) -> int:
         """1-based place in the queue: queued jobs that will be claimed before this one, plus one."""
         ahead = conn.execute(
-            select(func.count()).select_from(generations).where(
+            select(func.count())
+            .select_from(generations)
+            .where(
                 generations.c.status == Status.QUEUED.value,
                 or_(
                     generations.c.priority > row.priority,
@@ -176,9 +211,16 @@ class Repository:
                     generations.c.id == gid,
                     generations.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
                 )
-                .values(status=Status.CANCELED.value, finished_at=now, updated_at=now,
-                        lease_owner=None, lease_token=None, lease_expires_at=None,
-                        error_code="canceled", error_message="Canceled by request")
+                .values(
+                    status=Status.CANCELED.value,
+                    finished_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    error_code="canceled",
+                    error_message="Canceled by request",
+                )
             )
             return self._load(conn, project_id, gid, include_deleted=False)
 
@@ -189,8 +231,13 @@ class Repository:
             gen = self._load(conn, project_id, gid, include_deleted=False)
             values: dict[str, Any] = {"deleted_at": now, "updated_at": now}
             if gen.status not in FINISHED:
-                values |= {"status": Status.CANCELED.value, "finished_at": now, "lease_token": None,
-                           "error_code": "canceled", "error_message": "Deleted by request"}
+                values |= {
+                    "status": Status.CANCELED.value,
+                    "finished_at": now,
+                    "lease_token": None,
+                    "error_code": "canceled",
+                    "error_message": "Deleted by request",
+                }
             conn.execute(update(generations).where(generations.c.id == gid).values(**values))
             conn.execute(update(images).where(images.c.generation_id == gid).values(deleted_at=now))
             return gen.images
@@ -211,9 +258,20 @@ class Repository:
         with self.engine.begin() as conn:
             conn.execute(
                 images.insert().values(
-                    id=img.id, project_id=project_id, generation_id=None, index=0, seed=None,
-                    storage_key=img.storage_key, mime=img.mime, width=img.width, height=img.height,
-                    bytes=img.bytes, sha256=img.sha256, folder=folder, uploaded=True, created_at=utcnow(),
+                    id=img.id,
+                    project_id=project_id,
+                    generation_id=None,
+                    index=0,
+                    seed=None,
+                    storage_key=img.storage_key,
+                    mime=img.mime,
+                    width=img.width,
+                    height=img.height,
+                    bytes=img.bytes,
+                    sha256=img.sha256,
+                    folder=folder,
+                    uploaded=True,
+                    created_at=utcnow(),
                 )
             )
         return self.get_image(project_id, img.id)

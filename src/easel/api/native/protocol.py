@@ -72,18 +72,36 @@ class CreateGenerationRequest(_Wire):
     def to_spec(self) -> GenerationSpec:
         task = self.task
         if task is None:
-            task = Task.INPAINT if self.mask_image_id else (
-                Task.IMAGE_TO_IMAGE if self.source_image_id else Task.TEXT_TO_IMAGE)
+            task = (
+                Task.INPAINT
+                if self.mask_image_id
+                else (Task.IMAGE_TO_IMAGE if self.source_image_id else Task.TEXT_TO_IMAGE)
+            )
         return GenerationSpec(
-            prompt=self.prompt, negative_prompt=self.negative_prompt, model=self.model, task=task,
-            width=self.width, height=self.height, size=self.size, aspect_ratio=self.aspect_ratio,
-            image_size=self.image_size, n=self.n, seed=self.seed, steps=self.steps, guidance=self.guidance,
-            strength=self.strength, style=self.style,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            model=self.model,
+            task=task,
+            width=self.width,
+            height=self.height,
+            size=self.size,
+            aspect_ratio=self.aspect_ratio,
+            image_size=self.image_size,
+            n=self.n,
+            seed=self.seed,
+            steps=self.steps,
+            guidance=self.guidance,
+            strength=self.strength,
+            style=self.style,
             source_image_ids=[self.source_image_id] if self.source_image_id else [],
-            mask_image_id=self.mask_image_id, enhance=self.auto_enhance,
+            mask_image_id=self.mask_image_id,
+            enhance=self.auto_enhance,
             enhance_template=self.enhancement_options.template if self.enhancement_options else None,
-            output_format=self.output_format, output_compression=self.output_compression,
-            folder=self.folder, meta=self.meta, priority=self.priority,
+            output_format=self.output_format,
+            output_compression=self.output_compression,
+            folder=self.folder,
+            meta=self.meta,
+            priority=self.priority,
         )
 
 
@@ -154,5 +172,3 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "finishedAt": iso(gen.finished_at),
         "deletedAt": iso(gen.deleted_at),
     }
-
-

@@ -74,15 +74,24 @@ async def list_generations(
             continue
         if name.strip() not in STATUS_BY_NAME:
             raise ValidationFailed.for_field(
-                "status", f"unknown status {name.strip()!r}; allowed: pending, processing, success, failed, canceled")
+                "status",
+                f"unknown status {name.strip()!r}; allowed: pending, processing, success, failed, canceled",
+            )
         statuses.append(STATUS_BY_NAME[name.strip()])
     gens, total = await anyio.to_thread.run_sync(
-        lambda: runtime.generations.list(project, statuses=statuses, limit=limit, offset=offset,
-                                         include_deleted=include_deleted))
+        lambda: runtime.generations.list(
+            project, statuses=statuses, limit=limit, offset=offset, include_deleted=include_deleted
+        )
+    )
     return {
         "success": True,
         "data": [_gen(request, runtime, g) for g in gens],
-        "pagination": {"limit": limit, "offset": offset, "total": total, "hasMore": offset + len(gens) < total},
+        "pagination": {
+            "limit": limit,
+            "offset": offset,
+            "total": total,
+            "hasMore": offset + len(gens) < total,
+        },
     }
 
 
@@ -118,12 +127,15 @@ async def upload_image(
 ) -> dict[str, Any]:
     data = await file.read()
     img = await anyio.to_thread.run_sync(
-        lambda: runtime.generations.upload_image(project, data, folder=folder, field="file"))
+        lambda: runtime.generations.upload_image(project, data, folder=folder, field="file")
+    )
     return {"success": True, "data": image_json(img, image_url(request, runtime, img.id))}
 
 
 @router.get("/images/{image_id}")
-async def get_image(image_id: str, request: Request, runtime: RuntimeDep, project: ProjectDep) -> dict[str, Any]:
+async def get_image(
+    image_id: str, request: Request, runtime: RuntimeDep, project: ProjectDep
+) -> dict[str, Any]:
     img = await anyio.to_thread.run_sync(runtime.generations.get_image, project, image_id)
     return {"success": True, "data": image_json(img, image_url(request, runtime, img.id))}
 
@@ -138,16 +150,24 @@ async def image_file(image_id: str, runtime: RuntimeDep, expires: int = 0, signa
         data = await anyio.to_thread.run_sync(runtime.generations.image_bytes, img)
     except BlobNotFound:
         raise Forbidden("This image is no longer available") from None
-    return Response(data, media_type=img.mime, headers={
-        "Cache-Control": "private, max-age=3600", "ETag": f'"{img.sha256}"',
-        "Content-Disposition": f'inline; filename="{img.id}.{img.mime.split("/")[1]}"'})
+    return Response(
+        data,
+        media_type=img.mime,
+        headers={
+            "Cache-Control": "private, max-age=3600",
+            "ETag": f'"{img.sha256}"',
+            "Content-Disposition": f'inline; filename="{img.id}.{img.mime.split("/")[1]}"',
+        },
+    )
 
 
 @router.get("/models")
 async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
     cat = runtime.catalog
-    return {"success": True, "data": [m.public() | {"default": m.name == cat.default_model}
-                                      for m in cat.models.values()]}
+    return {
+        "success": True,
+        "data": [m.public() | {"default": m.name == cat.default_model} for m in cat.models.values()],
+    }
 
 
 @router.get("/healthz")

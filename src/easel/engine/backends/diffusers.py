@@ -137,7 +137,10 @@ class DiffusersBackend:
             kwargs |= {"width": width, "height": height}
         elif request.task in (Task.IMAGE_TO_IMAGE, Task.VARIATION):
             pipe = AutoPipelineForImage2Image.from_pipe(base)
-            kwargs |= {"image": [_fit(it.source, width, height) for it in items], "strength": request.strength}
+            kwargs |= {
+                "image": [_fit(it.source, width, height) for it in items],
+                "strength": request.strength,
+            }
         elif request.task is Task.INPAINT:
             pipe = AutoPipelineForInpainting.from_pipe(base)
             kwargs |= {

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from easel.domain.generation import Status
+from easel.domain.spec import GenerationSpec
+from easel.store.notify import Doorbell
+
+
+def test_ring_wakes_every_listener_and_prunes_dead_ones(tmp_path: Path) -> None:
+    bell = Doorbell(tmp_path / "run")
+    a, b = bell.listener(), bell.listener()
+    dead = bell.listener()
+    dead.sock.close()  # a crashed worker leaves its socket file behind
+    assert bell.ring() == 2
+    assert a.wait(0) and b.wait(0)
+    assert not a.wait(0)  # rings were drained
+    assert not dead.path.exists()
+    a.close()
+    b.close()
+    assert bell.ring() == 0
+
+
+def test_long_data_dirs_fall_back_to_a_short_socket_dir(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100) / "run"
+    bell = Doorbell(deep)
+    listener = bell.listener()
+    assert bell.ring() == 1 and listener.wait(0)
+    listener.close()
+
+
+def test_idle_worker_is_woken_by_a_new_job_not_by_a_timer(runtime) -> None:
+    # The idle timer is set far beyond the test's patience: only the doorbell can start the job in time.
+    runtime.settings.idle_check_seconds = 600
+    worker = runtime.make_worker()
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        gen = runtime.generations.create(runtime.default_project_id, GenerationSpec(prompt="x", size="64x64"))
+        done = threading.Event()
+
+        def check() -> None:
+            while not done.is_set():
+                g = runtime.repo.get_generation(runtime.default_project_id, gen.id)
+                if g.status is Status.SUCCEEDED:
+                    done.set()
+                done.wait(0.02)
+
+        checker = threading.Thread(target=check, daemon=True)
+        checker.start()
+        assert done.wait(60), "the idle worker was not woken"
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from easel.domain.generation import Status
+from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.store.queue import WORKER_LOST, JobQueue
-from easel.store.repository import NewImage, new_id
+from easel.store.repository import new_id
 from easel.store.tables import generations, utcnow
 
 
@@ -33,8 +33,8 @@ def status(runtime, gid: str):  # type: ignore[no-untyped-def]
     return runtime.repo.get_generation(runtime.default_project_id, gid, include_deleted=True)
 
 
-def img(index: int, key: str) -> NewImage:
-    return NewImage(
+def img(index: int, key: str) -> ImageFile:
+    return ImageFile(
         id=new_id(),
         index=index,
         seed=index,

@@ -26,10 +26,10 @@ FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
 
 
 @dataclass(frozen=True)
-class Image:
+class ImageFile:
+    """Stored image bytes and what they are."""
+
     id: str
-    project_id: str
-    generation_id: str | None
     index: int
     seed: int | None
     storage_key: str
@@ -38,8 +38,26 @@ class Image:
     height: int
     bytes: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class Image(ImageFile):
+    """An image record: a file that belongs to a project, maybe to a generation, maybe to a folder."""
+
+    project_id: str
+    generation_id: str | None
     folder: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Which generations a list returns."""
+
+    statuses: tuple[Status, ...] = ()
+    limit: int = 20
+    offset: int = 0
+    include_deleted: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from PIL.Image import Image as PILImage
 
 from easel.domain.catalog import Catalog, ModelEntry, Task
-from easel.domain.generation import Status
+from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import MAX_SEED
 from easel.engine.backends import make_backend
 from easel.engine.backends.base import Backend, BatchRequest, ImageTask, Interrupted, ModelUnavailable
@@ -29,7 +29,7 @@ from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import Doorbell
 from easel.store.queue import ClaimedJob, JobQueue
-from easel.store.repository import NewImage, Repository, new_id
+from easel.store.repository import Repository, new_id
 from easel.store.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ class Worker:
             key = image_key(job.project_id, job.id, idx, spec.output_format.value)
             self.blobs.put(key, enc.data, enc.mime)
             records.append(
-                NewImage(
+                ImageFile(
                     id=new_id(),
                     index=idx,
                     seed=seed,

@@ -10,21 +10,20 @@ import asyncio
 import hashlib
 import io
 import logging
-from collections.abc import Sequence
 
 import anyio
 
 from easel.domain.catalog import Catalog
 from easel.domain.enhance import TEMPLATES, enhance
 from easel.domain.errors import FieldError, NotFound, ValidationFailed
-from easel.domain.generation import Generation, Image, Status
+from easel.domain.generation import Generation, Image, ImageFile, ListQuery
 from easel.domain.spec import GenerationSpec
 from easel.imaging import decode_upload
 from easel.service.events import EventHub
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import Doorbell
-from easel.store.repository import NewImage, Repository, new_id
+from easel.store.repository import Repository, new_id
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +97,8 @@ class GenerationService:
     def get(self, project_id: str, gid: str, include_deleted: bool = False) -> Generation:
         return self.repo.get_generation(project_id, gid, include_deleted=include_deleted)
 
-    def list(
-        self,
-        project_id: str,
-        *,
-        statuses: Sequence[Status] = (),
-        limit: int = 20,
-        offset: int = 0,
-        include_deleted: bool = False,
-    ) -> tuple[list[Generation], int]:
-        return self.repo.list_generations(
-            project_id, statuses=statuses, limit=limit, offset=offset, include_deleted=include_deleted
-        )
+    def list(self, project_id: str, query: ListQuery) -> tuple[list[Generation], int]:
+        return self.repo.list_generations(project_id, query)
 
     def cancel(self, project_id: str, gid: str) -> Generation:
         return self.repo.cancel(project_id, gid)
@@ -157,7 +146,7 @@ class GenerationService:
         image_id = new_id()
         key = f"{project_id}/uploads/{image_id}.png"
         self.blobs.put(key, png, "image/png")
-        record = NewImage(
+        record = ImageFile(
             id=image_id,
             index=0,
             seed=None,

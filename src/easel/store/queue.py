@@ -19,10 +19,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, and_, func, insert, or_, select, update
 
-from easel.domain.generation import Status
+from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.store.db import is_postgres
-from easel.store.repository import NewImage
+from easel.store.repository import ended, image_row
 from easel.store.tables import generations, images, utcnow
 
 WORKER_LOST = "worker_lost"
@@ -59,6 +59,7 @@ class JobQueue:
 
     def _sweep(self, conn: Connection, now: datetime) -> None:
         """Jobs whose worker died after their last allowed attempt end as failed."""
+        message = "The worker running this job stopped responding on every attempt"
         conn.execute(
             update(generations)
             .where(
@@ -66,16 +67,7 @@ class JobQueue:
                 generations.c.lease_expires_at < now,
                 generations.c.attempts >= generations.c.max_attempts,
             )
-            .values(
-                status=Status.FAILED.value,
-                error_code=WORKER_LOST,
-                finished_at=now,
-                updated_at=now,
-                lease_token=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                error_message="The worker running this job stopped responding on every attempt",
-            )
+            .values(**ended(Status.FAILED, now, WORKER_LOST, message))
         )
 
     def claim_batch(
@@ -129,127 +121,75 @@ class JobQueue:
         ]
         return sorted(jobs, key=lambda j: order[j.id])
 
-    def _held(self, gid: str, token: str) -> Any:
-        return and_(
-            generations.c.id == gid,
-            generations.c.lease_token == token,
-            generations.c.status == Status.RUNNING.value,
+    def _fenced(self, conn: Connection, job: ClaimedJob, values: dict[str, Any]) -> bool:
+        """Update a job only while this worker still holds it; False if canceled or taken over."""
+        res = conn.execute(
+            update(generations)
+            .where(
+                generations.c.id == job.id,
+                generations.c.lease_token == job.lease_token,
+                generations.c.status == Status.RUNNING.value,
+            )
+            .values(**values)
         )
+        return bool(res.rowcount)
+
+    def _each_held(self, jobs: Sequence[ClaimedJob], values: dict[str, Any]) -> set[str]:
+        with self.engine.begin() as conn:
+            return {j.id for j in jobs if self._fenced(conn, j, values)}
 
     def heartbeat(self, jobs: Sequence[ClaimedJob]) -> set[str]:
         """Extend the leases; returns the ids still held (the others were canceled or taken over)."""
-        now = utcnow()
-        held: set[str] = set()
-        with self.engine.begin() as conn:
-            for j in jobs:
-                res = conn.execute(
-                    update(generations)
-                    .where(self._held(j.id, j.lease_token))
-                    .values(lease_expires_at=now + self.lease)
-                )
-                if res.rowcount:
-                    held.add(j.id)
-        return held
+        return self._each_held(jobs, {"lease_expires_at": utcnow() + self.lease})
 
     def progress(self, jobs: Sequence[ClaimedJob], step: int, total: int) -> set[str]:
         """Record step i of n; returns the ids still held. A canceled job drops out here, at its next step."""
-        now = utcnow()
-        held: set[str] = set()
-        with self.engine.begin() as conn:
-            for j in jobs:
-                res = conn.execute(
-                    update(generations)
-                    .where(self._held(j.id, j.lease_token))
-                    .values(progress_step=step, progress_total=total, updated_at=now)
-                )
-                if res.rowcount:
-                    held.add(j.id)
-        return held
+        return self._each_held(jobs, {"progress_step": step, "progress_total": total, "updated_at": utcnow()})
 
-    def complete(self, job: ClaimedJob, new_images: Sequence[NewImage], processing_ms: int) -> bool:
+    def complete(self, job: ClaimedJob, new_images: Sequence[ImageFile], processing_ms: int) -> bool:
         """Succeed the job and record its images in one transaction; False if the lease was lost."""
         now = utcnow()
+        values = ended(Status.SUCCEEDED, now) | {
+            "processing_ms": processing_ms,
+            "progress_step": generations.c.progress_total,
+        }
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(generations)
-                .where(self._held(job.id, job.lease_token))
-                .values(
-                    status=Status.SUCCEEDED.value,
-                    finished_at=now,
-                    updated_at=now,
-                    processing_ms=processing_ms,
-                    progress_step=generations.c.progress_total,
-                    lease_token=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    error_code=None,
-                    error_message=None,
-                )
-            )
-            if not res.rowcount:
+            if not self._fenced(conn, job, values):
                 return False
             if new_images:
                 conn.execute(
                     insert(images),
                     [
-                        {
-                            "id": im.id,
-                            "project_id": job.project_id,
-                            "generation_id": job.id,
-                            "index": im.index,
-                            "seed": im.seed,
-                            "storage_key": im.storage_key,
-                            "mime": im.mime,
-                            "width": im.width,
-                            "height": im.height,
-                            "bytes": im.bytes,
-                            "sha256": im.sha256,
-                            "folder": job.spec.folder,
-                            "uploaded": False,
-                            "created_at": now,
-                        }
+                        image_row(
+                            im,
+                            project_id=job.project_id,
+                            generation_id=job.id,
+                            folder=job.spec.folder,
+                            uploaded=False,
+                            now=now,
+                        )
                         for im in new_images
                     ],
                 )
             return True
 
     def fail(self, job: ClaimedJob, code: str, message: str) -> bool:
-        now = utcnow()
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(generations)
-                .where(self._held(job.id, job.lease_token))
-                .values(
-                    status=Status.FAILED.value,
-                    finished_at=now,
-                    updated_at=now,
-                    error_code=code,
-                    error_message=message[:2000],
-                    lease_token=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-            )
-            return bool(res.rowcount)
+            return self._fenced(conn, job, ended(Status.FAILED, utcnow(), code, message))
 
     def release(self, job: ClaimedJob) -> bool:
         """Give a claimed job back to the queue without counting the attempt (graceful shutdown)."""
-        now = utcnow()
+        values = {
+            "status": Status.QUEUED.value,
+            "attempts": generations.c.attempts - 1,
+            "updated_at": utcnow(),
+            "lease_token": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "progress_step": 0,
+        }
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(generations)
-                .where(self._held(job.id, job.lease_token))
-                .values(
-                    status=Status.QUEUED.value,
-                    attempts=generations.c.attempts - 1,
-                    updated_at=now,
-                    lease_token=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    progress_step=0,
-                )
-            )
-            return bool(res.rowcount)
+            return self._fenced(conn, job, values)
 
     def next_lease_expiry(self) -> datetime | None:
         """When the earliest running lease expires (an idle worker wakes then to rescue it)."""

@@ -4,35 +4,65 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, update
 
 from easel.domain.errors import NotFound
-from easel.domain.generation import FINISHED, Generation, Image, Status
+from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
 from easel.domain.spec import GenerationSpec
 from easel.store.tables import generations, images, projects, utcnow
+
+UNFINISHED = (Status.QUEUED.value, Status.RUNNING.value)
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
-@dataclass(frozen=True)
-class NewImage:
-    """An image about to be recorded (its bytes are already in the blob store)."""
+def image_row(
+    img: ImageFile,
+    *,
+    project_id: str,
+    generation_id: str | None,
+    folder: str | None,
+    uploaded: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """The images-table row for a new image."""
+    return {
+        "id": img.id,
+        "project_id": project_id,
+        "generation_id": generation_id,
+        "index": img.index,
+        "seed": img.seed,
+        "storage_key": img.storage_key,
+        "mime": img.mime,
+        "width": img.width,
+        "height": img.height,
+        "bytes": img.bytes,
+        "sha256": img.sha256,
+        "folder": folder,
+        "uploaded": uploaded,
+        "created_at": now,
+    }
 
-    id: str
-    index: int
-    seed: int | None
-    storage_key: str
-    mime: str
-    width: int
-    height: int
-    bytes: int
-    sha256: str
+
+def ended(
+    status: Status, now: datetime, code: str | None = None, message: str | None = None
+) -> dict[str, Any]:
+    """Column values of a job that has just ended: its status, times, error, and no lease."""
+    return {
+        "status": status.value,
+        "finished_at": now,
+        "updated_at": now,
+        "error_code": code,
+        "error_message": None if message is None else message[:2000],
+        "lease_token": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
 
 
 def image_from_row(row: Row[Any]) -> Image:
@@ -174,19 +204,11 @@ class Repository:
         ).scalar_one()
         return int(ahead) + 1
 
-    def list_generations(
-        self,
-        project_id: str,
-        *,
-        statuses: Sequence[Status] = (),
-        limit: int = 20,
-        offset: int = 0,
-        include_deleted: bool = False,
-    ) -> tuple[list[Generation], int]:
+    def list_generations(self, project_id: str, query: ListQuery) -> tuple[list[Generation], int]:
         where = [generations.c.project_id == project_id]
-        if statuses:
-            where.append(generations.c.status.in_([s.value for s in statuses]))
-        if not include_deleted:
+        if query.statuses:
+            where.append(generations.c.status.in_([s.value for s in query.statuses]))
+        if not query.include_deleted:
             where.append(generations.c.deleted_at.is_(None))
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(generations).where(*where)).scalar_one()
@@ -194,33 +216,20 @@ class Repository:
                 select(generations)
                 .where(*where)
                 .order_by(generations.c.created_at.desc(), generations.c.id.desc())
-                .limit(limit)
-                .offset(offset)
+                .limit(query.limit)
+                .offset(query.offset)
             ).all()
             imgs = self._images_of(conn, [r.id for r in rows])
             return [generation_from_row(r, imgs[r.id]) for r in rows], int(total)
 
     def cancel(self, project_id: str, gid: str) -> Generation:
         """Queued or running -> canceled. A running job's worker sees it at its next step and stops."""
-        now = utcnow()
         with self.engine.begin() as conn:
             self._load(conn, project_id, gid, include_deleted=False)  # 404 for others' ids
             conn.execute(
                 update(generations)
-                .where(
-                    generations.c.id == gid,
-                    generations.c.status.in_([Status.QUEUED.value, Status.RUNNING.value]),
-                )
-                .values(
-                    status=Status.CANCELED.value,
-                    finished_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_token=None,
-                    lease_expires_at=None,
-                    error_code="canceled",
-                    error_message="Canceled by request",
-                )
+                .where(generations.c.id == gid, generations.c.status.in_(UNFINISHED))
+                .values(**ended(Status.CANCELED, utcnow(), "canceled", "Canceled by request"))
             )
             return self._load(conn, project_id, gid, include_deleted=False)
 
@@ -231,13 +240,7 @@ class Repository:
             gen = self._load(conn, project_id, gid, include_deleted=False)
             values: dict[str, Any] = {"deleted_at": now, "updated_at": now}
             if gen.status not in FINISHED:
-                values |= {
-                    "status": Status.CANCELED.value,
-                    "finished_at": now,
-                    "lease_token": None,
-                    "error_code": "canceled",
-                    "error_message": "Deleted by request",
-                }
+                values |= ended(Status.CANCELED, now, "canceled", "Deleted by request")
             conn.execute(update(generations).where(generations.c.id == gid).values(**values))
             conn.execute(update(images).where(images.c.generation_id == gid).values(deleted_at=now))
             return gen.images
@@ -254,27 +257,18 @@ class Repository:
             raise NotFound("image", image_id)
         return image_from_row(row)
 
-    def add_upload(self, project_id: str, img: NewImage, folder: str | None) -> Image:
+    def add_upload(self, project_id: str, img: ImageFile, folder: str | None) -> Image:
         with self.engine.begin() as conn:
             conn.execute(
                 images.insert().values(
-                    id=img.id,
-                    project_id=project_id,
-                    generation_id=None,
-                    index=0,
-                    seed=None,
-                    storage_key=img.storage_key,
-                    mime=img.mime,
-                    width=img.width,
-                    height=img.height,
-                    bytes=img.bytes,
-                    sha256=img.sha256,
-                    folder=folder,
-                    uploaded=True,
-                    created_at=utcnow(),
+                    **image_row(
+                        img,
+                        project_id=project_id,
+                        generation_id=None,
+                        folder=folder,
+                        uploaded=True,
+                        now=utcnow(),
+                    )
                 )
             )
         return self.get_image(project_id, img.id)
-
-    def touch(self, conn: Connection, gid: str, now: datetime) -> None:
-        conn.execute(update(generations).where(generations.c.id == gid).values(updated_at=now))

@@ -19,7 +19,7 @@ from easel.api.native.protocol import (
     image_json,
 )
 from easel.domain.errors import EaselError, Forbidden, ValidationFailed
-from easel.domain.generation import Generation, Status
+from easel.domain.generation import Generation, ListQuery, Status
 from easel.runtime import Runtime
 from easel.storage.base import BlobNotFound
 
@@ -79,9 +79,7 @@ async def list_generations(
             )
         statuses.append(STATUS_BY_NAME[name.strip()])
     gens, total = await anyio.to_thread.run_sync(
-        lambda: runtime.generations.list(
-            project, statuses=statuses, limit=limit, offset=offset, include_deleted=include_deleted
-        )
+        runtime.generations.list, project, ListQuery(tuple(statuses), limit, offset, include_deleted)
     )
     return {
         "success": True,

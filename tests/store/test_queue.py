@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from easel.domain.errors import NotFound
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.store.queue import WORKER_LOST, JobQueue
@@ -187,3 +188,17 @@ def test_concurrent_claimers_never_share_a_job(runtime) -> None:
 @pytest.mark.parametrize("n", [1, 3])
 def test_credits_recorded(runtime, n: int) -> None:
     assert make(runtime, n=n).credits == 2 * n
+
+
+def test_task_numbers_are_stable_and_scoped(runtime) -> None:
+    pid = runtime.default_project_id
+    a, b = make(runtime, "a"), make(runtime, "b")
+    na = runtime.repo.task_number(pid, a.id)
+    nb = runtime.repo.task_number(pid, b.id)
+    assert nb > na and runtime.repo.task_number(pid, a.id) == na
+    assert runtime.repo.generation_by_number(pid, nb) == b.id
+    other = runtime.repo.ensure_project("other")
+    with pytest.raises(NotFound):
+        runtime.repo.generation_by_number(other, nb)
+    with pytest.raises(NotFound):
+        runtime.repo.task_number(other, a.id)

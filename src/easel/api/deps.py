@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,9 +18,47 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_project(runtime: RuntimeDep) -> str:
-    """The project a request acts for. Until API keys exist, every request acts for the local project."""
-    return runtime.default_project_id
+# How a dialect's clients send their key: each dialect picks its extractor (Bearer, X-API-Key, a raw
+# Authorization header, X-Client-Authorization) and every extractor maps onto the same API keys.
+CredentialExtractor = Callable[[Request], str | None]
+
+
+def bearer_or_api_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def raw_header(name: str) -> CredentialExtractor:
+    """The whole value of header `name` is the key (a leading `Bearer ` is tolerated)."""
+
+    def extract(request: Request) -> str | None:
+        value = request.headers.get(name, "").strip()
+        if value[:7].lower() == "bearer ":
+            value = value[7:].strip()
+        return value or None
+
+    return extract
+
+
+def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., str]:
+    """A dependency giving the project the request acts for, from the dialect's credential.
+
+    Until API keys exist (the keys step), every request acts for the local project.
+    """
+
+    def dependency(request: Request, runtime: RuntimeDep) -> str:
+        extract(request)
+        return runtime.default_project_id
+
+    dependency.__name__ = f"authenticated_{scope.replace(':', '_')}"
+    return dependency
+
+
+def get_project(request: Request, runtime: RuntimeDep) -> str:
+    """The project of a native API request (Bearer or X-API-Key)."""
+    return authenticated(bearer_or_api_key, "native")(request, runtime)
 
 
 ProjectDep = Annotated[str, Depends(get_project)]

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, update
 from easel.domain.errors import NotFound
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
 from easel.domain.spec import GenerationSpec
-from easel.store.tables import generations, images, projects, utcnow
+from easel.store.tables import generations, images, projects, task_numbers, utcnow
 
 UNFINISHED = (Status.QUEUED.value, Status.RUNNING.value)
 
@@ -272,3 +272,31 @@ class Repository:
                 )
             )
         return self.get_image(project_id, img.id)
+
+    # -- integer task numbers (dialects with integer ids) --------------------------------------------
+
+    def task_number(self, project_id: str, gid: str) -> int:
+        """The integer number of a generation, assigned on first use."""
+        with self.engine.begin() as conn:
+            self._load(conn, project_id, gid, include_deleted=True)
+            found = conn.execute(
+                select(task_numbers.c.number).where(task_numbers.c.generation_id == gid)
+            ).scalar()
+            if found is None:
+                res = conn.execute(task_numbers.insert().values(generation_id=gid, project_id=project_id))
+                key = res.inserted_primary_key
+                assert key is not None
+                found = key[0]
+            return int(found)
+
+    def generation_by_number(self, project_id: str, number: int) -> str:
+        """The generation id behind a task number of this project (404 otherwise)."""
+        with self.engine.connect() as conn:
+            gid = conn.execute(
+                select(task_numbers.c.generation_id).where(
+                    task_numbers.c.number == number, task_numbers.c.project_id == project_id
+                )
+            ).scalar()
+        if gid is None:
+            raise NotFound("task", str(number))
+        return str(gid)

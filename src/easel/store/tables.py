@@ -111,3 +111,18 @@ images = Table(
     Index("ix_images_generation", "generation_id", "index"),
     Index("ix_images_project_folder", "project_id", "folder", "created_at"),
 )
+
+# Integer ids for dialects whose clients expect them (Placewise task ids): one row per generation.
+task_numbers = Table(
+    "task_numbers",
+    metadata,
+    Column("number", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "generation_id",
+        String(36),
+        ForeignKey("generations.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+)

@@ -91,3 +91,45 @@ def test_batch_key_ignores_prompt_seed_and_n(catalog: Catalog) -> None:
     b = GenerationSpec(prompt="b", seed=2, n=3, negative_prompt="z").resolve(catalog)
     c = GenerationSpec(prompt="a", seed=1, size="64x64").resolve(catalog)
     assert a.batch_key == b.batch_key != c.batch_key
+
+
+@pytest.fixture
+def styled(tmp_path: Path) -> Catalog:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[styles.vivid]\nprompt_suffix = "vivid colors"\nnegative_prompt = "dull"\nguidance = 9.0\n'
+        "[styles.plain]\n"
+        "[qualities.hd]\nsteps_multiplier = 2.0\nguidance = 5.0\n[qualities.fast]\nsteps = 1\n"
+        '[models.m]\nsource = "x"\n[models.m.defaults]\nsteps = 10\nguidance = 3.0\n'
+        '[models.only-plain]\nsource = "x"\nstyles = ["plain"]\nqualities = []\n'
+    )
+    return Catalog.load(path)
+
+
+def test_style_adds_words_negative_and_guidance(styled: Catalog) -> None:
+    spec = GenerationSpec(prompt="a cat", style="vivid", negative_prompt="blurry").resolve(styled)
+    assert spec.prompt == "a cat, vivid colors" and spec.original_prompt == "a cat"
+    assert spec.negative_prompt == "blurry, dull" and spec.guidance == 9.0
+
+
+def test_quality_scales_steps_and_explicit_values_win(styled: Catalog) -> None:
+    assert GenerationSpec(prompt="x", quality="hd").resolve(styled).steps == 20
+    assert GenerationSpec(prompt="x", quality="fast").resolve(styled).steps == 1
+    explicit = GenerationSpec(prompt="x", quality="hd", style="vivid", steps=7, guidance=2.0).resolve(styled)
+    assert (explicit.steps, explicit.guidance) == (7, 2.0)
+    assert GenerationSpec(prompt="x", quality="hd", style="vivid").resolve(styled).guidance == 5.0
+
+
+def test_models_restrict_presets(styled: Catalog) -> None:
+    for kwargs, field in (({"style": "vivid"}, "style"), ({"quality": "hd"}, "quality")):
+        with pytest.raises(ValidationFailed) as exc:
+            GenerationSpec(prompt="x", model="only-plain", **kwargs).resolve(styled)
+        assert field_of(exc) == field
+    assert GenerationSpec(prompt="x", model="only-plain", style="plain").resolve(styled).prompt == "x"
+
+
+def test_unknown_preset_names_in_a_model_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[models.m]\nsource = "x"\nstyles = ["nope"]\n')
+    with pytest.raises(ValueError, match="unknown style presets"):
+        Catalog.load(path)

@@ -45,6 +45,16 @@ class StylePreset(BaseModel):
     guidance: float | None = None
 
 
+class QualityPreset(BaseModel):
+    """A named quality level: more or fewer denoising steps, optionally another guidance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(None, ge=1, le=200)
+    steps_multiplier: float | None = Field(None, gt=0, le=10)
+    guidance: float | None = None
+
+
 class ModelEntry(BaseModel):
     """One servable model. Several entries may share a `source` (and so one loaded pipeline)."""
 
@@ -68,7 +78,9 @@ class ModelEntry(BaseModel):
     credits_per_image: float = Field(1.0, ge=0)
     aliases: list[str] = Field(default_factory=list)
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
-    styles: dict[str, StylePreset] = Field(default_factory=dict)
+    # Names of the catalog's [styles.*] / [qualities.*] this model accepts; None = all of them.
+    styles: list[str] | None = None
+    qualities: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -103,7 +115,6 @@ class ModelEntry(BaseModel):
             "maxN": self.max_n,
             "maxPromptLength": self.max_prompt_length,
             "nativeSize": self.native_size,
-            "styles": sorted(self.styles),
             "creditsPerImage": self.credits_per_image,
             "aliases": self.aliases,
             "defaults": {
@@ -119,10 +130,27 @@ class ModelEntry(BaseModel):
 class Catalog:
     """All models, looked up by name or alias."""
 
-    def __init__(self, models: list[ModelEntry], default_model: str, base_dir: Path) -> None:
+    def __init__(
+        self,
+        models: list[ModelEntry],
+        default_model: str,
+        base_dir: Path,
+        styles: dict[str, StylePreset] | None = None,
+        qualities: dict[str, QualityPreset] | None = None,
+    ) -> None:
         if not models:
             raise ValueError("the catalog lists no models")
         self.base_dir = base_dir
+        self.styles = styles or {}
+        self.qualities = qualities or {}
+        for m in models:
+            for kind, names, known in (
+                ("style", m.styles, self.styles),
+                ("quality", m.qualities, self.qualities),
+            ):
+                missing = [n for n in names or [] if n not in known]
+                if missing:
+                    raise ValueError(f"model {m.name!r} names unknown {kind} presets {missing}")
         self.models = {m.name: m for m in models}
         self._names: dict[str, str] = {}
         for m in models:
@@ -147,7 +175,29 @@ class Catalog:
                 models.append(ModelEntry(name=name, **body))
             except ValidationError as e:
                 raise ValueError(f"catalog {path}: model {name!r}: {e}") from e
-        return cls(models, raw.get("default_model", models[0].name if models else ""), path.parent)
+        try:
+            styles = {k: StylePreset(**v) for k, v in (raw.get("styles") or {}).items()}
+            qualities = {k: QualityPreset(**v) for k, v in (raw.get("qualities") or {}).items()}
+        except ValidationError as e:
+            raise ValueError(f"catalog {path}: presets: {e}") from e
+        default = raw.get("default_model", models[0].name if models else "")
+        return cls(models, default, path.parent, styles, qualities)
+
+    def styles_of(self, entry: ModelEntry) -> dict[str, StylePreset]:
+        names = self.styles if entry.styles is None else entry.styles
+        return {n: self.styles[n] for n in names}
+
+    def qualities_of(self, entry: ModelEntry) -> dict[str, QualityPreset]:
+        names = self.qualities if entry.qualities is None else entry.qualities
+        return {n: self.qualities[n] for n in names}
+
+    def describe(self, entry: ModelEntry) -> dict[str, Any]:
+        """What GET /models shows of one model, with its styles and qualities."""
+        return entry.public() | {
+            "styles": sorted(self.styles_of(entry)),
+            "qualities": sorted(self.qualities_of(entry)),
+            "default": entry.name == self.default_model,
+        }
 
     def resolve(self, name: str | None, field: str = "model") -> ModelEntry:
         """The entry for a model name or alias; None means the default model."""

@@ -99,18 +99,40 @@ class GenerationSpec(BaseModel):
             raise fail("source_image_ids", f"{self.task.value} needs a source image")
         if self.task is Task.INPAINT and self.mask_image_id is None:
             raise fail("mask_image_id", "inpaint needs a mask")
-        if self.style is not None and self.style not in entry.styles:
-            allowed = ", ".join(sorted(entry.styles)) or "none"
+        styles, qualities = catalog.styles_of(entry), catalog.qualities_of(entry)
+        if self.style is not None and self.style not in styles:
+            allowed = ", ".join(sorted(styles)) or "none"
             raise fail("style", f"unknown style {self.style!r} for model {entry.name}; allowed: {allowed}")
+        if self.quality is not None and self.quality not in qualities:
+            allowed = ", ".join(sorted(qualities)) or "none"
+            raise fail(
+                "quality", f"unknown quality {self.quality!r} for model {entry.name}; allowed: {allowed}"
+            )
 
         width, height, aspect = self._resolve_size(entry, fail)
         seed = self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
         strength = self.strength
         if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and strength is None:
             strength = entry.defaults.strength
+
+        # Presets fill in only what the client did not set explicitly.
+        steps, guidance, negative = self.steps, self.guidance, self.negative_prompt
+        styled = prompt
+        if self.quality is not None:
+            q = qualities[self.quality]
+            if steps is None and (q.steps or q.steps_multiplier):
+                steps = q.steps or max(1, min(200, round(entry.defaults.steps * (q.steps_multiplier or 1))))
+            guidance = q.guidance if guidance is None else guidance
+        if self.style is not None:
+            st = styles[self.style]
+            styled = f"{prompt}, {st.prompt_suffix}" if st.prompt_suffix else prompt
+            if st.negative_prompt:
+                negative = f"{negative}, {st.negative_prompt}" if negative else st.negative_prompt
+            guidance = st.guidance if guidance is None else guidance
         return self.model_copy(
             update={
-                "prompt": prompt,
+                "prompt": styled,
+                "negative_prompt": negative,
                 "original_prompt": self.original_prompt or prompt,
                 "model": entry.name,
                 "width": width,
@@ -119,8 +141,8 @@ class GenerationSpec(BaseModel):
                 "aspect_ratio": aspect,
                 "image_size": None,
                 "seed": seed,
-                "steps": self.steps or entry.defaults.steps,
-                "guidance": self.guidance if self.guidance is not None else entry.defaults.guidance,
+                "steps": steps or entry.defaults.steps,
+                "guidance": guidance if guidance is not None else entry.defaults.guidance,
                 "strength": strength,
             }
         )

@@ -63,6 +63,7 @@ class CreateGenerationRequest(_Wire):
     auto_enhance: bool = True
     enhancement_options: EnhancementOptions | None = None
     style: str | None = None
+    quality: str | None = None
     output_format: OutputFormat = OutputFormat.PNG
     output_compression: int | None = None
     folder: str | None = Field(None, max_length=200)
@@ -93,6 +94,7 @@ class CreateGenerationRequest(_Wire):
             guidance=self.guidance,
             strength=self.strength,
             style=self.style,
+            quality=self.quality,
             source_image_ids=[self.source_image_id] if self.source_image_id else [],
             mask_image_id=self.mask_image_id,
             enhance=self.auto_enhance,
@@ -149,6 +151,7 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "guidance": s.guidance,
         "strength": s.strength,
         "style": s.style,
+        "quality": s.quality,
         "outputFormat": s.output_format.value,
         "folder": s.folder,
         "priority": s.priority,

@@ -162,10 +162,7 @@ async def image_file(image_id: str, runtime: RuntimeDep, expires: int = 0, signa
 @router.get("/models")
 async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
     cat = runtime.catalog
-    return {
-        "success": True,
-        "data": [m.public() | {"default": m.name == cat.default_model} for m in cat.models.values()],
-    }
+    return {"success": True, "data": [cat.describe(m) for m in cat.models.values()]}
 
 
 @router.get("/healthz")

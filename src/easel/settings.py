@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The checkout's models/ folder (catalog + built-in weights) when running from a source tree.
 _REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -27,7 +28,9 @@ class Settings(BaseSettings):
 
     # Worker
     worker_enabled: bool = Field(True, description="Run a worker inside `easel serve`.")
-    worker_models: list[str] = Field(default_factory=list, description="Models a worker serves; [] = all.")
+    worker_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Models a worker serves (comma list); empty = all."
+    )
     max_batch_images: int = Field(8, ge=1, le=64, description="Images per pipeline call at most.")
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float | None = Field(None, description="Default: lease_seconds / 3.")
@@ -40,8 +43,34 @@ class Settings(BaseSettings):
     # API
     max_wait_seconds: float = Field(120.0, ge=0, description="Upper bound for `Prefer: wait=N`.")
     image_url_ttl_seconds: int = Field(3600, ge=1)
+    openai_timeout_seconds: float = Field(
+        120.0, gt=0, description="How long the (synchronous) OpenAI Images routes wait for a job."
+    )
 
-    @field_validator("worker_models", mode="before")
+    # Keys, limits, idempotency
+    auth_enabled: bool = Field(
+        True, description="Require API keys (off only via `serve --no-auth` on loopback)."
+    )
+    rate_limit_per_hour: int = Field(
+        100, ge=0, description="Default requests per window per key; 0 = unlimited."
+    )
+    rate_limit_window_seconds: int = Field(3600, ge=1, description="The rate-limit window.")
+    rate_limit_storage: Literal["memory", "database"] = Field(
+        "memory", description="memory: one process; database: shared by every API process."
+    )
+    idempotency_ttl_hours: float = Field(24.0, gt=0, description="How long Idempotency-Key records are kept.")
+
+    # Image inputs by URL (service/fetch.py; docs/security.md)
+    # NoDecode: the env value is a comma list (split by `_split`), not JSON.
+    fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts (exact name or IP literal) whose URLs skip the public-address and port checks.",
+    )
+    fetch_max_bytes: int = Field(20_000_000, ge=1, description="Largest image fetched by URL or data URI.")
+    fetch_timeout_seconds: float = Field(15.0, gt=0, description="Total deadline of one fetch, all hops.")
+    fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed, each re-checked.")
+
+    @field_validator("worker_models", "fetch_allow_hosts", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):

@@ -20,6 +20,7 @@ from easel.domain.generation import Generation, Image, ImageFile, ListQuery
 from easel.domain.spec import GenerationSpec
 from easel.imaging import decode_upload
 from easel.service.events import EventHub
+from easel.service.fetch import ImageFetcher
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import Doorbell
@@ -44,6 +45,7 @@ class GenerationService:
         self.blobs = blobs
         self.doorbell = doorbell
         self.events = events
+        self.fetcher = ImageFetcher(settings)
 
     # -- generations -------------------------------------------------------------------------------
 
@@ -158,3 +160,20 @@ class GenerationService:
             sha256=hashlib.sha256(png).hexdigest(),
         )
         return self.repo.add_upload(project_id, record, folder)
+
+    def import_image_url(self, project_id: str, url: str, *, field: str, folder: str | None = None) -> Image:
+        """Store the image a client named by URL (http/https, fetched with the SSRF rules of
+        service/fetch.py) or data URI (decoded locally), exactly like an upload. Every refusal is a
+        ValidationFailed naming `field`."""
+        data = self.fetcher.fetch(url, field=field)
+        return self.upload_image(project_id, data, folder=folder, field=field)
+
+    # -- integer task numbers (dialects whose ids are integers) -------------------------------------
+
+    def task_number(self, project_id: str, gid: str) -> int:
+        """The integer number of a generation of this project, assigned on first use."""
+        return self.repo.task_number(project_id, gid)
+
+    def generation_by_number(self, project_id: str, number: int) -> Generation:
+        """The generation behind a task number of this project (404 otherwise)."""
+        return self.get(project_id, self.repo.generation_by_number(project_id, number))

@@ -63,6 +63,83 @@ credits_per_image = 0.5
 [models.tiny-square.defaults]
 steps = 2
 guidance = 1.0
+
+# Vendor dialects' models (api/pictory, api/placewise) and styles, all on the tiny model.
+[styles.photorealistic]
+prompt_suffix = "photo"
+negative_prompt = "cartoon"
+guidance = 5.0
+
+[styles.cartoon]
+prompt_suffix = "cartoon"
+
+[styles.artistic]
+[styles.minimalist]
+[styles.vintage]
+[styles.futuristic]
+
+[models."seedream3.0"]
+source = "{model_dir}"
+tasks = ["text-to-image", "image-to-image"]
+aspect_ratios = ["1:1", "16:9", "9:16"]
+min_size = 32
+native_size = 32
+credits_per_image = 2
+styles = ["photorealistic", "artistic", "cartoon", "minimalist", "vintage", "futuristic"]
+defaults = {{ steps = 2, guidance = 4.0, strength = 0.75 }}
+
+[models.flux-schnell]
+source = "{model_dir}"
+tasks = ["text-to-image", "image-to-image"]
+aspect_ratios = ["1:1", "16:9", "9:16"]
+min_size = 32
+native_size = 32
+credits_per_image = 0.6
+styles = ["photorealistic", "artistic", "cartoon", "minimalist", "vintage", "futuristic"]
+defaults = {{ steps = 1 }}
+
+[models.nanobanana]
+source = "{model_dir}"
+aspect_ratios = ["1:1", "16:9", "9:16"]
+min_size = 32
+native_size = 32
+credits_per_image = 4
+defaults = {{ steps = 2 }}
+
+[models.nanobanana-pro]
+source = "{model_dir}"
+aspect_ratios = ["1:1", "16:9", "9:16"]
+min_size = 32
+native_size = 32
+credits_per_image = 14
+defaults = {{ steps = 2 }}
+
+[models.placewise-small]
+source = "{model_dir}"
+aspect_ratios = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "16:9", "9:16"]
+min_size = 32
+native_size = 32
+credits_per_image = 1
+styles = []
+defaults = {{ steps = 1, guidance = 4.0 }}
+
+[models.placewise-medium]
+source = "{model_dir}"
+aspect_ratios = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "16:9", "9:16"]
+min_size = 32
+native_size = 32
+credits_per_image = 2
+styles = []
+defaults = {{ steps = 2, guidance = 4.0 }}
+
+[models.placewise-large]
+source = "{model_dir}"
+aspect_ratios = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "16:9", "9:16"]
+min_size = 32
+native_size = 32
+credits_per_image = 4
+styles = ["photorealistic"]
+defaults = {{ steps = 2, guidance = 4.0 }}
 ''')
     return path
 
@@ -114,22 +191,34 @@ def runtime(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def client(runtime):  # type: ignore[no-untyped-def]
-    """An API client on an app with an in-process worker."""
+def admin_key(runtime) -> str:  # type: ignore[no-untyped-def]
+    """An unlimited admin key of the local project."""
+    plaintext, _ = runtime.keys.create(runtime.default_project_id, "test admin", ["admin"], rate_limit_per_hour=0)
+    return plaintext
+
+
+def key_headers(key: str) -> dict[str, str]:
+    """The key in every dialect's header form (Bearer, X-API-Key, X-Client-Authorization)."""
+    return {"Authorization": f"Bearer {key}", "X-API-Key": key, "X-Client-Authorization": key}
+
+
+@pytest.fixture
+def client(runtime, admin_key):  # type: ignore[no-untyped-def]
+    """An API client (admin key) on an app with an in-process worker."""
     from fastapi.testclient import TestClient
 
     from easel.app import create_app
 
-    with TestClient(create_app(runtime=runtime, with_worker=True)) as c:
+    with TestClient(create_app(runtime=runtime, with_worker=True), headers=key_headers(admin_key)) as c:
         yield c
 
 
 @pytest.fixture
-def api(runtime):  # type: ignore[no-untyped-def]
-    """An API client with NO worker: jobs stay queued until a test runs one."""
+def api(runtime, admin_key):  # type: ignore[no-untyped-def]
+    """An API client (admin key) with NO worker: jobs stay queued until a test runs one."""
     from fastapi.testclient import TestClient
 
     from easel.app import create_app
 
-    with TestClient(create_app(runtime=runtime, with_worker=False)) as c:
+    with TestClient(create_app(runtime=runtime, with_worker=False), headers=key_headers(admin_key)) as c:
         yield c

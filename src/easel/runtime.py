@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from easel.domain.catalog import Catalog
+from easel.service.auth import Authenticator, Principal
 from easel.service.events import EventHub
 from easel.service.generations import GenerationService
+from easel.service.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateDecision, RateLimiter
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.storage.local import LocalBlobStore
 from easel.storage.signing import UrlSigner
 from easel.store import migrate
 from easel.store.db import make_engine
+from easel.store.keys import KeyStore
 from easel.store.notify import Doorbell
 from easel.store.queue import JobQueue
 from easel.store.repository import Repository
@@ -40,6 +45,9 @@ class Runtime:
     signer: UrlSigner
     generations: GenerationService
     default_project_id: str
+    keys: KeyStore
+    auth: Authenticator
+    limiter: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_db: bool = True) -> Runtime:
@@ -53,6 +61,10 @@ class Runtime:
         doorbell = Doorbell(settings.data_dir / "run")
         events = EventHub()
         service = GenerationService(settings, catalog, repo, blobs, doorbell, events)
+        keys = KeyStore(engine)
+        limiter: RateLimiter = (
+            DatabaseRateLimiter(engine) if settings.rate_limit_storage == "database" else MemoryRateLimiter()
+        )
         return cls(
             settings=settings,
             catalog=catalog,
@@ -64,7 +76,41 @@ class Runtime:
             signer=UrlSigner(settings.signing_key(), settings.image_url_ttl_seconds),
             generations=service,
             default_project_id=repo.ensure_project(LOCAL_PROJECT),
+            keys=keys,
+            auth=Authenticator(keys),
+            limiter=limiter,
         )
+
+    def principal_for(self, credential: str | None) -> Principal:
+        """Who a request's credential is. With auth disabled (loopback `--no-auth`) everyone is the local
+        project's admin."""
+        if not self.settings.auth_enabled:
+            return Principal(self.default_project_id, None, frozenset({"admin"}), 0, None)
+        return self.auth.verify(credential)
+
+    def rate_limit(self, principal: Principal) -> RateDecision | None:
+        """Count one request of this principal; None when it is unlimited."""
+        limit = principal.rate_limit_per_hour
+        if limit is None:
+            limit = self.settings.rate_limit_per_hour
+        if limit == 0:
+            return None
+        bucket = f"key:{principal.key_id}" if principal.key_id else f"project:{principal.project_id}"
+        return self.limiter.hit(bucket, limit, self.settings.rate_limit_window_seconds)
+
+    def bootstrap_admin_key(self) -> Path | None:
+        """On first start, an admin key for the local project, written to <data_dir>/admin-key.txt (0600).
+        Returns the file's path when a key was created, None when the project already has keys."""
+        if self.keys.all(self.default_project_id):
+            return None
+        plaintext, _ = self.keys.create(
+            self.default_project_id, "local admin (first start)", ["admin"], rate_limit_per_hour=0
+        )
+        path = self.settings.data_dir / "admin-key.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(plaintext + "\n")
+        return path
 
     def make_worker(self, backend: Backend | None = None) -> Worker:
         """A worker sharing this runtime's store and events (imports the engine lazily)."""

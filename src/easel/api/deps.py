@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from easel.domain.errors import RateLimited
+from easel.domain.keys import SCOPES
 from easel.runtime import Runtime
 
 
@@ -43,25 +45,31 @@ def raw_header(name: str) -> CredentialExtractor:
 
 
 def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., str]:
-    """A dependency giving the project the request acts for, from the dialect's credential.
+    """A dependency giving the project a request acts for, from the dialect's credential.
 
-    Until API keys exist (the keys step), every request acts for the local project.
+    Verifies the key (401), its scope (403) and its rate limit (429 with Retry-After); the rate-limit
+    headers are added to the response by the dialect's route class (api/errors.py), errors included.
     """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
 
     def dependency(request: Request, runtime: RuntimeDep) -> str:
-        extract(request)
-        return runtime.default_project_id
+        principal = runtime.principal_for(extract(request))
+        principal.require(scope)
+        decision = runtime.rate_limit(principal)
+        if decision is not None:
+            request.state.rate_headers = decision.headers()
+            if not decision.allowed:
+                raise RateLimited(
+                    f"Rate limit of {decision.limit} requests per {decision.window_seconds} s exceeded; "
+                    f"retry in {decision.reset_seconds} s",
+                    retry_after=decision.reset_seconds,
+                )
+        request.state.principal = principal
+        return principal.project_id
 
     dependency.__name__ = f"authenticated_{scope.replace(':', '_')}"
     return dependency
-
-
-def get_project(request: Request, runtime: RuntimeDep) -> str:
-    """The project of a native API request (Bearer or X-API-Key)."""
-    return authenticated(bearer_or_api_key, "native")(request, runtime)
-
-
-ProjectDep = Annotated[str, Depends(get_project)]
 
 
 def base_url(request: Request, runtime: Runtime) -> str:

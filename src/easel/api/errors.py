@@ -45,17 +45,17 @@ def dialect_route(render: Renderer) -> type[APIRoute]:
 
             async def guarded(request: Request) -> Response:
                 try:
-                    return await handler(request)
+                    response = await handler(request)
                 except RequestValidationError as exc:
-                    return _with_headers(render(from_validation(exc)), {})
+                    response = render(from_validation(exc))
                 except EaselError as exc:
-                    return _with_headers(render(exc), exc.headers)
+                    response = _with_headers(render(exc), exc.headers)
                 except HTTPException:
                     raise
                 except Exception:
                     log.exception("unhandled error on %s %s", request.method, request.url.path)
-                    internal = EaselError("Internal server error")
-                    return render(internal)
+                    response = render(EaselError("Internal server error"))
+                return _with_headers(response, getattr(request.state, "rate_headers", {}))
 
             return guarded
 

@@ -57,6 +57,8 @@ projects = Table(
     Column("id", String(36), primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("budget_credits", Float),  # None = unlimited
+    Column("rate_limit_per_hour", Integer),  # None = the server default
 )
 
 generations = Table(
@@ -125,4 +127,51 @@ task_numbers = Table(
         unique=True,
     ),
     Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),  # the public part of the key
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("rate_limit_per_hour", Integer),  # None = the project's or the server default
+    Column("budget_credits", Float),  # None = unlimited (the project's budget still applies)
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime()),
+    Column("revoked_at", UTCDateTime()),
+    Column("last_used_at", UTCDateTime()),
+    Index("ix_api_keys_project", "project_id"),
+)
+
+# Which key created a generation (for per-key budgets and the usage report).
+generation_keys = Table(
+    "generation_keys",
+    metadata,
+    Column("generation_id", String(36), ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True),
+    Column("key_id", String(16), nullable=False, index=True),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("project_id", String(36), ForeignKey("projects.id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("route", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer),  # None while the first request is in flight
+    Column("response_body", Text),
+    Column("response_headers", JSON),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)
+
+rate_counters = Table(
+    "rate_counters",
+    metadata,
+    Column("bucket", String(100), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("count", Integer, nullable=False),
 )

@@ -6,10 +6,10 @@ import re
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import ProjectDep, RuntimeDep, image_url
+from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key, image_url
 from easel.api.errors import dialect_route
 from easel.api.native.protocol import (
     STATUS_BY_NAME,
@@ -32,6 +32,11 @@ def render_error(err: EaselError) -> Response:
 
 router = APIRouter(prefix="/api/v1", route_class=dialect_route(render_error), tags=["native"])
 
+GenWrite = Annotated[str, Depends(authenticated(bearer_or_api_key, "generations:write"))]
+GenRead = Annotated[str, Depends(authenticated(bearer_or_api_key, "generations:read"))]
+ImagesRead = Annotated[str, Depends(authenticated(bearer_or_api_key, "images:read"))]
+ImagesWrite = Annotated[str, Depends(authenticated(bearer_or_api_key, "images:write"))]
+
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -45,7 +50,7 @@ async def create_generation(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    project: ProjectDep,
+    project: GenWrite,
     prefer: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     svc = runtime.generations
@@ -62,7 +67,7 @@ async def create_generation(
 async def list_generations(
     request: Request,
     runtime: RuntimeDep,
-    project: ProjectDep,
+    project: GenRead,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -95,21 +100,21 @@ async def list_generations(
 
 @router.get("/generations/{generation_id}")
 async def get_generation(
-    generation_id: str, request: Request, runtime: RuntimeDep, project: ProjectDep
+    generation_id: str, request: Request, runtime: RuntimeDep, project: GenRead
 ) -> dict[str, Any]:
     gen = await anyio.to_thread.run_sync(runtime.generations.get, project, generation_id)
     return {"success": True, "data": _gen(request, runtime, gen)}
 
 
 @router.delete("/generations/{generation_id}")
-async def delete_generation(generation_id: str, runtime: RuntimeDep, project: ProjectDep) -> dict[str, Any]:
+async def delete_generation(generation_id: str, runtime: RuntimeDep, project: GenWrite) -> dict[str, Any]:
     await anyio.to_thread.run_sync(runtime.generations.delete, project, generation_id)
     return {"success": True, "message": "Generation deleted"}
 
 
 @router.post("/generations/{generation_id}/cancel")
 async def cancel_generation(
-    generation_id: str, request: Request, runtime: RuntimeDep, project: ProjectDep
+    generation_id: str, request: Request, runtime: RuntimeDep, project: GenWrite
 ) -> dict[str, Any]:
     gen = await anyio.to_thread.run_sync(runtime.generations.cancel, project, generation_id)
     return {"success": True, "data": _gen(request, runtime, gen)}
@@ -119,7 +124,7 @@ async def cancel_generation(
 async def upload_image(
     request: Request,
     runtime: RuntimeDep,
-    project: ProjectDep,
+    project: ImagesWrite,
     file: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
     folder: Annotated[str | None, Form(max_length=200)] = None,
 ) -> dict[str, Any]:
@@ -132,7 +137,7 @@ async def upload_image(
 
 @router.get("/images/{image_id}")
 async def get_image(
-    image_id: str, request: Request, runtime: RuntimeDep, project: ProjectDep
+    image_id: str, request: Request, runtime: RuntimeDep, project: ImagesRead
 ) -> dict[str, Any]:
     img = await anyio.to_thread.run_sync(runtime.generations.get_image, project, image_id)
     return {"success": True, "data": image_json(img, image_url(request, runtime, img.id))}
@@ -160,7 +165,7 @@ async def image_file(image_id: str, runtime: RuntimeDep, expires: int = 0, signa
 
 
 @router.get("/models")
-async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
+async def list_models(runtime: RuntimeDep, _project: GenRead) -> dict[str, Any]:
     cat = runtime.catalog
     return {"success": True, "data": [cat.describe(m) for m in cat.models.values()]}
 

@@ -1,0 +1,163 @@
+"""API keys and project settings in the database. Only hashes of secrets are stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Row, select, update
+
+from easel.domain.errors import NotFound
+from easel.domain.keys import hash_secret, new_key
+from easel.store.tables import api_keys, projects, utcnow
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    project_id: str
+    name: str
+    scopes: frozenset[str]
+    rate_limit_per_hour: int | None
+    budget_credits: float | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    secret_hash: str
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "projectId": self.project_id,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "rateLimitPerHour": self.rate_limit_per_hour,
+            "budgetCredits": self.budget_credits,
+            "createdAt": self.created_at.isoformat(),
+            "lastUsedAt": _iso(self.last_used_at),
+            "expiresAt": _iso(self.expires_at),
+            "revokedAt": _iso(self.revoked_at),
+        }
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    id: str
+    name: str
+    budget_credits: float | None
+    rate_limit_per_hour: int | None
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def _key(row: Row[Any]) -> KeyInfo:
+    m = row._mapping
+    return KeyInfo(
+        id=m["id"],
+        project_id=m["project_id"],
+        name=m["name"],
+        scopes=frozenset(m["scopes"]),
+        rate_limit_per_hour=m["rate_limit_per_hour"],
+        budget_credits=m["budget_credits"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        revoked_at=m["revoked_at"],
+        last_used_at=m["last_used_at"],
+        secret_hash=m["secret_hash"],
+    )
+
+
+class KeyStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        project_id: str,
+        name: str,
+        scopes: list[str],
+        *,
+        expires_at: datetime | None = None,
+        rate_limit_per_hour: int | None = None,
+        budget_credits: float | None = None,
+    ) -> tuple[str, KeyInfo]:
+        """A new key: returns the plaintext (shown once) and its record."""
+        plaintext, parts = new_key()
+        with self.engine.begin() as conn:
+            conn.execute(
+                api_keys.insert().values(
+                    id=parts.key_id,
+                    project_id=project_id,
+                    name=name,
+                    secret_hash=hash_secret(parts.secret),
+                    scopes=sorted(set(scopes)),
+                    rate_limit_per_hour=rate_limit_per_hour,
+                    budget_credits=budget_credits,
+                    created_at=utcnow(),
+                    expires_at=expires_at,
+                )
+            )
+        return plaintext, self.get(parts.key_id)
+
+    def get(self, key_id: str) -> KeyInfo:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        if row is None:
+            raise NotFound("key", key_id)
+        return _key(row)
+
+    def all(self, project_id: str | None = None) -> list[KeyInfo]:
+        q = select(api_keys).order_by(api_keys.c.created_at)
+        if project_id is not None:
+            q = q.where(api_keys.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            return [_key(r) for r in conn.execute(q)]
+
+    def revoke(self, key_id: str, project_id: str | None = None) -> KeyInfo:
+        q = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        if project_id is not None:
+            q = q.where(api_keys.c.project_id == project_id)
+        with self.engine.begin() as conn:
+            conn.execute(q.values(revoked_at=utcnow()))
+        info = self.get(key_id)
+        if project_id is not None and info.project_id != project_id:
+            raise NotFound("key", key_id)
+        return info
+
+    def touch(self, key_id: str, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+
+    def project(self, project_id: str) -> ProjectInfo:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(projects).where(projects.c.id == project_id)).first()
+        if row is None:
+            raise NotFound("project", project_id)
+        return ProjectInfo(row.id, row.name, row.budget_credits, row.rate_limit_per_hour)
+
+    def project_by_name(self, name: str) -> ProjectInfo:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(projects.c.id).where(projects.c.name == name)).first()
+        if row is None:
+            raise NotFound("project", name)
+        return self.project(row.id)
+
+    def list_projects(self) -> list[ProjectInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(projects.c.id).order_by(projects.c.created_at)).all()
+        return [self.project(r.id) for r in rows]
+
+    def set_project_limits(
+        self, project_id: str, *, budget_credits: float | None, rate_limit_per_hour: int | None
+    ) -> ProjectInfo:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(projects)
+                .where(projects.c.id == project_id)
+                .values(budget_credits=budget_credits, rate_limit_per_hour=rate_limit_per_hour)
+            )
+        return self.project(project_id)

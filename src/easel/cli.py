@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from easel.settings import Settings
 
+if TYPE_CHECKING:
+    from easel.runtime import Runtime
+
 app = typer.Typer(
     help="Easel: a self-hosted image-generation API server.", no_args_is_help=True, add_completion=False
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
@@ -38,6 +44,15 @@ def _root(
     """Easel: a self-hosted image-generation API server."""
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -47,18 +62,44 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default EASEL_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default EASEL_PORT, 8000).")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="API only; workers run elsewhere.")] = False,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve WITHOUT API keys (refused unless bound to loopback).")
+    ] = False,
     log_level: str = "info",
 ) -> None:
     """Run the API server (with an in-process worker unless --no-worker)."""
     import uvicorn
 
     from easel.app import create_app
+    from easel.runtime import Runtime
 
     _logging(log_level)
     settings = Settings()
     if no_worker:
         settings = settings.model_copy(update={"worker_enabled": False})
     bind_host = host or settings.host
+    if no_auth or not settings.auth_enabled:
+        if not is_loopback(bind_host):
+            typer.echo(
+                f"refusing to serve without API keys on {bind_host}: --no-auth is for loopback only", err=True
+            )
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"auth_enabled": False})
+        typer.secho(
+            "WARNING: API keys are OFF (--no-auth): anyone on this machine can use this server.",
+            fg="red",
+            err=True,
+        )
+    else:
+        runtime = Runtime.build(settings)
+        created = runtime.bootstrap_admin_key()
+        runtime.close()
+        if created is not None:
+            typer.secho(
+                f"First start: an admin API key for the local project was written to {created}\n"
+                f'  use it as:  -H "Authorization: Bearer $(cat {created})"',
+                fg="yellow",
+            )
     typer.echo(
         f"Easel {_version()} on http://{bind_host}:{port or settings.port} "
         f"(data: {settings.data_dir.resolve()}, db: {settings.resolved_database_url.split('://')[0]})"
@@ -178,6 +219,79 @@ def db_upgrade() -> None:
     engine = make_engine(settings.resolved_database_url)
     migrate.upgrade(engine)
     typer.echo(f"database at revision {migrate.current_revision(engine)}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "key",
+    project: Annotated[str, typer.Option(help="Project name (created if missing).")] = "local",
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="Repeat for several; default: all but admin.")
+    ] = None,
+    expires_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
+    rate_limit: Annotated[int | None, typer.Option(help="Requests per window (0 = unlimited).")] = None,
+    budget: Annotated[float | None, typer.Option(help="Credits this key may spend.")] = None,
+) -> None:
+    """Create an API key; the key is printed once and stored only as a hash."""
+    from datetime import timedelta
+
+    from easel.domain.keys import DEFAULT_SCOPES, SCOPES
+    from easel.store.tables import utcnow
+
+    scopes = scope or list(DEFAULT_SCOPES)
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown scopes {unknown}; known: {', '.join(SCOPES)}", param_hint="--scope"
+        )
+    runtime = _runtime()
+    project_id = runtime.repo.ensure_project(project)
+    expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+    plaintext, info = runtime.keys.create(
+        project_id, name, scopes, expires_at=expires, rate_limit_per_hour=rate_limit, budget_credits=budget
+    )
+    typer.echo(plaintext)
+    typer.echo(
+        f"key {info.id} for project {project!r} ({', '.join(sorted(info.scopes))}); shown once, keep it safe",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(project: Annotated[str | None, typer.Option(help="Only this project.")] = None) -> None:
+    """List keys (ids, scopes, state; never secrets)."""
+    runtime = _runtime()
+    names = {p.id: p.name for p in runtime.keys.list_projects()}
+    project_id = runtime.keys.project_by_name(project).id if project else None
+    for k in runtime.keys.all(project_id):
+        state = (
+            "revoked"
+            if k.revoked_at
+            else ("expires " + k.expires_at.isoformat() if k.expires_at else "active")
+        )
+        scopes = ",".join(sorted(k.scopes))
+        typer.echo(f"{k.id}  {names.get(k.project_id, k.project_id)}  {k.name}  {scopes}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after easel_sk_).")],
+) -> None:
+    """Revoke a key: its next request is a 401."""
+    from easel.domain.errors import NotFound
+
+    try:
+        info = _runtime().keys.revoke(key_id)
+    except NotFound:
+        typer.echo(f"no key {key_id}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"revoked {info.id}")
+
+
+def _runtime() -> Runtime:
+    from easel.runtime import Runtime
+
+    return Runtime.build(Settings())
 
 
 @models_app.command("list")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from easel.storage.local import LocalBlobStore
 from easel.storage.signing import UrlSigner
 from easel.store import migrate
 from easel.store.db import make_engine
+from easel.store.idempotency import IdempotencyStore
 from easel.store.keys import KeyStore
 from easel.store.notify import Doorbell
 from easel.store.queue import JobQueue
@@ -48,6 +50,7 @@ class Runtime:
     keys: KeyStore
     auth: Authenticator
     limiter: RateLimiter
+    idempotency: IdempotencyStore
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_db: bool = True) -> Runtime:
@@ -79,6 +82,7 @@ class Runtime:
             keys=keys,
             auth=Authenticator(keys),
             limiter=limiter,
+            idempotency=IdempotencyStore(engine, timedelta(hours=settings.idempotency_ttl_hours)),
         )
 
     def principal_for(self, credential: str | None) -> Principal:

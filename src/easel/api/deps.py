@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from easel.domain.errors import RateLimited
 from easel.domain.keys import SCOPES
 from easel.runtime import Runtime
+from easel.service.auth import Caller
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -66,7 +67,7 @@ def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., str
                     retry_after=decision.reset_seconds,
                 )
         request.state.principal = principal
-        return principal.project_id
+        return Caller(principal)
 
     dependency.__name__ = f"authenticated_{scope.replace(':', '_')}"
     return dependency

@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from easel.api.idempotency import Replay, settle
 from easel.domain.errors import EaselError, FieldError, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def dialect_route(render: Renderer) -> type[APIRoute]:
             async def guarded(request: Request) -> Response:
                 try:
                     response = await handler(request)
+                except Replay as replay:
+                    return replay.response
                 except RequestValidationError as exc:
                     response = render(from_validation(exc))
                 except EaselError as exc:
@@ -55,6 +58,7 @@ def dialect_route(render: Renderer) -> type[APIRoute]:
                 except Exception:
                     log.exception("unhandled error on %s %s", request.method, request.url.path)
                     response = render(EaselError("Internal server error"))
+                await settle(request, request.app.state.runtime, response)
                 return _with_headers(response, getattr(request.state, "rate_headers", {}))
 
             return guarded

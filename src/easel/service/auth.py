@@ -30,6 +30,21 @@ class Principal:
             raise Forbidden(f"This API key lacks the {scope!r} scope")
 
 
+class Caller(str):
+    """A project id that also knows who is calling (its key's id and budget).
+
+    Dialects pass the project id through to the service as a plain string; this subclass lets the
+    service charge the right key without every dialect threading a principal through.
+    """
+
+    principal: Principal
+
+    def __new__(cls, principal: Principal) -> Caller:
+        self = super().__new__(cls, principal.project_id)
+        self.principal = principal
+        return self
+
+
 class Authenticator:
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys

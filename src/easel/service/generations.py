@@ -87,11 +87,14 @@ class GenerationService:
     ) -> Generation:
         resolved = self.prepare(project_id, spec, names)
         entry = self.catalog.resolve(resolved.model)
+        principal = getattr(project_id, "principal", None)
         gen = self.repo.create_generation(
-            project_id,
+            str(project_id),
             resolved,
             max_attempts=self.settings.max_attempts,
             credits=round(entry.credits_per_image * resolved.n, 6),
+            key_id=principal.key_id if principal is not None else None,
+            key_budget=principal.budget_credits if principal is not None else None,
         )
         self.doorbell.ring()
         return gen

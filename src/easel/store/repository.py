@@ -9,12 +9,21 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, update
 
-from easel.domain.errors import NotFound
+from easel.domain.errors import NotFound, QuotaExceeded
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
 from easel.domain.spec import GenerationSpec
-from easel.store.tables import generations, images, projects, task_numbers, utcnow
+from easel.store.tables import generation_keys, generations, images, projects, task_numbers, utcnow
 
 UNFINISHED = (Status.QUEUED.value, Status.RUNNING.value)
+CHARGED = (Status.QUEUED.value, Status.RUNNING.value, Status.SUCCEEDED.value)
+
+
+def _period_start(ts: datetime, period: str) -> str:
+    if period == "hour":
+        return ts.strftime("%Y-%m-%dT%H:00:00Z")
+    if period == "month":
+        return ts.strftime("%Y-%m-01")
+    return ts.strftime("%Y-%m-%d")
 
 
 def new_id() -> str:
@@ -130,11 +139,44 @@ class Repository:
     # -- generations -------------------------------------------------------------------------------
 
     def create_generation(
-        self, project_id: str, spec: GenerationSpec, *, max_attempts: int, credits: float
+        self,
+        project_id: str,
+        spec: GenerationSpec,
+        *,
+        max_attempts: int,
+        credits: float,
+        key_id: str | None = None,
+        key_budget: float | None = None,
     ) -> Generation:
+        """Queue a generation. Budgets (the project's, and the key's) are checked in the same
+        transaction, with the project row locked on PostgreSQL, so concurrent creates cannot overspend;
+        over budget raises QuotaExceeded and nothing is written."""
         now = utcnow()
         gid = new_id()
         with self.engine.begin() as conn:
+            lock = select(projects.c.budget_credits).where(projects.c.id == project_id)
+            if conn.dialect.name == "postgresql":
+                lock = lock.with_for_update()
+            budget = conn.execute(lock).scalar()
+            if budget is not None:
+                spent = self._spent(conn, generations.c.project_id == project_id)
+                if spent + credits > budget:
+                    raise QuotaExceeded(
+                        f"This generation costs {credits:g} credits; the project has "
+                        f"{max(0.0, budget - spent):g} of its {budget:g} left"
+                    )
+            if key_id is not None and key_budget is not None:
+                spent = self._spent(
+                    conn,
+                    generations.c.id.in_(
+                        select(generation_keys.c.generation_id).where(generation_keys.c.key_id == key_id)
+                    ),
+                )
+                if spent + credits > key_budget:
+                    raise QuotaExceeded(
+                        f"This generation costs {credits:g} credits; this API key has "
+                        f"{max(0.0, key_budget - spent):g} of its {key_budget:g} left"
+                    )
             conn.execute(
                 generations.insert().values(
                     id=gid,
@@ -154,7 +196,46 @@ class Repository:
                     updated_at=now,
                 )
             )
+            if key_id is not None:
+                conn.execute(generation_keys.insert().values(generation_id=gid, key_id=key_id))
             return self._load(conn, project_id, gid, include_deleted=False)
+
+    @staticmethod
+    def _spent(conn: Connection, where: Any) -> float:
+        """Credits of generations that count: queued, running (reserved) and succeeded (charged)."""
+        total = conn.execute(
+            select(func.coalesce(func.sum(generations.c.credits), 0.0)).where(
+                where, generations.c.status.in_(CHARGED)
+            )
+        ).scalar_one()
+        return float(total)
+
+    def usage(
+        self, project_id: str, since: datetime | None, until: datetime | None, period: str
+    ) -> list[dict[str, Any]]:
+        """Rows of (model, period start, generations, images, credits) over charged generations."""
+        where = [generations.c.project_id == project_id, generations.c.status.in_(CHARGED)]
+        if since is not None:
+            where.append(generations.c.created_at >= since)
+        if until is not None:
+            where.append(generations.c.created_at < until)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    generations.c.model, generations.c.created_at, generations.c.n, generations.c.credits
+                ).where(*where)
+            ).all()
+        buckets: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in rows:
+            start = _period_start(r.created_at, period)
+            b = buckets.setdefault(
+                (r.model, start),
+                {"model": r.model, "period": start, "generations": 0, "images": 0, "credits": 0.0},
+            )
+            b["generations"] += 1
+            b["images"] += r.n
+            b["credits"] = round(b["credits"] + r.credits, 6)
+        return sorted(buckets.values(), key=lambda b: (b["period"], b["model"]))
 
     def get_generation(self, project_id: str, gid: str, *, include_deleted: bool = False) -> Generation:
         with self.engine.connect() as conn:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key, image_url
 from easel.api.errors import dialect_route
+from easel.api.idempotency import idempotent
 from easel.api.native.protocol import (
     STATUS_BY_NAME,
     WIRE_NAMES,
@@ -51,6 +52,7 @@ async def create_generation(
     response: Response,
     runtime: RuntimeDep,
     project: GenWrite,
+    _idempotent: Annotated[None, Depends(idempotent)],
     prefer: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     svc = runtime.generations

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import struct
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.Image import Image as PILImage
 
 from easel.domain.errors import ValidationFailed
 from easel.domain.spec import OutputFormat
+
+log = logging.getLogger(__name__)
 
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -20,6 +24,7 @@ FILTERS = {
 }
 ALLOWED_INPUT_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 MAX_INPUT_PIXELS = 4096 * 4096
+MAX_INPUT_SIDE = 16384
 
 
 def resample_filter(name: str) -> Image.Resampling:
@@ -53,25 +58,122 @@ def encode(image: PILImage, fmt: OutputFormat, compression: int | None = None) -
     return Encoded(data, fmt.mime, image.width, image.height, hashlib.sha256(data).hexdigest())
 
 
-def decode_upload(data: bytes, field: str = "image") -> tuple[PILImage, str]:
-    """Decode client-supplied bytes with limits: PNG/JPEG/WebP only, at most MAX_INPUT_PIXELS, fully
-    loaded (so truncated files fail here, not in a worker). Returns the image and its mime type."""
+def declared_size(data: bytes) -> tuple[str, int, int] | None:
+    """The (format, width, height) a PNG, JPEG or WebP header declares, read from the bytes alone
+    (no Pillow, no pixels); None when the header cannot be read (Pillow then judges the file)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return "PNG", w, h
+        return None
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_size(data)
+    if len(data) >= 30 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        chunk = data[12:16]
+        if chunk == b"VP8X":  # extended: 24-bit canvas width-1 and height-1
+            w = int.from_bytes(data[24:27], "little") + 1
+            h = int.from_bytes(data[27:30], "little") + 1
+            return "WEBP", w, h
+        if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes after the start code
+            w, h = struct.unpack("<HH", data[26:30])
+            return "WEBP", w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14-bit width-1, height-1
+            bits = int.from_bytes(data[21:25], "little")
+            return "WEBP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...): not DHT (C4), JPG (C8),
+# DAC (CC).
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_size(data: bytes) -> tuple[str, int, int] | None:
+    """Walk the JPEG segments to the first start-of-frame; None if the stream ends or is odd first."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            return None
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _JPEG_SOF:
+            if i + 9 > n or length < 7:
+                return None
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return "JPEG", w, h
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def _check_declared(fmt: str, w: int, h: int, field: str) -> None:
+    if w <= 0 or h <= 0:
+        raise ValidationFailed.for_field(field, f"{fmt} image declares {w}x{h} pixels; both must be positive")
+    if w > MAX_INPUT_SIDE or h > MAX_INPUT_SIDE or w * h > MAX_INPUT_PIXELS:
+        raise ValidationFailed.for_field(
+            field,
+            f"{fmt} image declares {w}x{h} pixels; at most {MAX_INPUT_PIXELS} pixels "
+            f"and {MAX_INPUT_SIDE} per side",
+        )
+
+
+def _normalize(image: PILImage) -> PILImage:
+    """An RGB, RGBA, L or LA copy of the decoded frame, with no metadata (EXIF, ICC, XMP, text)."""
     try:
-        with Image.open(io.BytesIO(data)) as probe:
+        image = ImageOps.exif_transpose(image)  # keep the picture upright once the EXIF is gone
+    except Exception:
+        log.debug("unreadable EXIF orientation ignored", exc_info=True)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale: scale, don't clip
+        image = image.convert("I").point(lambda v: v / 256).convert("L")
+    elif image.mode not in ("RGB", "RGBA", "L", "LA"):
+        alpha = "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if alpha else "RGB")
+    else:
+        image = image.copy()
+    image.info = {}
+    return image
+
+
+def decode_upload(data: bytes, field: str = "image") -> tuple[PILImage, str]:
+    """Decode client-supplied bytes with limits. Returns the image and its mime type.
+
+    - The declared size is read from the header first (`declared_size`, no Pillow) and checked against
+      MAX_INPUT_PIXELS / MAX_INPUT_SIDE, so a decompression bomb is refused before any pixel is decoded;
+      Pillow's declared size is checked again after `Image.open` (header only), before `load()`.
+    - Only PNG, JPEG and WebP parsers are tried. Animated PNG/WebP: the first frame is used.
+    - Fully loaded (truncated files fail here, not in a worker); every exception Pillow raises on bad
+      input becomes a ValidationFailed (400).
+    - The result is RGB, RGBA, L or LA, turned upright by its EXIF orientation, with all metadata
+      (EXIF, ICC profile, XMP, text chunks) dropped.
+    """
+    declared = declared_size(data)
+    if declared is not None:
+        _check_declared(*declared, field)
+    try:
+        with Image.open(io.BytesIO(data), formats=list(ALLOWED_INPUT_FORMATS)) as probe:
             fmt = probe.format or ""
             if fmt not in ALLOWED_INPUT_FORMATS:
                 raise ValidationFailed.for_field(
                     field, f"unsupported image format {fmt or 'unknown'}; allowed: PNG, JPEG, WebP"
                 )
-            w, h = probe.size
-            if w * h > MAX_INPUT_PIXELS:
-                raise ValidationFailed.for_field(
-                    field, f"image is {w}x{h}; at most {MAX_INPUT_PIXELS} pixels"
-                )
+            _check_declared(fmt, *probe.size, field)
             probe.load()
-            image = probe.copy()
+            image = _normalize(probe)
     except ValidationFailed:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise ValidationFailed.for_field(field, f"image is too large to decode ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ValidationFailed.for_field(field, "not a PNG, JPEG or WebP image") from e
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, EOFError, ...
         raise ValidationFailed.for_field(field, f"not a readable image ({type(e).__name__})") from e
     return image, ALLOWED_INPUT_FORMATS[fmt]

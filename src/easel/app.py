@@ -13,6 +13,9 @@ from fastapi import FastAPI
 from easel import __version__
 from easel.api.native.router import health
 from easel.api.native.router import router as native_router
+from easel.api.pictory.router import router as pictory_router
+from easel.api.placewise.router import router as placewise_router
+from easel.api.wix.router import router as wix_router
 from easel.runtime import Runtime
 from easel.settings import Settings
 
@@ -47,6 +50,9 @@ def create_app(
 
     app = FastAPI(title="Easel", version=__version__, lifespan=lifespan)
     app.include_router(native_router)
+    app.include_router(wix_router)
+    app.include_router(placewise_router)
+    app.include_router(pictory_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

@@ -1,0 +1,85 @@
+"""Routes of the Pictory AI Studio dialect. Thin: parse, call GenerationService, shape the answer.
+
+Errors have Pictory's shapes: 400 `{"code": "INVALID_REQUEST_BODY", "message": "Request body validation
+failed.", "fields": [{"field", "message"}]}`, 401 `{"message": "Unauthorized"}`, 500 `{"message":
+"Internal Server Error"}`, anything else `{"code", "message"}`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
+from easel.api.errors import dialect_route
+from easel.api.pictory.protocol import WIRE_NAMES, CreateImageRequest, created_json, job_json
+from easel.domain.errors import EaselError, FieldError, NotFound
+
+Writer = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:write"))]
+Reader = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:read"))]
+
+# Request-parsing messages in Joi's words, the way Pictory's own validation words them.
+_JOI = {
+    "Field required": "is required",
+    "unknown field": "is not allowed",
+    "Input should be a valid string": "must be a string",
+}
+
+
+def _field_message(f: FieldError) -> str:
+    if f.message.startswith('"'):
+        return f.message
+    return f'"{f.field}" {_JOI.get(f.message, f.message)}'
+
+
+def render_error(err: EaselError) -> Response:
+    body: dict[str, Any]
+    if err.status == 400 and err.code == "validation_error":
+        fields = [{"field": f.field, "message": _field_message(f)} for f in err.fields]
+        body = {
+            "code": "INVALID_REQUEST_BODY",
+            "message": "Request body validation failed.",
+            "fields": fields,
+        }
+    elif err.status == 401:
+        body = {"message": "Unauthorized"}
+    elif err.status == 500:
+        body = {"message": "Internal Server Error"}
+    else:
+        body = {"code": err.code.upper(), "message": err.message}
+    return JSONResponse(body, status_code=err.status)
+
+
+router = APIRouter(
+    prefix="/pictoryapis/v1/aistudio", route_class=dialect_route(render_error), tags=["pictory"]
+)
+
+
+@router.post("/images")
+async def create_image(body: CreateImageRequest, runtime: RuntimeDep, project: Writer) -> dict[str, Any]:
+    body.check(runtime.catalog)
+    svc = runtime.generations
+    reference = None
+    if body.reference_image_url is not None:
+        url = body.reference_image_url
+        image = await anyio.to_thread.run_sync(
+            lambda: svc.import_image_url(project, url, field="referenceImageUrl")
+        )
+        reference = image.id
+    spec = body.to_spec(runtime.catalog, reference)
+    gen = await anyio.to_thread.run_sync(lambda: svc.create(project, spec, WIRE_NAMES))
+    return created_json(gen)
+
+
+@router.get("/images/{job_id}")
+async def get_image_job(
+    job_id: str, request: Request, runtime: RuntimeDep, project: Reader
+) -> dict[str, Any]:
+    try:
+        gen = await anyio.to_thread.run_sync(runtime.generations.get, project, job_id)
+    except NotFound:
+        raise NotFound("job", job_id) from None
+    return job_json(gen, lambda i: image_url(request, runtime, i))

@@ -1,0 +1,115 @@
+"""Routes of the Placewise ML dialect. Thin: parse, call GenerationService, shape the answer.
+
+Every call names its loyalty club in `X-Loyalty-Club-Slug` (required) and sends its key in
+`X-Client-Authorization`. Errors: `{"error": {"code", "message", "fields": [{"field", "message"}]}}`
+with the status codes of domain/errors.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
+from easel.api.errors import dialect_route
+from easel.api.placewise.protocol import (
+    SLUG_HEADER,
+    WIRE_NAMES,
+    GenerateImageRequest,
+    created_json,
+    task_json,
+)
+from easel.domain.errors import EaselError, NotFound, ValidationFailed
+
+Writer = Annotated[str, Depends(authenticated(raw_header("x-client-authorization"), "generations:write"))]
+Reader = Annotated[str, Depends(authenticated(raw_header("x-client-authorization"), "generations:read"))]
+SlugHeader = Annotated[str | None, Header(alias=SLUG_HEADER)]
+
+
+def render_error(err: EaselError) -> Response:
+    fields = [{"field": f.field, "message": f.message} for f in err.fields]
+    body = {"error": {"code": err.code, "message": err.message, "fields": fields}}
+    return JSONResponse(body, status_code=err.status)
+
+
+router = APIRouter(prefix="/v1/ml/general", route_class=dialect_route(render_error), tags=["placewise"])
+
+
+def _slug(value: str | None) -> str:
+    """The loyalty club the call acts in. Until API keys carry a club, it scopes the tasks it creates."""
+    slug = (value or "").strip()
+    if not slug:
+        raise ValidationFailed.for_field(SLUG_HEADER, "header is required")
+    return slug
+
+
+async def _read_body(request: Request) -> dict[str, Any]:
+    """The parameters of a multipart/form-data, urlencoded or JSON body, as one dict."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form()
+        params: dict[str, Any] = {}
+        for key, value in form.multi_items():
+            if not isinstance(value, str):
+                raise ValidationFailed.for_field(key, "must be a text field, not a file")
+            if key in params:
+                raise ValidationFailed.for_field(key, "given more than once")
+            # An empty optional form field means "not given"; an empty prompt stays (and is refused).
+            if value != "" or key == "prompt":
+                params[key] = value
+        return params
+    if ctype in ("application/json", ""):
+        raw = await request.body()
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ValidationFailed.for_field("body", "is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ValidationFailed.for_field("body", "must be a JSON object")
+        return data
+    raise ValidationFailed.for_field(
+        "Content-Type", "must be multipart/form-data, application/x-www-form-urlencoded or application/json"
+    )
+
+
+@router.post("/generate_image")
+async def generate_image(
+    request: Request, runtime: RuntimeDep, project: Writer, slug_header: SlugHeader = None
+) -> dict[str, Any]:
+    slug = _slug(slug_header)
+    try:
+        body = GenerateImageRequest.model_validate(await _read_body(request))
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+    svc = runtime.generations
+    spec = body.to_spec(runtime.catalog, slug)
+
+    def create() -> int:
+        gen = svc.create(project, spec, WIRE_NAMES)
+        return svc.task_number(project, gen.id)
+
+    return created_json(await anyio.to_thread.run_sync(create))
+
+
+@router.get("/image_generation_tasks/{task_id}")
+async def get_task(
+    task_id: str, request: Request, runtime: RuntimeDep, project: Reader, slug_header: SlugHeader = None
+) -> dict[str, Any]:
+    slug = _slug(slug_header)
+    if not task_id.isdigit() or len(task_id) > 18:
+        raise NotFound("task", task_id)
+    number = int(task_id)
+    try:
+        gen = await anyio.to_thread.run_sync(runtime.generations.generation_by_number, project, number)
+    except NotFound:
+        raise NotFound("task", task_id) from None
+    # Another club's task does not exist for this one.
+    if gen.meta.get("loyaltyClubSlug") != slug:
+        raise NotFound("task", task_id)
+    return task_json(number, gen, lambda i: image_url(request, runtime, i))

@@ -1,0 +1,107 @@
+"""Wire models of the Wix social-publisher dialect and their translation to and from the canonical model.
+
+GenerateImage `{userInput, imageUrl}` is an image-to-image job on the catalog's default model from the
+imported source photo, in the photo's aspect ratio (the model's closest), filed in the "Social Marketing
+AI Media" folder; GetGeneratedImage reports IN_PROGRESS, READY (imageUrl and fileId) or FAILED
+(failureReason).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from easel.domain.catalog import Catalog, Task
+from easel.domain.errors import FieldError, ValidationFailed
+from easel.domain.generation import Generation, Image, Status
+from easel.domain.sizes import ASPECT_RATIOS
+from easel.domain.spec import GenerationSpec
+
+FOLDER = "Social Marketing AI Media"
+MAX_USER_INPUT = 3000
+MAX_URL_LENGTH = 2048
+
+# Wix's GetGeneratedImage knows IN_PROGRESS, READY and FAILED; a canceled job is FAILED.
+STATUS_NAMES: dict[Status, str] = {
+    Status.QUEUED: "IN_PROGRESS",
+    Status.RUNNING: "IN_PROGRESS",
+    Status.SUCCEEDED: "READY",
+    Status.FAILED: "FAILED",
+    Status.CANCELED: "FAILED",
+}
+
+# Canonical spec field -> wire field, so errors from the catalog check name what the client sent.
+WIRE_NAMES = {"prompt": "userInput", "source_image_ids": "imageUrl"}
+
+
+def is_web_url(value: str) -> bool:
+    """Wix's WEB_URL format: an absolute http(s) URL with a host and no whitespace."""
+    if not value or len(value) > MAX_URL_LENGTH or any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(host)
+
+
+class GenerateImageRequest(BaseModel):
+    """POST /social-publisher/v1/generate-image. Types and presence here; the documented rules in check()."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    user_input: str = Field(alias="userInput")
+    image_url: str = Field(alias="imageUrl")
+
+    def check(self) -> None:
+        """The document's validation (userInput maxLength 3000, imageUrl format WEB_URL), all at once."""
+        errors = []
+        if not self.user_input.strip():
+            errors.append(FieldError("userInput", "must not be empty"))
+        elif len(self.user_input) > MAX_USER_INPUT:
+            errors.append(FieldError("userInput", f"must be at most {MAX_USER_INPUT} characters"))
+        if not is_web_url(self.image_url):
+            errors.append(FieldError("imageUrl", "must be a web URL (http or https)"))
+        if errors:
+            summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
+            raise ValidationFailed(f"Invalid request: {summary}", errors)
+
+    def to_spec(self, catalog: Catalog, source: Image) -> GenerationSpec:
+        """Image-to-image on the default model, in the source photo's shape (the model's closest ratio)."""
+        return GenerationSpec(
+            prompt=self.user_input,
+            task=Task.IMAGE_TO_IMAGE,
+            source_image_ids=[source.id],
+            aspect_ratio=closest_aspect_ratio(
+                source.width, source.height, catalog.resolve(None).aspect_ratios
+            ),
+            folder=FOLDER,
+        )
+
+
+def closest_aspect_ratio(width: int, height: int, allowed: list[str]) -> str:
+    """The allowed ratio nearest to width:height (compared as log ratios, so 2:1 and 1:2 are alike far)."""
+    target = math.log(width / height)
+    return min(allowed, key=lambda a: abs(math.log(ASPECT_RATIOS[a][0] / ASPECT_RATIOS[a][1]) - target))
+
+
+def generate_image_json(gen: Generation) -> dict[str, Any]:
+    return {"status": "OK", "executionId": gen.id}
+
+
+def generated_image_json(gen: Generation, url_for: Callable[[str], str]) -> dict[str, Any]:
+    """GetGeneratedImage: fields without a value are left out, as Wix's JSON does."""
+    body: dict[str, Any] = {"executionId": gen.id, "status": STATUS_NAMES[gen.status]}
+    if gen.status is Status.SUCCEEDED and gen.images:
+        body["imageUrl"] = url_for(gen.images[0].id)
+        body["fileId"] = gen.images[0].id
+    elif gen.status is Status.CANCELED:
+        body["failureReason"] = "The generation was canceled"
+    elif gen.status is Status.FAILED:
+        body["failureReason"] = gen.error_message or "The generation failed"
+    return body

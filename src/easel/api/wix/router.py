@@ -1,0 +1,65 @@
+"""Routes of the Wix social-publisher dialect. Thin: parse, call GenerationService, shape the answer.
+
+Errors have Wix's shape: `{"message", "details": {"validationError": {"fieldViolations": [{field,
+description}]}}}` for invalid input, `{"message", "details": {"applicationError": {code, description,
+data}}}` for everything else, with the status codes of domain/errors.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
+from easel.api.errors import dialect_route
+from easel.api.wix.protocol import (
+    WIRE_NAMES,
+    GenerateImageRequest,
+    generate_image_json,
+    generated_image_json,
+)
+from easel.domain.errors import EaselError, NotFound
+
+# Wix apps send their key as the whole Authorization header.
+Writer = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:write"))]
+Reader = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:read"))]
+
+
+def render_error(err: EaselError) -> Response:
+    details: dict[str, Any]
+    if err.status == 400 and err.fields:
+        violations = [{"field": f.field, "description": f.message} for f in err.fields]
+        details = {"validationError": {"fieldViolations": violations}}
+    else:
+        details = {"applicationError": {"code": err.code.upper(), "description": err.message, "data": {}}}
+    return JSONResponse({"message": err.message, "details": details}, status_code=err.status)
+
+
+router = APIRouter(prefix="/social-publisher/v1", route_class=dialect_route(render_error), tags=["wix"])
+
+
+@router.post("/generate-image")
+async def generate_image(body: GenerateImageRequest, runtime: RuntimeDep, project: Writer) -> dict[str, Any]:
+    body.check()
+    svc = runtime.generations
+    source = await anyio.to_thread.run_sync(
+        lambda: svc.import_image_url(project, body.image_url, field="imageUrl")
+    )
+    gen = await anyio.to_thread.run_sync(
+        lambda: svc.create(project, body.to_spec(runtime.catalog, source), WIRE_NAMES)
+    )
+    return generate_image_json(gen)
+
+
+@router.get("/generated-image/{execution_id}")
+async def get_generated_image(
+    execution_id: str, request: Request, runtime: RuntimeDep, project: Reader
+) -> dict[str, Any]:
+    try:
+        gen = await anyio.to_thread.run_sync(runtime.generations.get, project, execution_id)
+    except NotFound:
+        raise NotFound("execution", execution_id) from None
+    return generated_image_json(gen, lambda i: image_url(request, runtime, i))

@@ -17,6 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from support import key_headers, write_catalog
+
 # Tests run torch on one thread: deterministic timing, and no fight with other processes for cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,117 +33,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
-
-
-def write_catalog(path: Path, model_dir: Path) -> Path:
-    """A catalog: the tiny model as default (`tiny`, aliases `dall-e-2`) and a restricted `tiny-square`."""
-    path.write_text(f'''
-default_model = "tiny"
-
-[models.tiny]
-source = "{model_dir}"
-tasks = ["text-to-image", "image-to-image", "inpaint", "variation"]
-min_size = 32
-max_size = 512
-max_n = 4
-max_prompt_length = 200
-credits_per_image = 2
-aliases = ["dall-e-2", "tiny-alias"]
-
-[models.tiny.defaults]
-steps = 4
-guidance = 4.0
-image_size = "thumbnail"
-
-[models.tiny-square]
-source = "{model_dir}"
-aspect_ratios = ["1:1"]
-max_size = 128
-max_n = 1
-credits_per_image = 0.5
-
-[models.tiny-square.defaults]
-steps = 2
-guidance = 1.0
-
-# Vendor dialects' models (api/pictory, api/placewise) and styles, all on the tiny model.
-[styles.photorealistic]
-prompt_suffix = "photo"
-negative_prompt = "cartoon"
-guidance = 5.0
-
-[styles.cartoon]
-prompt_suffix = "cartoon"
-
-[styles.artistic]
-[styles.minimalist]
-[styles.vintage]
-[styles.futuristic]
-
-[models."seedream3.0"]
-source = "{model_dir}"
-tasks = ["text-to-image", "image-to-image"]
-aspect_ratios = ["1:1", "16:9", "9:16"]
-min_size = 32
-native_size = 32
-credits_per_image = 2
-styles = ["photorealistic", "artistic", "cartoon", "minimalist", "vintage", "futuristic"]
-defaults = {{ steps = 2, guidance = 4.0, strength = 0.75 }}
-
-[models.flux-schnell]
-source = "{model_dir}"
-tasks = ["text-to-image", "image-to-image"]
-aspect_ratios = ["1:1", "16:9", "9:16"]
-min_size = 32
-native_size = 32
-credits_per_image = 0.6
-styles = ["photorealistic", "artistic", "cartoon", "minimalist", "vintage", "futuristic"]
-defaults = {{ steps = 1 }}
-
-[models.nanobanana]
-source = "{model_dir}"
-aspect_ratios = ["1:1", "16:9", "9:16"]
-min_size = 32
-native_size = 32
-credits_per_image = 4
-defaults = {{ steps = 2 }}
-
-[models.nanobanana-pro]
-source = "{model_dir}"
-aspect_ratios = ["1:1", "16:9", "9:16"]
-min_size = 32
-native_size = 32
-credits_per_image = 14
-defaults = {{ steps = 2 }}
-
-[models.placewise-small]
-source = "{model_dir}"
-aspect_ratios = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "16:9", "9:16"]
-min_size = 32
-native_size = 32
-credits_per_image = 1
-styles = []
-defaults = {{ steps = 1, guidance = 4.0 }}
-
-[models.placewise-medium]
-source = "{model_dir}"
-aspect_ratios = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "16:9", "9:16"]
-min_size = 32
-native_size = 32
-credits_per_image = 2
-styles = []
-defaults = {{ steps = 2, guidance = 4.0 }}
-
-[models.placewise-large]
-source = "{model_dir}"
-aspect_ratios = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "16:9", "9:16"]
-min_size = 32
-native_size = 32
-credits_per_image = 4
-styles = ["photorealistic"]
-defaults = {{ steps = 2, guidance = 4.0 }}
-''')
-    return path
 
 
 @pytest.fixture(params=BACKENDS)
@@ -193,13 +84,10 @@ def runtime(settings):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def admin_key(runtime) -> str:  # type: ignore[no-untyped-def]
     """An unlimited admin key of the local project."""
-    plaintext, _ = runtime.keys.create(runtime.default_project_id, "test admin", ["admin"], rate_limit_per_hour=0)
+    plaintext, _ = runtime.keys.create(
+        runtime.default_project_id, "test admin", ["admin"], rate_limit_per_hour=0
+    )
     return plaintext
-
-
-def key_headers(key: str) -> dict[str, str]:
-    """The key in every dialect's header form (Bearer, X-API-Key, X-Client-Authorization)."""
-    return {"Authorization": f"Bearer {key}", "X-API-Key": key, "X-Client-Authorization": key}
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_catalog
+from support import write_catalog
 from helpers import open_image
 
 

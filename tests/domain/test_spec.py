@@ -11,7 +11,7 @@ from easel.domain.spec import GenerationSpec
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
-    from conftest import write_catalog
+    from support import write_catalog
 
     return Catalog.load(write_catalog(tmp_path / "c.toml", tmp_path))
 

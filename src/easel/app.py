@@ -14,6 +14,7 @@ from easel import __version__
 from easel.api.native.admin import router as admin_router
 from easel.api.native.router import health
 from easel.api.native.router import router as native_router
+from easel.api.openai.router import router as openai_router
 from easel.api.pictory.router import router as pictory_router
 from easel.api.placewise.router import router as placewise_router
 from easel.api.wix.router import router as wix_router
@@ -52,6 +53,7 @@ def create_app(
     app = FastAPI(title="Easel", version=__version__, lifespan=lifespan)
     app.include_router(native_router)
     app.include_router(admin_router)
+    app.include_router(openai_router)
     app.include_router(wix_router)
     app.include_router(placewise_router)
     app.include_router(pictory_router)

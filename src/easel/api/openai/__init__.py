@@ -1,0 +1,1 @@
+"""The OpenAI Images dialect (also AIGNE Hub's `/api/images/generations`). See docs/api/openai.md."""

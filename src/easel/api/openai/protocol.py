@@ -1,0 +1,207 @@
+"""Wire models of the OpenAI Images dialect (and AIGNE Hub) and their translation to and from the
+canonical model. Field names are OpenAI's (snake_case). See docs/api/openai.md for every mapping."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from easel.domain.catalog import Catalog, ModelEntry, Task
+from easel.domain.errors import EaselError, ValidationFailed
+from easel.domain.generation import Generation
+from easel.domain.spec import GenerationSpec, OutputFormat
+
+# The model OpenAI's API and the AIGNE document use when a request names none; used when the catalog
+# knows that name, else the catalog's own default.
+DEFAULT_MODEL = "dall-e-2"
+# The prompt of a variation (OpenAI's variations take no prompt). Neutral words: the built-in model
+# ignores words outside its vocabulary, so the source image alone steers the result.
+VARIATION_PROMPT = "a variation of this image"
+# OpenAI accepts up to 16 images per edit.
+MAX_INPUT_IMAGES = 16
+# Placeholder ids used to validate a spec before its uploads are stored.
+PENDING_IMAGE = "pending-upload"
+
+# Canonical spec field -> OpenAI wire field, so validation errors name what the client sent (`param`).
+WIRE_NAMES = {
+    "source_image_ids": "image",
+    "mask_image_id": "mask",
+    # An unsupported task means the chosen model cannot edit / vary images.
+    "task": "model",
+    "width": "size",
+    "height": "size",
+    "aspect_ratio": "size",
+    "image_size": "size",
+    "enhance_template": "enhance",
+}
+
+
+class ResponseFormat(StrEnum):
+    URL = "url"
+    B64_JSON = "b64_json"
+
+
+class _Wire(BaseModel):
+    # OpenAI rejects unknown parameters with a 400; so do we (the documented extensions aside).
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Common(_Wire):
+    """What every Images route accepts."""
+
+    model: str | None = None
+    n: int | None = Field(None, ge=1, le=10)
+    size: str | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = Field(None, max_length=256)
+    # Easel extensions (not OpenAI parameters), documented in docs/api/openai.md.
+    seed: int | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    strength: float | None = None
+
+    def _spec_fields(self, catalog: Catalog) -> dict[str, Any]:
+        return {
+            "model": self.model or default_model(catalog),
+            "n": self.n or 1,
+            "size": self.size or None,
+            "seed": self.seed,
+            "negative_prompt": self.negative_prompt,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "strength": self.strength,
+            "meta": {"user": self.user} if self.user else {},
+        }
+
+    @property
+    def format(self) -> ResponseFormat:
+        return self.response_format or ResponseFormat.URL
+
+
+class _Output(_Common):
+    """The output options of the GPT-image routes (generations, edits)."""
+
+    quality: str | None = None
+    output_format: OutputFormat | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)
+    safety_identifier: str | None = Field(None, max_length=256)
+    enhance: bool = True  # Easel extension: automatic prompt enhancement where the model allows it
+
+    def _output_fields(self, catalog: Catalog) -> dict[str, Any]:
+        if self.background == "transparent":
+            raise ValidationFailed.for_field("background", "transparent backgrounds are not supported")
+        if self.stream:
+            raise ValidationFailed.for_field("stream", "streaming is not supported; omit it or send false")
+        if self.partial_images:
+            raise ValidationFailed.for_field("partial_images", "partial images need streaming (unsupported)")
+        fields = self._spec_fields(catalog)
+        if self.safety_identifier:
+            fields["meta"] = fields["meta"] | {"user": self.safety_identifier}
+        return fields | {
+            "quality": self.quality,
+            "output_format": self.output_format or OutputFormat.PNG,
+            "output_compression": self.output_compression,
+            "enhance": self.enhance,
+        }
+
+
+class GenerateRequest(_Output):
+    """POST /v1/images/generations and AIGNE Hub's POST /api/images/generations (JSON)."""
+
+    prompt: str
+    style: str | None = None
+    moderation: Literal["low", "auto"] | None = None
+    # AIGNE Hub: source image(s) for editing, as base64, a data: URI, or a link this server issued.
+    image: str | list[str] | None = None
+
+    @property
+    def images(self) -> list[str]:
+        if self.image is None:
+            return []
+        return [self.image] if isinstance(self.image, str) else list(self.image)
+
+    def to_spec(self, catalog: Catalog, image_ids: list[str]) -> GenerationSpec:
+        return GenerationSpec(
+            prompt=self.prompt,
+            task=Task.IMAGE_TO_IMAGE if image_ids else Task.TEXT_TO_IMAGE,
+            style=self.style,
+            source_image_ids=image_ids,
+            **self._output_fields(catalog),
+        )
+
+
+class EditRequest(_Output):
+    """POST /v1/images/edits (multipart; the files `image`/`image[]` and `mask` are handled apart)."""
+
+    prompt: str
+    input_fidelity: Literal["high", "low"] | None = None
+
+    def to_spec(self, catalog: Catalog, image_ids: list[str], mask_id: str | None) -> GenerationSpec:
+        return GenerationSpec(
+            prompt=self.prompt,
+            task=Task.INPAINT if mask_id else Task.IMAGE_TO_IMAGE,
+            source_image_ids=image_ids,
+            mask_image_id=mask_id,
+            **self._output_fields(catalog),
+        )
+
+
+class VariationRequest(_Common):
+    """POST /v1/images/variations (multipart; the file `image` is handled apart)."""
+
+    def to_spec(self, catalog: Catalog, image_id: str) -> GenerationSpec:
+        return GenerationSpec(
+            prompt=VARIATION_PROMPT,
+            task=Task.VARIATION,
+            source_image_ids=[image_id],
+            enhance=False,
+            **self._spec_fields(catalog),
+        )
+
+
+def default_model(catalog: Catalog) -> str | None:
+    """`dall-e-2` when the catalog knows it, else None (the catalog's default)."""
+    try:
+        return catalog.resolve(DEFAULT_MODEL).name
+    except EaselError:
+        return None
+
+
+def images_response(gen: Generation, fmt: ResponseFormat, values: list[str]) -> dict[str, Any]:
+    """An ImagesResponse: `values` are the images' URLs or base64 strings, in image order."""
+    s = gen.spec
+    revised = s.prompt if s.original_prompt and s.prompt != s.original_prompt else None
+    data: list[dict[str, Any]] = []
+    for value in values:
+        item: dict[str, Any] = {fmt.value: value}
+        if revised is not None:
+            item["revised_prompt"] = revised
+        data.append(item)
+    body: dict[str, Any] = {
+        "created": int(gen.created_at.timestamp()),
+        "data": data,
+        "size": f"{s.width}x{s.height}",
+        "output_format": s.output_format.value,
+    }
+    if s.quality is not None:
+        body["quality"] = s.quality
+    # Extension: how to find this job in the native API, and what it cost (there are no tokens).
+    body["easel"] = {
+        "generation_id": gen.id,
+        "model": s.model,
+        "seed": s.seed,
+        "credits": gen.credits,
+        "images": len(values),
+    }
+    return body
+
+
+def model_json(model_id: str, entry: ModelEntry, created: int) -> dict[str, Any]:
+    """One entry of GET /v1/models (aliases are listed as models of their own, `root` says which)."""
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "easel", "root": entry.name}

@@ -400,7 +400,7 @@ def test_connects_to_the_vetted_address_not_a_second_answer(net: Net) -> None:
     attempt goes to the vetted public address (the spy refuses it, so nothing is sent anywhere)."""
     net.answer("rebind.test", [PUBLIC], ["127.0.0.1"])
     message = refused(fetcher(), "http://rebind.test/a.png")
-    assert "could not fetch" in message
+    assert f"could not connect to rebind.test ({PUBLIC}:80: " in message
     assert net.connects == [(PUBLIC, 80)]
     assert net.lookups.count("rebind.test") == 1
 
@@ -414,6 +414,16 @@ def test_rebinding_name_served_by_its_vetted_address(net: Net, server: Server) -
     assert net.connects == [("127.0.0.1", server.port)]
     assert net.lookups.count("images.test") == 1
     assert server.requests == [("/img.png", f"images.test:{server.port}")]
+
+
+def test_next_vetted_address_tried_when_one_refuses(net: Net, server: Server) -> None:
+    net.answer("two.test", ["127.0.0.2", "127.0.0.1"])  # nothing listens on 127.0.0.2
+    f = fetcher(fetch_allow_hosts=["two.test"])
+    assert f.fetch(server.url("/img.png", host="two.test"), field=FIELD) == PNG
+    assert net.connects == [("127.0.0.2", server.port), ("127.0.0.1", server.port)]
+    net.answer("none.test", ["127.0.0.2", "127.0.0.3"])
+    message = refused(fetcher(fetch_allow_hosts=["none.test"]), server.url("/img.png", host="none.test"))
+    assert message.startswith(f"could not connect to none.test (127.0.0.2:{server.port}: ")
 
 
 # -- the allow-listed loopback server ----------------------------------------------------------------
@@ -618,11 +628,13 @@ def test_https_certificate_still_verified(
     trust = ssl.create_default_context(cafile=str(certificate[0]))
     f = fetcher(fetch_allow_hosts=["other.test", "127.0.0.1"], verify=trust)
     for host in ("other.test", "127.0.0.1"):  # the certificate names images.test only
-        assert "could not fetch" in refused(f, tls_server.url("/img.png", host=host, scheme="https"))
+        message = refused(f, tls_server.url("/img.png", host=host, scheme="https"))
+        assert "could not connect" in message and "CERTIFICATE_VERIFY_FAILED" in message
     # and with the default trust store, the self-signed certificate is refused
     net.answer("images.test", ["127.0.0.1"])
     g = fetcher(fetch_allow_hosts=["images.test"])
-    assert "could not fetch" in refused(g, tls_server.url("/img.png", host="images.test", scheme="https"))
+    message = refused(g, tls_server.url("/img.png", host="images.test", scheme="https"))
+    assert "CERTIFICATE_VERIFY_FAILED" in message
 
 
 # -- data URIs ---------------------------------------------------------------------------------------

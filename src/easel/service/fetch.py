@@ -50,6 +50,7 @@ GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-str
 DEFAULT_PORTS = {"http": 80, "https": 443}
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_URL_LENGTH = 8192
+MAX_ADDRESSES_TRIED = 4  # of a host's (all vetted) addresses, when connections fail
 USER_AGENT = "Easel-ImageFetcher/1.0"
 
 _V4 = ipaddress.IPv4Network
@@ -154,6 +155,10 @@ def _parse_ip(host: str) -> IPAddress | None:
         return None
 
 
+class _ConnectFailed(Exception):
+    """No connection to one address: the next vetted address of the host is tried."""
+
+
 @dataclass(frozen=True)
 class _Target:
     """One hop, vetted: where to connect and what to tell the server."""
@@ -193,8 +198,7 @@ class ImageFetcher:
         deadline = time.monotonic() + self.timeout
         current = self._parse(url, field)
         for hop in range(self.max_redirects + 1):
-            target = self._vet(current, field, deadline)
-            location = self._get(target, current, field, deadline)
+            location = self._get_any(self._vet(current, field, deadline), current, field, deadline)
             if isinstance(location, bytes):
                 return location
             if hop == self.max_redirects:
@@ -253,8 +257,8 @@ class ImageFetcher:
             raise ValidationFailed.for_field(field, f"{via}URLs with user names or passwords are not allowed")
         return url
 
-    def _vet(self, url: httpx.URL, field: str, deadline: float) -> _Target:
-        """Check scheme, port and every address of the host; return where to connect."""
+    def _vet(self, url: httpx.URL, field: str, deadline: float) -> list[_Target]:
+        """Check the port and every address of the host; return where to connect, in order."""
         host = url.host  # httpx: lower-case, IDNA-encoded, IPv6 without brackets
         port = url.port or DEFAULT_PORTS[url.scheme]
         allowed = _norm_host(host) in self.allow_hosts
@@ -272,15 +276,18 @@ class ImageFetcher:
             raise ValidationFailed.for_field(
                 field, f"port {port} is not allowed (only 80 and 443 unless the host is allow-listed)"
             )
-        ip = addresses[0]
-        ip_host = ip.compressed if isinstance(ip, ipaddress.IPv4Address) else f"[{ip.compressed}]"
-        host_header = url.netloc.decode("ascii")
-        return _Target(
-            url=url.copy_with(netloc=f"{ip_host}:{port}".encode("ascii")),
-            host_header=host_header,
-            sni=host if url.scheme == "https" and literal is None else None,
-            address=f"{ip.compressed}:{port}",
-        )
+        targets = []
+        for ip in addresses[:MAX_ADDRESSES_TRIED]:
+            ip_host = ip.compressed if isinstance(ip, ipaddress.IPv4Address) else f"[{ip.compressed}]"
+            targets.append(
+                _Target(
+                    url=url.copy_with(netloc=f"{ip_host}:{port}".encode("ascii")),
+                    host_header=url.netloc.decode("ascii"),
+                    sni=host if url.scheme == "https" and literal is None else None,
+                    address=f"{ip_host}:{port}",
+                )
+            )
+        return targets
 
     def _resolve(self, host: str, port: int, field: str, deadline: float) -> list[IPAddress]:
         """Every address of `host`, bounded by the deadline (getaddrinfo itself has no timeout)."""
@@ -302,6 +309,16 @@ class ImageFetcher:
         if not addresses:
             raise ValidationFailed.for_field(field, f"host {host} has no IPv4 or IPv6 address")
         return addresses
+
+    def _get_any(self, targets: list[_Target], url: httpx.URL, field: str, deadline: float) -> bytes | str:
+        """`_get` from the first vetted address that accepts a connection (all of them were checked)."""
+        failures = []
+        for target in targets:
+            try:
+                return self._get(target, url, field, deadline)
+            except _ConnectFailed as e:
+                failures.append(f"{target.address}: {e}")
+        raise ValidationFailed.for_field(field, f"could not connect to {url.host} ({'; '.join(failures)})")
 
     def _get(self, target: _Target, url: httpx.URL, field: str, deadline: float) -> bytes | str:
         """GET one vetted hop: the body (bytes) or a redirect's Location (str)."""
@@ -342,6 +359,8 @@ class ImageFetcher:
             raise
         except httpx.TimeoutException:
             raise self._timed_out(field) from None
+        except httpx.ConnectError as e:  # refused, unreachable, or the TLS handshake failed
+            raise _ConnectFailed(str(e) or type(e).__name__) from None
         except (httpx.HTTPError, httpx.InvalidURL, ssl.SSLError, OSError) as e:
             raise ValidationFailed.for_field(
                 field, f"could not fetch {_safe_url(url)}: {type(e).__name__}: {e}"

@@ -509,3 +509,61 @@ def test_models_list_and_retrieve(oai) -> None:
     with pytest.raises(openai.NotFoundError) as exc:
         oai.models.retrieve("nope")
     assert exc.value.code == "model_not_found"
+
+
+# -- keys, limits and the catalog ------------------------------------------------------------------------
+
+
+def sdk(base: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+
+
+def test_scopes_rate_limits_and_budgets_in_openai_errors(live_server, runtime) -> None:
+    project = runtime.default_project_id
+    reader, _ = runtime.keys.create(project, "reader", ["generations:read"], rate_limit_per_hour=0)
+    assert sdk(live_server, reader).models.retrieve("dall-e-2").id == "dall-e-2"
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        sdk(live_server, reader).images.generate(prompt="x", size="256x256")
+    assert denied.value.code == "forbidden" and "generations:write" in denied.value.message
+
+    limited, _ = runtime.keys.create(project, "limited", ["generations:read"], rate_limit_per_hour=1)
+    sdk(live_server, limited).models.list()
+    with pytest.raises(openai.RateLimitError) as limit:
+        sdk(live_server, limited).models.list()
+    assert (limit.value.type, limit.value.code) == ("requests", "rate_limit_exceeded")
+    assert int(limit.value.response.headers["retry-after"]) > 0
+
+    poor, _ = runtime.keys.create(
+        project, "poor", ["generations:write"], rate_limit_per_hour=0, budget_credits=1
+    )
+    with pytest.raises(openai.RateLimitError) as quota:  # OpenAI reports an exhausted quota as a 429
+        sdk(live_server, poor).images.generate(prompt="x", n=2, size="256x256")
+    assert (quota.value.type, quota.value.code) == ("insufficient_quota", "insufficient_quota")
+
+
+def test_the_shipped_catalog_serves_openai_sizes() -> None:
+    from easel.domain.catalog import Catalog
+    from easel.domain.errors import ValidationFailed
+    from easel.domain.spec import GenerationSpec
+
+    catalog = Catalog.load(Path(__file__).parents[2] / "models" / "catalog.toml")
+    accepted = {
+        "dall-e-2": ["256x256", "512x512", "1024x1024", "auto", None],
+        "dall-e-3": ["1024x1024", "1792x1024", "1024x1792", "auto", None],
+        "gpt-image-1": ["1024x1024", "1536x1024", "1024x1536", "auto", None],
+    }
+    for model, sizes in accepted.items():
+        for size in sizes:
+            spec = GenerationSpec(prompt="x", model=model, size=size).resolve(catalog)
+            expected = size if size not in (None, "auto") else "1024x1024"
+            assert f"{spec.width}x{spec.height}" == expected
+    refused = [("dall-e-2", "1792x1024"), ("dall-e-3", "512x512"), ("dall-e-3", "1280x1024")]
+    refused += [("gpt-image-1", "1792x1024")]
+    for model, size in refused:
+        with pytest.raises(ValidationFailed) as exc:
+            GenerationSpec(prompt="x", model=model, size=size).resolve(catalog)
+        assert exc.value.param == "size"
+    dalle3 = GenerationSpec(prompt="x", model="dall-e-3", quality="hd", style="vivid").resolve(catalog)
+    assert dalle3.steps == 2 * catalog.models["dall-e-3"].defaults.steps and dalle3.prompt != "x"
+    with pytest.raises(ValidationFailed):
+        GenerationSpec(prompt="x", model="dall-e-2", style="vivid").resolve(catalog)

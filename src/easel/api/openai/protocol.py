@@ -117,7 +117,8 @@ class GenerateRequest(_Output):
     prompt: str
     style: str | None = None
     moderation: Literal["low", "auto"] | None = None
-    # AIGNE Hub: source image(s) for editing, as base64, a data: URI, or a link this server issued.
+    # AIGNE Hub: source image(s) for editing: base64, a data: URI, an http(s) URL (fetched SSRF-safely) or a
+    # link this server issued (router._image_ref).
     image: str | list[str] | None = None
 
     @property

@@ -42,9 +42,12 @@ class ImageServer:
         import threading
 
         served = files
+        self.requests: list[str] = []  # the paths asked for, in order
+        requests = self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                requests.append(self.path)
                 found = served.get(self.path)
                 if found is None:
                     self.send_error(404)

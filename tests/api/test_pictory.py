@@ -174,6 +174,14 @@ def test_invalid_fields_are_400_in_pictorys_shape(
     assert api.get("/api/v1/generations").json()["pagination"]["total"] == 0
 
 
+def test_catalog_limits_are_checked_before_the_reference_is_fetched(api: Any, images: ImageServer) -> None:
+    # The test catalog's nanobanana has no image-to-image task: refused without fetching.
+    body = {"prompt": "a blue square", "model": "nanobanana", "referenceImageUrl": images.url("/ref.png")}
+    r = api.post(URL, json=body)
+    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "task"
+    assert images.requests == []
+
+
 def test_every_invalid_field_is_listed(api: Any) -> None:
     r = api.post(URL, json={"prompt": "abc", "style": "noir", "webhook": "nope"})
     assert r.status_code == 400

@@ -200,6 +200,8 @@ def test_missing_prompt_and_file_parts(api: Any) -> None:
     no_prompt = {k: v for k, v in EXAMPLE.items() if k != "prompt"}
     assert error_fields(api.post(CREATE, files=multipart(no_prompt), headers=CLUB)) == ["prompt"]
     with_file = multipart(no_prompt) | {"prompt": ("p.txt", b"a file", "text/plain")}
+    twice = [("prompt", (None, "a")), ("prompt", (None, "b"))]
+    assert error_fields(api.post(CREATE, files=twice, headers=CLUB)) == ["prompt"]
     assert error_fields(api.post(CREATE, files=with_file, headers=CLUB)) == ["prompt"]
     assert error_fields(
         api.post(CREATE, content=b"[1]", headers=CLUB | {"Content-Type": "application/json"})
@@ -293,3 +295,14 @@ def test_document_curl_example_over_http(live_server_no_worker: str, admin_key: 
         1,
         False,
     )
+
+
+def test_openapi_documents_every_body_encoding(api: Any) -> None:
+    body = api.get("/openapi.json").json()["paths"][CREATE]["post"]["requestBody"]
+    assert set(body["content"]) == {
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+        "application/json",
+    }
+    schema = body["content"]["multipart/form-data"]["schema"]
+    assert schema["required"] == ["prompt"] and "random_seed" in schema["properties"]

@@ -153,6 +153,7 @@ def test_model_limits_name_user_input(api: Any, images: ImageServer) -> None:
     # The test catalog's default model takes at most 200 characters: the error names the Wix field.
     r = api.post(CREATE, json={"userInput": "x" * 201, "imageUrl": images.url("/square.png")})
     assert violations(r) == ["userInput"]
+    assert images.requests == []  # refused before the source image was fetched
 
 
 def test_every_violation_is_listed(api: Any) -> None:

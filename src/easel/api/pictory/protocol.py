@@ -34,6 +34,9 @@ STATUS_NAMES: dict[Status, str] = {
     Status.CANCELED: "failed",
 }
 
+# Stands in for the reference image in the catalog check made before it is fetched.
+PENDING_REFERENCE = "pending-reference"
+
 WIRE_NAMES = {
     "aspect_ratio": "aspectRatio",
     "source_image_ids": "referenceImageUrl",
@@ -70,7 +73,8 @@ class CreateImageRequest(BaseModel):
     webhook: str | None = None
 
     def check(self, catalog: Catalog) -> None:
-        """The document's rules, every failing field at once (Pictory answers with a `fields` list)."""
+        """The document's rules, every failing field at once (Pictory answers with a `fields` list), then
+        the catalog's, all before the reference image is fetched."""
         errors = []
         if len(self.prompt.strip()) < PROMPT_MIN:
             errors.append(FieldError("prompt", f"length must be at least {PROMPT_MIN} characters long"))
@@ -92,6 +96,10 @@ class CreateImageRequest(BaseModel):
             errors.append(FieldError("webhook", "must be a valid uri"))
         if errors:
             raise ValidationFailed("Request body validation failed.", errors)
+        # The catalog's own checks too, before anything is fetched.
+        self.to_spec(catalog, PENDING_REFERENCE if self.reference_image_url else None).resolve(
+            catalog, WIRE_NAMES
+        )
 
     @property
     def model_name(self) -> str:

@@ -78,7 +78,15 @@ async def _read_body(request: Request) -> dict[str, Any]:
     )
 
 
-@router.post("/generate_image")
+# The body is parsed by hand (form or JSON); this documents it in the OpenAPI schema.
+_BODY = {"schema": GenerateImageRequest.model_json_schema()}
+_BODY_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "application/json")
+
+
+@router.post(
+    "/generate_image",
+    openapi_extra={"requestBody": {"required": True, "content": dict.fromkeys(_BODY_TYPES, _BODY)}},
+)
 async def generate_image(
     request: Request, runtime: RuntimeDep, project: Writer, slug_header: SlugHeader = None
 ) -> dict[str, Any]:

@@ -34,6 +34,9 @@ STATUS_NAMES: dict[Status, str] = {
     Status.CANCELED: "FAILED",
 }
 
+# Stands in for the source image in the catalog check made before it is fetched (resolve() needs one named).
+PENDING_SOURCE = "pending-source"
+
 # Canonical spec field -> wire field, so errors from the catalog check name what the client sent.
 WIRE_NAMES = {"prompt": "userInput", "source_image_ids": "imageUrl"}
 
@@ -58,8 +61,9 @@ class GenerateImageRequest(BaseModel):
     user_input: str = Field(alias="userInput")
     image_url: str = Field(alias="imageUrl")
 
-    def check(self) -> None:
-        """The document's validation (userInput maxLength 3000, imageUrl format WEB_URL), all at once."""
+    def check(self, catalog: Catalog) -> None:
+        """The document's rules (userInput maxLength 3000, imageUrl format WEB_URL), every failing field at
+        once, then the catalog's, all before the source image is fetched."""
         errors = []
         if not self.user_input.strip():
             errors.append(FieldError("userInput", "must not be empty"))
@@ -70,22 +74,25 @@ class GenerateImageRequest(BaseModel):
         if errors:
             summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
             raise ValidationFailed(f"Invalid request: {summary}", errors)
+        self._spec(PENDING_SOURCE, None).resolve(catalog, WIRE_NAMES)
 
     def to_spec(self, catalog: Catalog, source: Image) -> GenerationSpec:
         """Image-to-image on the default model, in the source photo's shape (the model's closest ratio)."""
+        allowed = catalog.resolve(None).aspect_ratios
+        return self._spec(source.id, closest_aspect_ratio(source.width, source.height, allowed))
+
+    def _spec(self, source_image_id: str, aspect_ratio: str | None) -> GenerationSpec:
         return GenerationSpec(
             prompt=self.user_input,
             task=Task.IMAGE_TO_IMAGE,
-            source_image_ids=[source.id],
-            aspect_ratio=closest_aspect_ratio(
-                source.width, source.height, catalog.resolve(None).aspect_ratios
-            ),
+            source_image_ids=[source_image_id],
+            aspect_ratio=aspect_ratio,
             folder=FOLDER,
         )
 
 
 def closest_aspect_ratio(width: int, height: int, allowed: list[str]) -> str:
-    """The allowed ratio nearest to width:height (compared as log ratios, so 2:1 and 1:2 are alike far)."""
+    """The allowed ratio nearest to width:height on a log scale (so a ratio and its inverse tie)."""
     target = math.log(width / height)
     return min(allowed, key=lambda a: abs(math.log(ASPECT_RATIOS[a][0] / ASPECT_RATIOS[a][1]) - target))
 

@@ -43,7 +43,7 @@ router = APIRouter(prefix="/social-publisher/v1", route_class=dialect_route(rend
 
 @router.post("/generate-image")
 async def generate_image(body: GenerateImageRequest, runtime: RuntimeDep, project: Writer) -> dict[str, Any]:
-    body.check()
+    body.check(runtime.catalog)
     svc = runtime.generations
     source = await anyio.to_thread.run_sync(
         lambda: svc.import_image_url(project, body.image_url, field="imageUrl")

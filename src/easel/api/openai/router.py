@@ -237,20 +237,22 @@ async def _read_form(
         raise ValidationFailed(f"Malformed multipart body: {e.detail}") from None
     fields: dict[str, str] = {}
     files: list[tuple[str, bytes]] = []
-    for name, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if name not in file_fields:
-                raise ValidationFailed.for_field(name, "unexpected file; send a text value")
-            if value.size is not None and value.size > MAX_FILE_BYTES:
-                raise ValidationFailed.for_field(name, f"file larger than {MAX_FILE_BYTES} bytes")
-            files.append((name, await value.read()))
-        elif name in file_fields:
-            raise ValidationFailed.for_field(name, "must be a file (multipart file upload)")
-        elif name in fields:
-            raise ValidationFailed.for_field(name, "given more than once")
-        else:
-            fields[name] = value
-    await form.close()
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name not in file_fields:
+                    raise ValidationFailed.for_field(name, "unexpected file; send a text value")
+                if value.size is not None and value.size > MAX_FILE_BYTES:
+                    raise ValidationFailed.for_field(name, f"file larger than {MAX_FILE_BYTES} bytes")
+                files.append((name, await value.read()))
+            elif name in file_fields:
+                raise ValidationFailed.for_field(name, "must be a file (multipart file upload)")
+            elif name in fields:
+                raise ValidationFailed.for_field(name, "given more than once")
+            else:
+                fields[name] = value
+    finally:
+        await form.close()
     try:
         return model.model_validate(fields), files
     except ValidationError as e:

@@ -54,3 +54,32 @@ def test_idle_worker_is_woken_by_a_new_job_not_by_a_timer(runtime) -> None:
         worker.stop()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_postgres_notify_wakes_a_worker_elsewhere(runtime) -> None:
+    """A job created without ringing this machine's doorbell (as from another machine) still wakes an
+    idle worker on PostgreSQL, through LISTEN/NOTIFY."""
+    if runtime.repo.engine.dialect.name != "postgresql":
+        import pytest
+
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    runtime.settings.idle_check_seconds = 600
+    worker = runtime.make_worker()
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        spec = GenerationSpec(prompt="x", size="64x64").resolve(runtime.catalog)
+        gen = runtime.repo.create_generation(runtime.default_project_id, spec, max_attempts=3, credits=0)
+        done = threading.Event()
+
+        def check() -> None:
+            while not done.is_set():
+                if runtime.repo.get_generation(runtime.default_project_id, gen.id).status is Status.SUCCEEDED:
+                    done.set()
+                done.wait(0.02)
+
+        threading.Thread(target=check, daemon=True).start()
+        assert done.wait(60), "NOTIFY did not wake the worker"
+    finally:
+        worker.stop()
+        thread.join(30)

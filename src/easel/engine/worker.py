@@ -75,6 +75,8 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._listener = doorbell.listener()
+        if queue.engine.dialect.name == "postgresql":
+            self._listener.listen_postgres(queue.engine.url.render_as_string(hide_password=False))
 
     def backend(self, entry: ModelEntry) -> Backend:
         if entry.backend not in self._backends:

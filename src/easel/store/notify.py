@@ -3,6 +3,10 @@
 Every worker binds a Unix datagram socket in `<data_dir>/run/`; `ring()` sends one byte to each socket
 there. A worker in the server process and `easel worker` processes on the same machine are woken alike.
 Sockets of dead workers are removed by the first ring that finds them refusing.
+
+On PostgreSQL, workers on other machines are woken too: creating a job sends `NOTIFY easel_jobs` in the
+job's own transaction (delivered on commit), and each worker LISTENs on a dedicated connection whose
+socket it waits on together with its doorbell.
 """
 
 from __future__ import annotations
@@ -53,26 +57,67 @@ class DoorbellListener:
         self.sock.bind(str(path))
         self.sock.setblocking(False)
         self._r, self._w = os.pipe()  # lets close()/interrupt() wake a waiting thread
+        self.pg: PgListener | None = None
 
     def wait(self, timeout: float) -> bool:
-        """Block until rung, interrupted, or `timeout` seconds; True if rung. Drains queued rings."""
-        ready, _, _ = select.select([self.sock.fileno(), self._r], [], [], max(0.0, timeout))
+        """Block until rung (doorbell or NOTIFY), interrupted, or `timeout` seconds; True if rung."""
+        fds = [self.sock.fileno(), self._r] + ([self.pg.fileno()] if self.pg is not None else [])
+        ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
         rung = False
         if self.sock.fileno() in ready:
             rung = True
             with contextlib.suppress(BlockingIOError):
                 while True:
                     self.sock.recv(16)
+        if self.pg is not None and self.pg.fileno() in ready:
+            rung = self.pg.drain() or rung
         return rung
+
+    def listen_postgres(self, url: str) -> None:
+        """Also wake on `NOTIFY easel_jobs` from the database at `url` (a SQLAlchemy URL)."""
+        self.pg = PgListener(url)
 
     def interrupt(self) -> None:
         with contextlib.suppress(OSError):
             os.write(self._w, b"x")
 
     def close(self) -> None:
+        if self.pg is not None:
+            self.pg.close()
         self.sock.close()
         for fd in (self._r, self._w):
             with contextlib.suppress(OSError):
                 os.close(fd)
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+CHANNEL = "easel_jobs"
+
+
+class PgListener:
+    """A dedicated autocommit connection LISTENing on the jobs channel."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute(f"LISTEN {CHANNEL}")
+
+    def fileno(self) -> int:
+        return int(self.conn.fileno())
+
+    def drain(self) -> bool:
+        """Consume pending notifications; True if there was at least one."""
+        pg = self.conn.pgconn
+        pg.consume_input()
+        got = False
+        while pg.notifies() is not None:
+            got = True
+        return got
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Select, and_, func, insert, or_, sele
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.store.db import is_postgres
-from easel.store.repository import ended, image_row
+from easel.store.repository import ended, image_row, notify_workers
 from easel.store.tables import generations, images, utcnow
 
 WORKER_LOST = "worker_lost"
@@ -189,7 +189,10 @@ class JobQueue:
             "progress_step": 0,
         }
         with self.engine.begin() as conn:
-            return self._fenced(conn, job, values)
+            released = self._fenced(conn, job, values)
+            if released:
+                notify_workers(conn)
+            return released
 
     def next_lease_expiry(self) -> datetime | None:
         """When the earliest running lease expires (an idle worker wakes then to rescue it)."""

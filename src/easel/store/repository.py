@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, text, update
 
 from easel.domain.errors import NotFound, QuotaExceeded
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
@@ -24,6 +24,12 @@ def _period_start(ts: datetime, period: str) -> str:
     if period == "month":
         return ts.strftime("%Y-%m-01")
     return ts.strftime("%Y-%m-%d")
+
+
+def notify_workers(conn: Connection) -> None:
+    """On PostgreSQL, wake LISTENing workers on every machine when this transaction commits."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_notify('easel_jobs', '')"))
 
 
 def new_id() -> str:
@@ -198,6 +204,7 @@ class Repository:
             )
             if key_id is not None:
                 conn.execute(generation_keys.insert().values(generation_id=gid, key_id=key_id))
+            notify_workers(conn)
             return self._load(conn, project_id, gid, include_deleted=False)
 
     @staticmethod

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from easel.api.openai.protocol import VARIATION_PROMPT
+from easel.domain.generation import ListQuery
 from helpers import ImageServer, open_image, png_bytes
 
 # The OpenAI model names and presets this file's catalog adds to the shared test catalog (conftest's
@@ -567,3 +568,34 @@ def test_the_shipped_catalog_serves_openai_sizes() -> None:
     assert dalle3.steps == 2 * catalog.models["dall-e-3"].defaults.steps and dalle3.prompt != "x"
     with pytest.raises(ValidationFailed):
         GenerationSpec(prompt="x", model="dall-e-2", style="vivid").resolve(catalog)
+
+
+# -- keys and idempotency ------------------------------------------------------------------------------
+
+
+def test_a_bad_or_revoked_key_is_an_authentication_error(live_server, runtime) -> None:
+    for key in ("sk-not-an-easel-key", "easel_sk_" + "A" * 48):
+        client = openai.OpenAI(base_url=f"{live_server}/v1", api_key=key, max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as exc:
+            client.images.generate(prompt="a red circle", size="256x256")
+        assert exc.value.status_code == 401
+    key, info = runtime.keys.create(runtime.default_project_id, "soon revoked", ["generations:write"])
+    runtime.keys.revoke(info.id)
+    client = openai.OpenAI(base_url=f"{live_server}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.images.generate(prompt="a red circle", size="256x256")
+
+
+def test_idempotency_key_replays_the_first_response(oai, runtime) -> None:
+    first = oai.images.generate(
+        prompt="a red circle", size="256x256", extra_headers={"Idempotency-Key": "k1"}
+    )
+    again = oai.images.generate(
+        prompt="a red circle", size="256x256", extra_headers={"Idempotency-Key": "k1"}
+    )
+    assert generation_id(first) == generation_id(again)
+    assert first.data[0].url == again.data[0].url
+    with pytest.raises(openai.UnprocessableEntityError):
+        oai.images.generate(prompt="a blue star", size="256x256", extra_headers={"Idempotency-Key": "k1"})
+    _, total = runtime.generations.list(runtime.default_project_id, ListQuery())
+    assert total == 1

@@ -20,6 +20,7 @@ from starlette.datastructures import UploadFile
 
 from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key, image_url
 from easel.api.errors import dialect_route
+from easel.api.idempotency import idempotent
 from easel.api.openai.protocol import (
     MAX_INPUT_IMAGES,
     PENDING_IMAGE,
@@ -79,7 +80,11 @@ ReadProject = Annotated[str, Depends(authenticated(bearer_or_api_key, "generatio
 @router.post("/v1/images/generations")
 @router.post("/api/images/generations")
 async def create_image(
-    body: GenerateRequest, request: Request, runtime: RuntimeDep, project: WriteProject
+    body: GenerateRequest,
+    request: Request,
+    runtime: RuntimeDep,
+    project: WriteProject,
+    _idempotent: Annotated[None, Depends(idempotent)],
 ) -> dict[str, Any]:
     catalog = runtime.catalog
     refs = body.images
@@ -108,7 +113,12 @@ async def create_image(
 
 
 @router.post("/v1/images/edits")
-async def edit_image(request: Request, runtime: RuntimeDep, project: WriteProject) -> dict[str, Any]:
+async def edit_image(
+    request: Request,
+    runtime: RuntimeDep,
+    project: WriteProject,
+    _idempotent: Annotated[None, Depends(idempotent)],
+) -> dict[str, Any]:
     body, files = await _read_form(request, EditRequest, {*_IMAGE_FIELDS, "mask"})
     images = [data for name, data in files if name in _IMAGE_FIELDS]
     masks = [data for name, data in files if name == "mask"]
@@ -135,7 +145,12 @@ async def edit_image(request: Request, runtime: RuntimeDep, project: WriteProjec
 
 
 @router.post("/v1/images/variations")
-async def vary_image(request: Request, runtime: RuntimeDep, project: WriteProject) -> dict[str, Any]:
+async def vary_image(
+    request: Request,
+    runtime: RuntimeDep,
+    project: WriteProject,
+    _idempotent: Annotated[None, Depends(idempotent)],
+) -> dict[str, Any]:
     body, files = await _read_form(request, VariationRequest, {"image"})
     if len(files) != 1:
         raise ValidationFailed.for_field("image", "exactly one image file is required")
@@ -203,7 +218,7 @@ async def _generate(
         raise err
     images = sorted(gen.images, key=lambda i: i.index)
     if fmt is ResponseFormat.URL:
-        values = [image_url(request, runtime, img.id) for img in images]
+        values = [image_url(request, runtime, img) for img in images]
     else:
         blobs = await anyio.to_thread.run_sync(lambda: [svc.image_bytes(img) for img in images])
         values = [base64.b64encode(b).decode("ascii") for b in blobs]

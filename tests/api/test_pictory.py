@@ -221,6 +221,23 @@ def test_unknown_job_is_404(api: Any) -> None:
         assert r.json() == {"code": "JOB_NOT_FOUND", "message": f"job {job_id} not found"}
 
 
+def test_internal_error_is_the_documented_500(
+    api: Any, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runtime.generations, "create", boom)
+    r = api.post(URL, json=EXAMPLE)
+    assert r.status_code == 500 and r.json() == {"message": "Internal Server Error"}
+
+
+def test_a_body_that_is_not_an_object_is_a_400(api: Any) -> None:
+    r = api.post(URL, json=["a red circle"])
+    assert r.status_code == 400
+    assert r.json()["fields"] == [{"field": "body", "message": '"body" must be of type object'}]
+
+
 def test_malformed_json_is_a_400(api: Any) -> None:
     r = api.post(URL, content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["code"] == "INVALID_REQUEST_BODY"

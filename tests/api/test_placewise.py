@@ -306,3 +306,13 @@ def test_openapi_documents_every_body_encoding(api: Any) -> None:
     }
     schema = body["content"]["multipart/form-data"]["schema"]
     assert schema["required"] == ["prompt"] and "random_seed" in schema["properties"]
+
+
+def test_internal_error_is_a_500(api: Any, runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runtime.generations, "generation_by_number", boom)
+    r = api.get(f"{TASKS}/1", headers=CLUB)
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "internal_error" and "boom" not in r.text

@@ -221,3 +221,15 @@ def test_document_curl_example_over_http(
     assert status == 200 and json.dumps(polled, sort_keys=True) == json.dumps(
         {"executionId": body["executionId"], "status": "IN_PROGRESS"}, sort_keys=True
     )
+
+
+def test_internal_error_is_a_500_application_error(
+    api: Any, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runtime.generations, "get", boom)
+    r = api.get(f"{POLL}/00000000-0000-0000-0000-000000000000")
+    assert r.status_code == 500
+    assert r.json()["details"]["applicationError"]["code"] == "INTERNAL_ERROR" and "boom" not in r.text

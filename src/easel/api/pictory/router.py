@@ -13,7 +13,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
+from easel.api.deps import RuntimeDep, authenticated, image_links, raw_header
 from easel.api.errors import dialect_route
 from easel.api.pictory.protocol import WIRE_NAMES, CreateImageRequest, created_json, job_json
 from easel.domain.errors import EaselError, FieldError, NotFound
@@ -26,6 +26,7 @@ _JOI = {
     "Field required": "is required",
     "unknown field": "is not allowed",
     "Input should be a valid string": "must be a string",
+    "Input should be a valid dictionary or object to extract fields from": "must be of type object",
 }
 
 
@@ -82,4 +83,4 @@ async def get_image_job(
         gen = await anyio.to_thread.run_sync(runtime.generations.get, project, job_id)
     except NotFound:
         raise NotFound("job", job_id) from None
-    return job_json(gen, lambda i: image_url(request, runtime, i))
+    return job_json(gen, image_links(request, runtime, gen.images))

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import struct
 from dataclasses import dataclass
+from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from PIL.Image import Image as PILImage
+from PIL.PngImagePlugin import PngInfo
 
 from easel.domain.errors import ValidationFailed
-from easel.domain.spec import OutputFormat
+from easel.domain.spec import GenerationSpec, OutputFormat
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +46,78 @@ class Encoded:
     sha256: str
 
 
-def encode(image: PILImage, fmt: OutputFormat, compression: int | None = None) -> Encoded:
-    """Encode deterministically (same pixels -> same bytes). `compression` 0-100: for JPEG/WebP it is
-    100 - quality; for PNG it maps onto zlib levels 0-9."""
+def encode(
+    image: PILImage, fmt: OutputFormat, compression: int | None = None, params: dict[str, str] | None = None
+) -> Encoded:
+    """Encode deterministically (same pixels and params -> same bytes). `compression` 0-100: for
+    JPEG/WebP it is 100 - quality; for PNG it maps onto zlib levels 0-9.
+
+    `params` (the generation parameters, see `generation_params`) are recorded in the file: PNG text
+    chunks, one per key (tEXt, or iTXt when a value is not Latin-1); JPEG and WebP: one EXIF
+    UserComment holding the params as ASCII JSON (`read_params` reads both back)."""
     buf = io.BytesIO()
     if fmt is OutputFormat.PNG:
         level = 6 if compression is None else round(compression * 9 / 100)
-        image.save(buf, "PNG", compress_level=level)
-    elif fmt is OutputFormat.JPEG:
-        image.convert("RGB").save(buf, "JPEG", quality=100 - (compression or 10))
+        info = None
+        if params:
+            info = PngInfo()
+            for k, v in params.items():
+                info.add_text(k, v)
+        image.save(buf, "PNG", compress_level=level, pnginfo=info)
     else:
-        image.save(buf, "WEBP", quality=100 - (compression or 10))
+        extra: dict[str, Any] = {}
+        if params:
+            exif = Image.Exif()
+            comment = json.dumps(params, ensure_ascii=True, separators=(",", ":"))
+            exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment] = _EXIF_ASCII + comment.encode()
+            extra["exif"] = exif.tobytes()
+        if fmt is OutputFormat.JPEG:
+            image.convert("RGB").save(buf, "JPEG", quality=100 - (compression or 10), **extra)
+        else:
+            image.save(buf, "WEBP", quality=100 - (compression or 10), **extra)
     data = buf.getvalue()
     return Encoded(data, fmt.mime, image.width, image.height, hashlib.sha256(data).hexdigest())
+
+
+_EXIF_ASCII = b"ASCII\0\0\0"  # the character-code prefix of an EXIF UserComment
+
+
+def generation_params(spec: GenerationSpec, seed: int) -> dict[str, str]:
+    """The parameters recorded in an image file (text values; the API record shows the same values):
+    prompt, negativePrompt (when set), model, seed (this image's), steps, guidance, size (WxH), and
+    `parameters`, the same in the one-string form other Stable Diffusion tools read."""
+    params = {"prompt": spec.prompt}
+    if spec.negative_prompt:
+        params["negativePrompt"] = spec.negative_prompt
+    params |= {
+        "model": str(spec.model),
+        "seed": str(seed),
+        "steps": str(spec.steps),
+        "guidance": str(spec.guidance),
+        "size": f"{spec.width}x{spec.height}",
+    }
+    lines = [spec.prompt]
+    if spec.negative_prompt:
+        lines.append(f"Negative prompt: {spec.negative_prompt}")
+    lines.append(
+        f"Steps: {spec.steps}, CFG scale: {spec.guidance}, Seed: {seed}, "
+        f"Size: {spec.width}x{spec.height}, Model: {spec.model}"
+    )
+    params["parameters"] = "\n".join(lines)
+    return params
+
+
+def read_params(data: bytes) -> dict[str, str]:
+    """The parameters `encode` recorded in a PNG, JPEG or WebP file ({} when none)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if im.format == "PNG":
+            return {str(k): str(v) for k, v in im.info.items() if isinstance(v, str)}
+        raw = im.getexif().get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.UserComment)
+    if not isinstance(raw, bytes) or not raw.startswith(_EXIF_ASCII):
+        return {}
+    found = json.loads(raw[len(_EXIF_ASCII) :].decode("ascii"))
+    return {str(k): str(v) for k, v in found.items()}
 
 
 def declared_size(data: bytes) -> tuple[str, int, int] | None:

@@ -64,6 +64,7 @@ class GenerationSpec(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = None
     priority: int = 0
+    record_parameters: bool = True  # write prompt, seed, steps... into the image files
 
     def resolve(self, catalog: Catalog, names: dict[str, str] | None = None) -> GenerationSpec:
         """Check against the catalog and fill every default. `names` maps canonical field names to the

@@ -23,7 +23,7 @@ from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import MAX_SEED
 from easel.engine.backends import make_backend
 from easel.engine.backends.base import Backend, BatchRequest, ImageTask, Interrupted, ModelUnavailable
-from easel.imaging import encode
+from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.settings import Settings
 from easel.storage.base import BlobStore
@@ -213,7 +213,8 @@ class Worker:
         spec = job.spec
         records = []
         for idx, seed, img in images:
-            enc = encode(img, spec.output_format, spec.output_compression)
+            params = generation_params(spec, seed) if spec.record_parameters else None
+            enc = encode(img, spec.output_format, spec.output_compression, params)
             key = image_key(job.project_id, job.id, idx, spec.output_format.value)
             self.blobs.put(key, enc.data, enc.mime)
             records.append(

@@ -69,6 +69,7 @@ class CreateGenerationRequest(_Wire):
     folder: str | None = Field(None, max_length=200)
     meta: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(0, ge=-100, le=100)
+    record_parameters: bool = True
 
     def to_spec(self) -> GenerationSpec:
         task = self.task
@@ -104,6 +105,7 @@ class CreateGenerationRequest(_Wire):
             folder=self.folder,
             meta=self.meta,
             priority=self.priority,
+            record_parameters=self.record_parameters,
         )
 
 
@@ -155,6 +157,7 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "outputFormat": s.output_format.value,
         "folder": s.folder,
         "priority": s.priority,
+        "recordParameters": s.record_parameters,
         "status": STATUS_NAMES[gen.status],
         "progress": {"step": gen.progress_step, "total": gen.progress_total},
         "queuePosition": gen.queue_position,

@@ -88,7 +88,9 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
             max_position_embeddings=32,
         )
     )
-    scheduler = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    scheduler = DPMSolverMultistepScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+    )
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,

@@ -324,3 +324,37 @@ def test_key_budget(api, runtime) -> None:
     assert (
         api.post("/api/v1/generations", json={"prompt": "x", "size": "64x64"}).status_code == 201
     )  # admin key
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "id_of"),
+    [
+        ("/social-publisher/v1/generate-image", None, lambda j: j["executionId"]),
+        (
+            "/v1/ml/general/generate_image",
+            {"prompt": "a red circle", "random_seed": 3},
+            lambda j: j["image_generation_task"]["id"],
+        ),
+        ("/pictoryapis/v1/aistudio/images", {"prompt": "a red circle on blue"}, lambda j: j["data"]["jobId"]),
+    ],
+)
+def test_idempotency_key_on_every_dialects_create_route(api, runtime, path, body, id_of) -> None:  # type: ignore[no-untyped-def]
+    from easel.domain.generation import ListQuery
+    from helpers import ImageServer
+
+    headers = {"Idempotency-Key": f"retry-{path}", "X-Loyalty-Club-Slug": "club"}
+    images = ImageServer({"/a.png": (png_bytes(), "image/png")})
+    try:
+        if body is None:  # Wix needs a source image URL, served on loopback (allow-listed)
+            runtime.generations.fetcher.allow_hosts = frozenset({"127.0.0.1"})
+            body = {"userInput": "add a sun", "imageUrl": images.url("/a.png")}
+        first = api.post(path, json=body, headers=headers)
+        again = api.post(path, json=body, headers=headers)
+        changed = {k: "something else" for k in ("prompt", "userInput") if k in body}
+        other = api.post(path, json=body | changed, headers=headers)
+    finally:
+        images.close()
+    assert first.status_code == again.status_code == 200, first.text
+    assert id_of(first.json()) == id_of(again.json()) and again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422
+    assert runtime.generations.list(runtime.default_project_id, ListQuery())[1] == 1

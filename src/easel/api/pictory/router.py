@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from easel.api.deps import RuntimeDep, authenticated, image_links, raw_header
 from easel.api.errors import dialect_route
+from easel.api.idempotency import idempotent
 from easel.api.pictory.protocol import WIRE_NAMES, CreateImageRequest, created_json, job_json
 from easel.domain.errors import EaselError, FieldError, NotFound
 
@@ -60,7 +61,12 @@ router = APIRouter(
 
 
 @router.post("/images")
-async def create_image(body: CreateImageRequest, runtime: RuntimeDep, project: Writer) -> dict[str, Any]:
+async def create_image(
+    body: CreateImageRequest,
+    runtime: RuntimeDep,
+    project: Writer,
+    _idempotent: Annotated[None, Depends(idempotent)],
+) -> dict[str, Any]:
     body.check(runtime.catalog)
     svc = runtime.generations
     reference = None

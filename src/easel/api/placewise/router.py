@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
 from easel.api.errors import dialect_route
+from easel.api.idempotency import idempotent
 from easel.api.placewise.protocol import (
     SLUG_HEADER,
     WIRE_NAMES,
@@ -88,7 +89,11 @@ _BODY_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "appl
     openapi_extra={"requestBody": {"required": True, "content": dict.fromkeys(_BODY_TYPES, _BODY)}},
 )
 async def generate_image(
-    request: Request, runtime: RuntimeDep, project: Writer, slug_header: SlugHeader = None
+    request: Request,
+    runtime: RuntimeDep,
+    project: Writer,
+    _idempotent: Annotated[None, Depends(idempotent)],
+    slug_header: SlugHeader = None,
 ) -> dict[str, Any]:
     slug = _slug(slug_header)
     try:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
 from easel.api.errors import dialect_route
+from easel.api.idempotency import idempotent
 from easel.api.wix.protocol import (
     WIRE_NAMES,
     GenerateImageRequest,
@@ -42,7 +43,12 @@ router = APIRouter(prefix="/social-publisher/v1", route_class=dialect_route(rend
 
 
 @router.post("/generate-image")
-async def generate_image(body: GenerateImageRequest, runtime: RuntimeDep, project: Writer) -> dict[str, Any]:
+async def generate_image(
+    body: GenerateImageRequest,
+    runtime: RuntimeDep,
+    project: Writer,
+    _idempotent: Annotated[None, Depends(idempotent)],
+) -> dict[str, Any]:
     body.check(runtime.catalog)
     svc = runtime.generations
     source = await anyio.to_thread.run_sync(

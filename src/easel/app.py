@@ -16,6 +16,7 @@ from easel.api.native.router import health
 from easel.api.native.router import router as native_router
 from easel.api.openai.router import router as openai_router
 from easel.api.pictory.router import router as pictory_router
+from easel.api.native.webhooks import router as webhooks_router
 from easel.api.placewise.router import router as placewise_router
 from easel.api.wix.router import router as wix_router
 from easel.runtime import Runtime
@@ -43,9 +44,15 @@ def create_app(
         app.state.worker = worker
         try:
             yield
+        dispatcher = rt.make_webhook_dispatcher() if rt.settings.webhooks_enabled else None
+        if dispatcher is not None:
+            dispatcher.start()
+        app.state.webhook_dispatcher = dispatcher
         finally:
             if worker is not None and thread is not None:
                 worker.stop()
+            if dispatcher is not None:
+                dispatcher.stop()
                 thread.join(timeout=60)
             if runtime is None:
                 rt.close()
@@ -53,6 +60,7 @@ def create_app(
     app = FastAPI(title="Easel", version=__version__, lifespan=lifespan)
     app.include_router(native_router)
     app.include_router(admin_router)
+    app.include_router(webhooks_router)
     app.include_router(openai_router)
     app.include_router(wix_router)
     app.include_router(placewise_router)

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from easel.domain.catalog import Catalog
 from easel.service.auth import Authenticator, Principal
 from easel.service.events import EventHub
+from easel.service.fetch import ImageFetcher
 from easel.service.generations import GenerationService
 from easel.service.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateDecision, RateLimiter
+from easel.service.webhooks import WebhookDispatcher, WebhookService
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.storage.local import LocalBlobStore
@@ -23,6 +25,7 @@ from easel.store.db import make_engine
 from easel.store.idempotency import IdempotencyStore
 from easel.store.keys import KeyStore
 from easel.store.notify import Doorbell
+from easel.store.outbox import WebhookStore
 from easel.store.queue import JobQueue
 from easel.store.repository import Repository
 
@@ -51,6 +54,7 @@ class Runtime:
     auth: Authenticator
     limiter: RateLimiter
     idempotency: IdempotencyStore
+    webhooks: WebhookService
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_db: bool = True) -> Runtime:
@@ -83,6 +87,7 @@ class Runtime:
             auth=Authenticator(keys),
             limiter=limiter,
             idempotency=IdempotencyStore(engine, timedelta(hours=settings.idempotency_ttl_hours)),
+            webhooks=WebhookService(settings, WebhookStore(engine), ImageFetcher(settings)),
         )
 
     def principal_for(self, credential: str | None) -> Principal:
@@ -130,6 +135,13 @@ class Runtime:
             publish=self.events.publish,
             backend=backend,
         )
+
+    def make_webhook_dispatcher(self) -> WebhookDispatcher:
+        """A dispatcher delivering this runtime's webhook outbox (start() it; stop() it)."""
+        w = self.webhooks
+        dispatcher = WebhookDispatcher(self.settings, w.store, w.fetcher)
+        w._wake = dispatcher.wake_event  # redelivery wakes it at once
+        return dispatcher
 
     def close(self) -> None:
         self.repo.engine.dispose()

@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(15.0, gt=0, description="Total deadline of one fetch, all hops.")
     fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed, each re-checked.")
 
+    # Webhooks (service/webhooks.py; docs/webhooks.md). URLs are vetted like fetches (fetch_allow_hosts).
+    webhooks_enabled: bool = Field(True, description="Run the webhook dispatcher inside `easel serve`.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Deadline of one delivery attempt.")
+    webhook_retry_base_seconds: float = Field(
+        5.0, gt=0, description="First retry delay; later ones are fixed multiples (5s, 5m, 30m, 2h, ...)."
+    )
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the dispatcher looks for due work.")
+    webhook_concurrency: int = Field(4, ge=1, le=64, description="Deliveries in flight per dispatcher.")
+    webhook_secret_grace_hours: float = Field(
+        24.0, ge=0, description="After a secret rotation, how long the old secret still signs too."
+    )
+
     @field_validator("worker_models", "fetch_allow_hosts", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:

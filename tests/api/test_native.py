@@ -100,6 +100,7 @@ def test_bad_input_is_a_400_naming_the_field(api, body: dict, field: str) -> Non
 def test_malformed_json_is_a_400(api) -> None:
     r = api.post("/api/v1/generations", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert [f["field"] for f in r.json()["error"]["fields"]] == ["body"]
 
 
 def test_list_filters_and_paginates(api, runtime) -> None:

@@ -34,7 +34,9 @@ def from_validation(exc: RequestValidationError) -> ValidationFailed:
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
-        fields.append(FieldError(field_name(err.get("loc", ())), msg))
+        # A JSON syntax error's location is (body, character offset): it names the body, not a field.
+        name = "body" if err.get("type") == "json_invalid" else field_name(err.get("loc", ()))
+        fields.append(FieldError(name, msg))
     summary = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
     return ValidationFailed(f"Invalid request: {summary}", fields)
 

@@ -169,6 +169,9 @@ class _Target:
     address: str
 
 
+VettedTarget = _Target  # the public name, for callers of ImageFetcher.vet_url
+
+
 class ImageFetcher:
     """Fetches images named by URL or data URI, safely. Built from settings; cheap to construct."""
 
@@ -209,6 +212,15 @@ class ImageFetcher:
                 raise ValidationFailed.for_field(field, "redirect to an invalid URL") from None
             current = self._parse(str(current), field, redirected=True)
         raise ValidationFailed.for_field(field, f"too many redirects (at most {self.max_redirects})")
+
+    def vet_url(self, url: str, *, field: str) -> list[VettedTarget]:
+        """Check an http(s) URL by the same rules as a fetch (scheme, userinfo, port, every resolved
+        address) and return where to connect, in order; ValidationFailed for `field` otherwise. For
+        callers that make their own request (webhooks): connect to `target.url`, send `host_header`."""
+        url = url.strip()
+        if len(url) > MAX_URL_LENGTH:
+            raise ValidationFailed.for_field(field, f"URL is longer than {MAX_URL_LENGTH} characters")
+        return self._vet(self._parse(url, field), field, time.monotonic() + self.timeout)
 
     def decode_data_uri(self, uri: str, *, field: str) -> bytes:
         """`data:image/png;base64,...` decoded locally, with the same size cap and type rules."""

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Select, and_, func, insert, or_, sele
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.store.db import is_postgres
+from easel.store.outbox import record_generation_event
 from easel.store.repository import ended, image_row, notify_workers
 from easel.store.tables import generations, images, utcnow
 
@@ -60,7 +61,7 @@ class JobQueue:
     def _sweep(self, conn: Connection, now: datetime) -> None:
         """Jobs whose worker died after their last allowed attempt end as failed."""
         message = "The worker running this job stopped responding on every attempt"
-        conn.execute(
+        lost = conn.execute(
             update(generations)
             .where(
                 generations.c.status == Status.RUNNING.value,
@@ -68,7 +69,20 @@ class JobQueue:
                 generations.c.attempts >= generations.c.max_attempts,
             )
             .values(**ended(Status.FAILED, now, WORKER_LOST, message))
-        )
+            .returning(generations.c.id, generations.c.project_id, generations.c.spec)
+        ).all()
+        for r in lost:  # their webhooks, in this same transaction
+            spec = GenerationSpec.model_validate(r.spec)
+            record_generation_event(
+                conn,
+                Status.FAILED,
+                generation_id=r.id,
+                project_id=r.project_id,
+                spec=spec,
+                error_code=WORKER_LOST,
+                error_message=message,
+                now=now,
+            )
 
     def claim_batch(
         self, worker_id: str, *, models: Sequence[str] | None, max_images: int
@@ -171,11 +185,31 @@ class JobQueue:
                         for im in new_images
                     ],
                 )
+            record_generation_event(
+                conn,
+                Status.SUCCEEDED,
+                generation_id=job.id,
+                project_id=job.project_id,
+                spec=job.spec,
+                images=new_images,
+                now=now,
+            )
             return True
 
     def fail(self, job: ClaimedJob, code: str, message: str) -> bool:
         with self.engine.begin() as conn:
-            return self._fenced(conn, job, ended(Status.FAILED, utcnow(), code, message))
+            if not self._fenced(conn, job, ended(Status.FAILED, utcnow(), code, message)):
+                return False
+            record_generation_event(
+                conn,
+                Status.FAILED,
+                generation_id=job.id,
+                project_id=job.project_id,
+                spec=job.spec,
+                error_code=code,
+                error_message=message,
+            )
+            return True
 
     def release(self, job: ClaimedJob) -> bool:
         """Give a claimed job back to the queue without counting the attempt (graceful shutdown)."""

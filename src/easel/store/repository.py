@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, text, u
 from easel.domain.errors import NotFound, QuotaExceeded
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
 from easel.domain.spec import GenerationSpec
+from easel.store.outbox import record_generation_event
 from easel.store.tables import generation_keys, generations, images, projects, task_numbers, utcnow
 
 UNFINISHED = (Status.QUEUED.value, Status.RUNNING.value)
@@ -313,12 +314,22 @@ class Repository:
     def cancel(self, project_id: str, gid: str) -> Generation:
         """Queued or running -> canceled. A running job's worker sees it at its next step and stops."""
         with self.engine.begin() as conn:
-            self._load(conn, project_id, gid, include_deleted=False)  # 404 for others' ids
-            conn.execute(
+            gen = self._load(conn, project_id, gid, include_deleted=False)  # 404 for others' ids
+            res = conn.execute(
                 update(generations)
                 .where(generations.c.id == gid, generations.c.status.in_(UNFINISHED))
                 .values(**ended(Status.CANCELED, utcnow(), "canceled", "Canceled by request"))
             )
+            if res.rowcount:  # its webhooks, in this same transaction
+                record_generation_event(
+                    conn,
+                    Status.CANCELED,
+                    generation_id=gid,
+                    project_id=project_id,
+                    spec=gen.spec,
+                    error_code="canceled",
+                    error_message="Canceled by request",
+                )
             return self._load(conn, project_id, gid, include_deleted=False)
 
     def soft_delete(self, project_id: str, gid: str) -> list[Image]:

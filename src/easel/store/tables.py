@@ -175,3 +175,73 @@ rate_counters = Table(
     Column("window_start", BigInteger, primary_key=True),
     Column("count", Integer, nullable=False),
 )
+
+# Webhooks (store/outbox.py, service/webhooks.py, docs/webhooks.md).
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),  # ep_...
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("description", String(200)),
+    Column("event_types", JSON, nullable=False),  # [] = every event
+    Column("secret", String(100), nullable=False),  # whsec_...: needed to sign, so stored as is
+    Column("previous_secret", String(100)),  # still signed with until previous_secret_expires_at
+    Column("previous_secret_expires_at", UTCDateTime()),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# The signing secret of a project's per-request webhook URLs (no endpoint row to hold one).
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    Column("project_id", String(36), ForeignKey("projects.id"), primary_key=True),
+    Column("secret", String(100), nullable=False),
+    Column("previous_secret", String(100)),
+    Column("previous_secret_expires_at", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# The outbox: one row per (event, destination), written in the transaction that ends the job; the row
+# also carries the delivery state the dispatcher claims and updates.
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("id", String(40), primary_key=True),  # msg_...: the webhook-id header, on every attempt
+    Column("project_id", String(36), ForeignKey("projects.id"), nullable=False),
+    Column("endpoint_id", String(40)),  # None: the request's own webhook URL
+    Column("generation_id", String(36)),
+    Column("url", Text, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("body", Text, nullable=False),  # the exact JSON sent, byte for byte, on every attempt
+    Column("status", String(16), nullable=False),  # pending | delivered | failed | disabled
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("claim_token", String(32)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime()),
+    Index("ix_webhook_messages_due", "status", "next_attempt_at"),
+    Index("ix_webhook_messages_project_created", "project_id", "created_at"),
+    Index("ix_webhook_messages_generation", "generation_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("message_id", String(40), ForeignKey("webhook_messages.id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("outcome", String(16), nullable=False),  # delivered | retry | failed | disabled
+    Column("error", Text),
+    Column("response_body", Text),  # the first 1,000 characters, for the delivery log
+)

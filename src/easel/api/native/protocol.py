@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from easel.domain.catalog import Task
@@ -69,6 +70,15 @@ class CreateGenerationRequest(_Wire):
     folder: str | None = Field(None, max_length=200)
     meta: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(0, ge=-100, le=100)
+    webhook: str | None = Field(None, max_length=2048)  # POSTed when the job ends (docs/webhooks.md)
+
+    @field_validator("webhook")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"(?i)https?://[^\s/?#@]+(?:[/?#]\S*)?", v.strip()):
+            raise ValueError("must be an http or https URL")
+        return None if v is None else v.strip()
+
     record_parameters: bool = True
 
     def to_spec(self) -> GenerationSpec:
@@ -105,6 +115,7 @@ class CreateGenerationRequest(_Wire):
             folder=self.folder,
             meta=self.meta,
             priority=self.priority,
+            webhook_url=self.webhook,
             record_parameters=self.record_parameters,
         )
 

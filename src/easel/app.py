@@ -14,9 +14,9 @@ from easel import __version__
 from easel.api.native.admin import router as admin_router
 from easel.api.native.router import health
 from easel.api.native.router import router as native_router
+from easel.api.native.webhooks import router as webhooks_router
 from easel.api.openai.router import router as openai_router
 from easel.api.pictory.router import router as pictory_router
-from easel.api.native.webhooks import router as webhooks_router
 from easel.api.placewise.router import router as placewise_router
 from easel.api.wix.router import router as wix_router
 from easel.runtime import Runtime
@@ -42,17 +42,17 @@ def create_app(
             thread = threading.Thread(target=worker.run_forever, name="easel-worker", daemon=True)
             thread.start()
         app.state.worker = worker
-        try:
-            yield
         dispatcher = rt.make_webhook_dispatcher() if rt.settings.webhooks_enabled else None
         if dispatcher is not None:
             dispatcher.start()
         app.state.webhook_dispatcher = dispatcher
+        try:
+            yield
         finally:
-            if worker is not None and thread is not None:
-                worker.stop()
             if dispatcher is not None:
                 dispatcher.stop()
+            if worker is not None and thread is not None:
+                worker.stop()
                 thread.join(timeout=60)
             if runtime is None:
                 rt.close()

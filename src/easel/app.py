@@ -12,6 +12,8 @@ from fastapi import FastAPI
 
 from easel import __version__
 from easel.api.native.admin import router as admin_router
+from easel.api.native.events import router as events_router
+from easel.api.native.library import router as library_router
 from easel.api.native.router import health
 from easel.api.native.router import router as native_router
 from easel.api.native.webhooks import router as webhooks_router
@@ -61,6 +63,8 @@ def create_app(
     app.include_router(native_router)
     app.include_router(admin_router)
     app.include_router(webhooks_router)
+    app.include_router(events_router)
+    app.include_router(library_router)
     app.include_router(openai_router)
     app.include_router(wix_router)
     app.include_router(placewise_router)

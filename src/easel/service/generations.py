@@ -7,6 +7,7 @@ stored, so a request that fails validation leaves no trace.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import io
 import logging
@@ -180,3 +181,31 @@ class GenerationService:
     def generation_by_number(self, project_id: str, number: int) -> Generation:
         """The generation behind a task number of this project (404 otherwise)."""
         return self.get(project_id, self.repo.generation_by_number(project_id, number))
+
+    # -- retry ---------------------------------------------------------------------------------------
+
+    def retry(self, project_id: str, gid: str) -> Generation:
+        """Queue a failed or canceled generation again (same id and seed; 409 otherwise)."""
+        gen = self.repo.retry(str(project_id), gid, extra_attempts=self.settings.max_attempts)
+        self.doorbell.ring()
+        return gen
+
+    # -- media library -------------------------------------------------------------------------------
+
+    def folders(self, project_id: str) -> builtins.list[tuple[str | None, int]]:
+        return self.repo.folders(str(project_id))
+
+    def list_images(
+        self, project_id: str, *, folder: str | None, any_folder: bool, limit: int, offset: int
+    ) -> tuple[builtins.list[Image], int]:
+        return self.repo.list_images(
+            str(project_id), folder=folder, any_folder=any_folder, limit=limit, offset=offset
+        )
+
+    def move_image(self, project_id: str, image_id: str, folder: str | None) -> Image:
+        return self.repo.move_image(str(project_id), image_id, folder)
+
+    def delete_image(self, project_id: str, image_id: str) -> None:
+        """Soft-delete the record, then remove the bytes (signed links to it stop working)."""
+        img = self.repo.delete_image(str(project_id), image_id)
+        self.blobs.delete(img.storage_key)

@@ -399,3 +399,137 @@ class Repository:
         if gid is None:
             raise NotFound("task", str(number))
         return str(gid)
+
+    # -- retry -------------------------------------------------------------------------------------
+
+    def retry(self, project_id: str, gid: str, *, extra_attempts: int) -> Generation:
+        """Failed or canceled -> queued again: the same generation (same id, spec and seed, so the same
+        picture), error and progress cleared. `attempts` keeps counting; `max_attempts` grows by
+        `extra_attempts`, so the new run has a full rescue budget. Budgets are checked again, like a
+        create (a failed or canceled job was not charged). 409 in any other state."""
+        from easel.domain.errors import Conflict
+        from easel.store.tables import api_keys
+
+        now = utcnow()
+        retryable = (Status.FAILED.value, Status.CANCELED.value)
+        with self.engine.begin() as conn:
+            gen = self._load(conn, project_id, gid, include_deleted=False)
+            if gen.status.value not in retryable:
+                raise Conflict(
+                    f"Only a failed or canceled generation can be retried; this one is {gen.status.value}",
+                    "not_retryable",
+                )
+            lock = select(projects.c.budget_credits).where(projects.c.id == project_id)
+            if conn.dialect.name == "postgresql":
+                lock = lock.with_for_update()
+            budget = conn.execute(lock).scalar()
+            if budget is not None:
+                spent = self._spent(conn, generations.c.project_id == project_id)
+                if spent + gen.credits > budget:
+                    raise QuotaExceeded(
+                        f"This generation costs {gen.credits:g} credits; the project has "
+                        f"{max(0.0, budget - spent):g} of its {budget:g} left"
+                    )
+            key = conn.execute(
+                select(api_keys.c.id, api_keys.c.budget_credits)
+                .join(generation_keys, generation_keys.c.key_id == api_keys.c.id)
+                .where(generation_keys.c.generation_id == gid)
+            ).first()
+            if key is not None and key.budget_credits is not None:
+                spent = self._spent(
+                    conn,
+                    generations.c.id.in_(
+                        select(generation_keys.c.generation_id).where(generation_keys.c.key_id == key.id)
+                    ),
+                )
+                if spent + gen.credits > key.budget_credits:
+                    raise QuotaExceeded(
+                        f"This generation costs {gen.credits:g} credits; its API key has "
+                        f"{max(0.0, key.budget_credits - spent):g} of its {key.budget_credits:g} left"
+                    )
+            res = conn.execute(
+                update(generations)
+                .where(
+                    generations.c.id == gid,
+                    generations.c.status.in_(retryable),
+                    generations.c.deleted_at.is_(None),
+                )
+                .values(
+                    status=Status.QUEUED.value,
+                    max_attempts=generations.c.attempts + extra_attempts,
+                    progress_step=0,
+                    error_code=None,
+                    error_message=None,
+                    started_at=None,
+                    finished_at=None,
+                    processing_ms=None,
+                    lease_token=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+            )
+            if not res.rowcount:
+                raise Conflict("The generation changed while being retried; try again", "not_retryable")
+            return self._load(conn, project_id, gid, include_deleted=False)
+
+    # -- media library -----------------------------------------------------------------------------
+
+    def folders(self, project_id: str) -> list[tuple[str | None, int]]:
+        """(folder, image count) of a project's images, by name; None (no folder) first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(images.c.folder, func.count())
+                .where(images.c.project_id == project_id, images.c.deleted_at.is_(None))
+                .group_by(images.c.folder)
+            ).all()
+        found = [(r[0], int(r[1])) for r in rows]
+        return sorted(found, key=lambda f: (f[0] is not None, f[0] or ""))
+
+    def list_images(
+        self, project_id: str, *, folder: str | None, any_folder: bool, limit: int, offset: int
+    ) -> tuple[list[Image], int]:
+        """A project's images (uploaded and generated), newest first: all of them when `any_folder`,
+        else those in `folder` (None: those in no folder). Also the total count."""
+        where = [images.c.project_id == project_id, images.c.deleted_at.is_(None)]
+        if not any_folder:
+            where.append(images.c.folder.is_(None) if folder is None else images.c.folder == folder)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(images).where(*where)).scalar_one()
+            rows = conn.execute(
+                select(images)
+                .where(*where)
+                .order_by(images.c.created_at.desc(), images.c.index.desc(), images.c.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return [image_from_row(r) for r in rows], int(total)
+
+    def move_image(self, project_id: str, image_id: str, folder: str | None) -> Image:
+        """File an image of this project in `folder` (None: no folder); 404 for others' images."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(images)
+                .where(
+                    images.c.id == image_id,
+                    images.c.project_id == project_id,
+                    images.c.deleted_at.is_(None),
+                )
+                .values(folder=folder)
+            )
+            if not res.rowcount:
+                raise NotFound("image", image_id)
+        return self.get_image(project_id, image_id)
+
+    def delete_image(self, project_id: str, image_id: str) -> Image:
+        """Mark an image of this project deleted; returns it (its bytes are the caller's to remove)."""
+        img = self.get_image(project_id, image_id)
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(images)
+                .where(images.c.id == image_id, images.c.deleted_at.is_(None))
+                .values(deleted_at=utcnow())
+            )
+            if not res.rowcount:
+                raise NotFound("image", image_id)
+        return img

@@ -74,7 +74,8 @@ class Receiver:
             while len(self.requests) < n:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"{len(self.requests)} webhook requests after {timeout}s, wanted {n}")
+                    got = len(self.requests)
+                    raise AssertionError(f"{got} webhook requests after {timeout}s, wanted {n}")
                 self._cond.wait(left)
             return list(self.requests[:n])
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
-from webhook_receiver import Received, Receiver
 
-from easel.domain.generation import ImageFile, Status
+from easel.domain.generation import ImageFile
 from easel.domain.spec import GenerationSpec
 from easel.runtime import Runtime
 from easel.store.outbox import MAX_ATTEMPTS
 from easel.store.repository import new_id
+from webhook_receiver import Received, Receiver
 
 GEN = "/api/v1/generations"
 EP = "/api/v1/webhooks/endpoints"

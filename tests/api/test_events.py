@@ -24,7 +24,9 @@ class Event:
 
 def sse(response: httpx.Response, comments: list[str] | None = None) -> Iterator[Event]:
     """Parse a text/event-stream into events (comment lines go to `comments`)."""
-    name, ident, data = "message", None, []
+    name: str = "message"
+    ident: str | None = None
+    data: list[str] = []
     for line in response.iter_lines():
         if line == "":
             if data:

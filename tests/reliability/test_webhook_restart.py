@@ -1,0 +1,103 @@
+"""`easel serve` killed (SIGKILL) after a job succeeded and before its webhook went out: the outbox row
+committed with the job, so the server started again delivers it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from webhook_receiver import Receiver
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(settings: Any, port: int, log: Path, *, webhooks: bool, worker: bool) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")} | {
+        "EASEL_DATA_DIR": str(settings.data_dir),
+        "EASEL_DATABASE_URL": settings.resolved_database_url,
+        "EASEL_CATALOG": str(settings.catalog),
+        "EASEL_SECRET_KEY": "test-secret",
+        "EASEL_FETCH_ALLOW_HOSTS": "127.0.0.1",
+        "EASEL_WEBHOOKS_ENABLED": "true" if webhooks else "false",
+        "EASEL_WEBHOOK_POLL_SECONDS": "0.1",
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [sys.executable, "-m", "easel", "serve", "--port", str(port), "--log-level", "warning"]
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen([*args] + ([] if worker else ["--no-worker"]), env=env, stdout=out, stderr=out)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+def test_success_committed_then_killed_is_delivered_after_restart(runtime, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    receiver = Receiver()
+    log = tmp_path / "serve.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    pid = runtime.default_project_id
+    key, _ = runtime.keys.create(pid, "t", ["generations:write", "generations:read"], rate_limit_per_hour=0)
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        # First life: a worker, and (standing in for "killed before it got to it") no dispatcher.
+        first = serve(settings, port, log, webhooks=False, worker=True)
+        try:
+            wait_healthy(url, first, log)
+            body = {"prompt": "a red circle", "size": "64x64", "steps": 2, "webhook": receiver.url("/done")}
+            r = httpx.post(f"{url}/api/v1/generations", json=body, headers=headers, timeout=30)
+            assert r.status_code == 201, r.text
+            gid = r.json()["data"]["id"]
+            deadline = time.monotonic() + 180
+            while runtime.repo.get_generation(pid, gid).status.value != "succeeded":
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+        msgs, _ = runtime.webhooks.store.messages(pid, generation_id=gid)
+        assert [(m.status, m.attempts) for m in msgs] == [("pending", 0)]
+        assert receiver.requests == []
+
+        # Second life: the same database, dispatcher on (API only).
+        second = serve(settings, port, log, webhooks=True, worker=False)
+        try:
+            wait_healthy(url, second, log)
+            [got] = receiver.wait(1, timeout=60)
+        finally:
+            second.terminate()
+            second.wait(60)
+        assert got.path == "/done" and got.headers["webhook-id"] == msgs[0].id
+        secret, _, _ = runtime.webhooks.store.project_secret(pid)
+        payload = Webhook(secret).verify(got.body, got.headers)
+        assert payload["type"] == "generation.succeeded" and payload["data"]["id"] == gid
+        assert len(payload["data"]["images"]) == 1
+        [done], _ = runtime.webhooks.store.messages(pid, generation_id=gid)
+        assert done.status == "delivered" and done.attempts == 1
+    finally:
+        receiver.close()

@@ -25,13 +25,11 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key, image_url
+from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key
 from easel.api.errors import dialect_route
 from easel.api.idempotency import idempotent
-from easel.api.native.protocol import generation_json
-from easel.api.native.router import render_error
+from easel.api.native.router import _gen, render_error  # _gen: the generation exactly as GET shows it
 from easel.domain.generation import Generation, Status
-from easel.runtime import Runtime
 from easel.service.events import JobEvent
 
 router = APIRouter(prefix="/api/v1", route_class=dialect_route(render_error), tags=["native"])
@@ -43,10 +41,6 @@ POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 
 FINAL_EVENT = {Status.SUCCEEDED: "succeeded", Status.FAILED: "failed", Status.CANCELED: "canceled"}
-
-
-def _gen(request: Request, runtime: Runtime, gen: Generation) -> dict[str, Any]:
-    return generation_json(gen, lambda i: image_url(request, runtime, i), gen.project_id)
 
 
 class _Stream:

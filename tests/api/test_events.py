@@ -135,6 +135,38 @@ def test_cancel_while_streaming_stops_within_one_step(http: httpx.Client, runtim
     assert steps == list(range(1, len(steps) + 1)) and steps[-1] <= step_at_cancel + 1
 
 
+def test_a_worker_in_another_process_is_seen_by_reading_the_store(http: httpx.Client, runtime: Any) -> None:
+    """No in-process events at all (the worker publishes nowhere): steps and the end still arrive."""
+    gen = create(http, size="128x128", steps=40)
+    worker = runtime.make_worker()
+    worker.publish = lambda event: None
+    runner = threading.Thread(target=worker.run_once)
+    seen: list[Event] = []
+    with http.stream("GET", f"/api/v1/generations/{gen['id']}/events") as r:
+        for ev in sse(r):
+            seen.append(ev)
+            if ev.name == "queued":
+                runner.start()
+    runner.join(60)
+    assert seen[0].name == "queued" and seen[-1].name == "succeeded"
+    steps = [e.data["step"] for e in seen if e.name == "progress"]
+    assert steps and steps == sorted(set(steps)) and steps[-1] <= 40
+    assert all(e.data["total"] == 40 for e in seen if e.name == "progress")
+
+
+def test_with_the_in_process_worker(live_server: str, admin_key: str) -> None:
+    """The usual `easel serve`: the job may start before the stream does; steps then go on from there."""
+    with httpx.Client(base_url=live_server, headers=key_headers(admin_key), timeout=60) as http:
+        gen = create(http, steps=8)
+        with http.stream("GET", f"/api/v1/generations/{gen['id']}/events") as r:
+            seen = list(sse(r))
+    assert seen[-1].name == "succeeded" and seen[-1].data["status"] == "success"
+    steps = [e.data["step"] for e in seen if e.name == "progress"]
+    if steps:  # consecutive from wherever the stream came in
+        assert steps == list(range(steps[0], 9))
+    assert {e.name for e in seen[:-1]} <= {"queued", "progress"}
+
+
 def test_a_finished_generation_streams_its_final_event_only(http: httpx.Client, runtime: Any) -> None:
     gen = create(http)
     assert runtime.make_worker().run_once()

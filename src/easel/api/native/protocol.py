@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from easel.api.wire import is_http_url
 from easel.domain.catalog import Task
 from easel.domain.generation import Generation, Image, Status
 from easel.domain.spec import GenerationSpec, OutputFormat
@@ -75,7 +75,7 @@ class CreateGenerationRequest(_Wire):
     @field_validator("webhook")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"(?i)https?://[^\s/?#@]+(?:[/?#]\S*)?", v.strip()):
+        if v is not None and not is_http_url(v.strip()):
             raise ValueError("must be an http or https URL")
         return None if v is None else v.strip()
 

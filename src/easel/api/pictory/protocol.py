@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from easel.api.wire import is_http_url
 from easel.domain.catalog import Catalog, Task
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.generation import Generation, Status
@@ -23,7 +23,6 @@ MODELS = ("seedream3.0", "flux-schnell", "nanobanana", "nanobanana-pro")
 DEFAULT_MODEL = "seedream3.0"
 STYLES = ("photorealistic", "artistic", "cartoon", "minimalist", "vintage", "futuristic")
 PROMPT_MIN, PROMPT_MAX = 5, 5000
-MAX_URL_LENGTH = 2048
 
 # Pictory's job states; a canceled job (possible through the native API) reads as failed.
 STATUS_NAMES: dict[Status, str] = {
@@ -42,18 +41,6 @@ WIRE_NAMES = {
     "source_image_ids": "referenceImageUrl",
     "webhook_url": "webhook",
 }
-
-
-def is_uri(value: str) -> bool:
-    """A valid, publicly reachable URI for Pictory: absolute http(s) with a host, no whitespace."""
-    if not value or len(value) > MAX_URL_LENGTH or any(c.isspace() for c in value):
-        return False
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(host)
 
 
 def _one_of(values: tuple[str, ...] | list[str]) -> str:
@@ -90,9 +77,9 @@ class CreateImageRequest(BaseModel):
                 errors.append(FieldError("aspectRatio", _one_of(allowed)))
         if self.style is not None and self.style not in STYLES:
             errors.append(FieldError("style", _one_of(STYLES)))
-        if self.reference_image_url is not None and not is_uri(self.reference_image_url):
+        if self.reference_image_url is not None and not is_http_url(self.reference_image_url):
             errors.append(FieldError("referenceImageUrl", "must be a valid uri"))
-        if self.webhook is not None and not is_uri(self.webhook):
+        if self.webhook is not None and not is_http_url(self.webhook):
             errors.append(FieldError("webhook", "must be a valid uri"))
         if errors:
             raise ValidationFailed("Request body validation failed.", errors)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from easel.api.wire import is_http_url
 from easel.domain.catalog import Catalog, Task
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.generation import Generation, Image, Status
@@ -23,7 +23,6 @@ from easel.domain.spec import GenerationSpec
 
 FOLDER = "Social Marketing AI Media"
 MAX_USER_INPUT = 3000
-MAX_URL_LENGTH = 2048
 
 # Wix's GetGeneratedImage knows IN_PROGRESS, READY and FAILED; a canceled job is FAILED.
 STATUS_NAMES: dict[Status, str] = {
@@ -39,18 +38,6 @@ PENDING_SOURCE = "pending-source"
 
 # Canonical spec field -> wire field, so errors from the catalog check name what the client sent.
 WIRE_NAMES = {"prompt": "userInput", "source_image_ids": "imageUrl"}
-
-
-def is_web_url(value: str) -> bool:
-    """Wix's WEB_URL format: an absolute http(s) URL with a host and no whitespace."""
-    if not value or len(value) > MAX_URL_LENGTH or any(c.isspace() for c in value):
-        return False
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(host)
 
 
 class GenerateImageRequest(BaseModel):
@@ -69,7 +56,7 @@ class GenerateImageRequest(BaseModel):
             errors.append(FieldError("userInput", "must not be empty"))
         elif len(self.user_input) > MAX_USER_INPUT:
             errors.append(FieldError("userInput", f"must be at most {MAX_USER_INPUT} characters"))
-        if not is_web_url(self.image_url):
+        if not is_http_url(self.image_url):
             errors.append(FieldError("imageUrl", "must be a web URL (http or https)"))
         if errors:
             summary = "; ".join(f"{e.field}: {e.message}" for e in errors)

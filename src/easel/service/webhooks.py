@@ -186,6 +186,9 @@ class WebhookDispatcher:
 
     def run_once(self) -> int:
         """Claim due messages and make one attempt each (in parallel); the number of attempts made."""
+        due = self.store.next_due()  # a read first: no write lock taken while nothing is due
+        if due is None or due > utcnow():
+            return 0
         deliveries = self.store.claim_due(self.settings.webhook_concurrency, self.lease)
         if not deliveries:
             return 0

@@ -342,6 +342,17 @@ class Repository:
                 values |= ended(Status.CANCELED, now, "canceled", "Deleted by request")
             conn.execute(update(generations).where(generations.c.id == gid).values(**values))
             conn.execute(update(images).where(images.c.generation_id == gid).values(deleted_at=now))
+            if gen.status not in FINISHED:  # deleting an unfinished job cancels it: its webhooks
+                record_generation_event(
+                    conn,
+                    Status.CANCELED,
+                    generation_id=gid,
+                    project_id=project_id,
+                    spec=gen.spec,
+                    error_code="canceled",
+                    error_message="Deleted by request",
+                    now=now,
+                )
             return gen.images
 
     # -- images ------------------------------------------------------------------------------------

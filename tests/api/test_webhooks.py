@@ -467,3 +467,9 @@ def test_deleting_an_unfinished_generation_sends_canceled(api: Any, receiver: Re
     api.delete(f"{GEN}/{done}")  # already finished: deleting it sends nothing more
     assert messages(api, generationId=done)[0]["eventType"] == "generation.canceled"
     assert len(messages(api, generationId=done)) == 1
+
+
+def test_native_webhook_is_echoed(api: Any) -> None:
+    r = api.post(GEN, json={"prompt": "x", "webhook": " https://example.com/h?x=1 "})
+    assert r.status_code == 201 and r.json()["data"]["webhook"] == "https://example.com/h?x=1"
+    assert api.post(GEN, json={"prompt": "x"}).json()["data"]["webhook"] is None

@@ -20,6 +20,6 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" --upgrade pip
 # torch first, pinned: 2.13.0 is the CPU wheel on these machines (a GPU box gets the CUDA build).
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[engine,postgres,dev]"
+"${PIP[@]}" -e ".[engine,postgres,dev,s3]"
 echo "$WANT" > "$STAMP"
 echo "Easel installed in .venv ($(.venv/bin/easel --version 2>/dev/null || echo ok))"

@@ -18,7 +18,7 @@ from easel.service.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, Rate
 from easel.service.webhooks import WebhookDispatcher, WebhookService
 from easel.settings import Settings
 from easel.storage.base import BlobStore
-from easel.storage.local import LocalBlobStore
+from easel.storage.factory import make_blob_store
 from easel.storage.signing import UrlSigner
 from easel.store import migrate
 from easel.store.db import make_engine
@@ -64,7 +64,7 @@ class Runtime:
         if migrate_db:
             migrate.upgrade(engine)
         repo = Repository(engine)
-        blobs = LocalBlobStore(settings.data_dir / "images")
+        blobs = make_blob_store(settings)
         doorbell = Doorbell(settings.data_dir / "run")
         events = EventHub()
         service = GenerationService(settings, catalog, repo, blobs, doorbell, events)

@@ -82,6 +82,26 @@ class Settings(BaseSettings):
         24.0, ge=0, description="After a secret rotation, how long the old secret still signs too."
     )
 
+    # Image storage (storage/; docs/operations.md). Default: the local folder <data_dir>/images.
+    storage_url: str | None = Field(
+        None, description="Where image bytes live: unset = <data_dir>/images; s3://bucket/prefix = S3."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 API endpoint (Ceph RGW, MinIO, R2); unset = AWS for the region."
+    )
+    s3_public_endpoint_url: str | None = Field(
+        None, description="Endpoint presigned links name, when clients reach the store under another host."
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset = boto3's default (AWS_REGION...).")
+    s3_access_key_id: str | None = Field(None, description="Unset = boto3's credential chain.")
+    s3_secret_access_key: str | None = Field(None, description="Unset = boto3's credential chain.")
+    s3_addressing_style: Literal["path", "virtual", "auto"] = Field(
+        "auto", description="Bucket in the path or in the host name; path for most self-hosted stores."
+    )
+    s3_presign: bool = Field(
+        True, description="With S3: hand out presigned S3 URLs instead of Easel's signed links."
+    )
+
     @field_validator("worker_models", "fetch_allow_hosts", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:

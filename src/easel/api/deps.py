@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from easel.domain.errors import RateLimited
+from easel.domain.generation import ImageFile
 from easel.domain.keys import SCOPES
 from easel.runtime import Runtime
 from easel.service.auth import Caller
@@ -78,6 +79,18 @@ def base_url(request: Request, runtime: Runtime) -> str:
     return (runtime.settings.public_url or str(request.base_url)).rstrip("/")
 
 
-def image_url(request: Request, runtime: Runtime, image_id: str, ttl: int | None = None) -> str:
-    """A signed, expiring link to an image's bytes."""
-    return f"{base_url(request, runtime)}/api/v1/images/{image_id}/file?{runtime.signer.query(image_id, ttl)}"
+def image_url(request: Request, runtime: Runtime, image: str | ImageFile, ttl: int | None = None) -> str:
+    """An expiring link to an image's bytes: the store's own when it has one (a presigned S3 URL; needs
+    the image record for its storage key), else Easel's signed `/api/v1/images/{id}/file` link."""
+    if not isinstance(image, str):
+        direct = runtime.blobs.public_url(image.storage_key, ttl if ttl is not None else runtime.signer.ttl)
+        if direct is not None:
+            return direct
+        image = image.id
+    return f"{base_url(request, runtime)}/api/v1/images/{image}/file?{runtime.signer.query(image, ttl)}"
+
+
+def image_links(request: Request, runtime: Runtime, images: Iterable[ImageFile]) -> Callable[[str], str]:
+    """`url_for(image_id)` for a dialect's response builder: image_url of each of these images."""
+    by_id: dict[str, str | ImageFile] = {img.id: img for img in images}
+    return lambda image_id: image_url(request, runtime, by_id.get(image_id, image_id))

@@ -23,3 +23,7 @@ class BlobStore(Protocol):
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every key under `prefix` (for audits and tests)."""
+
+    def public_url(self, key: str, ttl: int) -> str | None:
+        """A link clients can download `key` from directly for `ttl` seconds (a presigned S3 URL), or
+        None: the API then hands out its own signed link (`/api/v1/images/{id}/file`)."""

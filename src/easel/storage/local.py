@@ -48,3 +48,7 @@ class LocalBlobStore:
             for p in self.root.rglob("*")
             if p.is_file() and not p.name.startswith(".") and str(p.relative_to(self.root)).startswith(prefix)
         )
+
+    def public_url(self, key: str, ttl: int) -> str | None:
+        """None: a local folder has no URL of its own; the API serves the bytes behind its signed link."""
+        return None

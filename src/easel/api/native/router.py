@@ -9,7 +9,7 @@ import anyio
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key, image_url
+from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key, image_links, image_url
 from easel.api.errors import dialect_route
 from easel.api.idempotency import idempotent
 from easel.api.native.protocol import (
@@ -42,7 +42,7 @@ _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 def _gen(request: Request, runtime: Runtime, gen: Generation) -> dict[str, Any]:
-    return generation_json(gen, lambda i: image_url(request, runtime, i), gen.project_id)
+    return generation_json(gen, image_links(request, runtime, gen.images), gen.project_id)
 
 
 @router.post("/generations", status_code=201)
@@ -134,7 +134,7 @@ async def upload_image(
     img = await anyio.to_thread.run_sync(
         lambda: runtime.generations.upload_image(project, data, folder=folder, field="file")
     )
-    return {"success": True, "data": image_json(img, image_url(request, runtime, img.id))}
+    return {"success": True, "data": image_json(img, image_url(request, runtime, img))}
 
 
 @router.get("/images/{image_id}")
@@ -142,7 +142,7 @@ async def get_image(
     image_id: str, request: Request, runtime: RuntimeDep, project: ImagesRead
 ) -> dict[str, Any]:
     img = await anyio.to_thread.run_sync(runtime.generations.get_image, project, image_id)
-    return {"success": True, "data": image_json(img, image_url(request, runtime, img.id))}
+    return {"success": True, "data": image_json(img, image_url(request, runtime, img))}
 
 
 @router.get("/images/{image_id}/file")

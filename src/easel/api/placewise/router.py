@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
+from easel.api.deps import RuntimeDep, authenticated, image_links, raw_header
 from easel.api.errors import dialect_route
 from easel.api.idempotency import idempotent
 from easel.api.placewise.protocol import (
@@ -125,4 +125,4 @@ async def get_task(
     # Another club's task does not exist for this one.
     if gen.meta.get("loyaltyClubSlug") != slug:
         raise NotFound("task", task_id)
-    return task_json(number, gen, lambda i: image_url(request, runtime, i))
+    return task_json(number, gen, image_links(request, runtime, gen.images))

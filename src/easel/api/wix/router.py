@@ -13,7 +13,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import RuntimeDep, authenticated, image_url, raw_header
+from easel.api.deps import RuntimeDep, authenticated, image_links, raw_header
 from easel.api.errors import dialect_route
 from easel.api.idempotency import idempotent
 from easel.api.wix.protocol import (
@@ -68,4 +68,4 @@ async def get_generated_image(
         gen = await anyio.to_thread.run_sync(runtime.generations.get, project, execution_id)
     except NotFound:
         raise NotFound("execution", execution_id) from None
-    return generated_image_json(gen, lambda i: image_url(request, runtime, i))
+    return generated_image_json(gen, image_links(request, runtime, gen.images))

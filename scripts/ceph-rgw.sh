@@ -92,14 +92,14 @@ stop_daemons() {
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
   done
   [ ${#pids[@]} -eq 0 ] && return 0
-  kill "${pids[@]}" 2>/dev/null || true
+  # SIGKILL: the cluster is thrown away, and a memstore OSD told to stop would first save its RAM to disk.
+  kill -9 "${pids[@]}" 2>/dev/null || true
   for _ in $(seq 50); do
     local alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ $alive = 0 ] && return 0
-    sleep 0.2
+    sleep 0.1
   done
-  kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
 ceph_() { timeout 60 ceph -c "$DIR/ceph.conf" --connect-timeout 30 "$@"; }

@@ -25,7 +25,7 @@ from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.factory import make_blob_store
 from easel.storage.local import LocalBlobStore
-from helpers import open_image
+from helpers import open_image, png_bytes
 from support import key_headers, write_catalog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,5 +288,15 @@ def test_generation_images_in_the_bucket_and_links_download(
 
             # The stored object carries its content type (what S3 answers a presigned GET with).
             assert raw.head_object(Bucket=bucket, Key=expected[0])["ContentType"] == "image/png"
+
+            # An upload goes to the bucket too, and its link downloads it.
+            rt.blobs.presign = True  # type: ignore[attr-defined]
+            up = api.post("/api/v1/images", files={"file": ("red.png", png_bytes((40, 30)), "image/png")})
+            assert up.status_code == 201, up.text
+            up_url = up.json()["data"]["storageUrl"]
+            assert up_url.startswith(f"{rgw['EASEL_S3_ENDPOINT_URL']}/{bucket}/{prefix}/")
+            assert open_image(httpx.get(up_url).content).size == (40, 30)
+            uploads = raw.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{rt.default_project_id}/uploads/")
+            assert len(uploads["Contents"]) == 1
     finally:
         rt.close()

@@ -40,13 +40,13 @@ free_port() {
   echo "$p"
 }
 
-# GET / on the gateway: RGW answers an anonymous bucket listing with HTTP 200 (XML).
+# GET / on the gateway: RGW answers an anonymous bucket listing (HTTP 200, an x-amz-request-id header).
 rgw_answers() {
   local port=$1 reply
   reply=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && \
-    printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3 && head -c 200 <&3" \
+    printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3 && head -c 1000 <&3" \
     2>/dev/null) || return 1
-  [[ $reply == HTTP/1.1\ * ]]
+  [[ $reply == HTTP/1.1\ * && ${reply,,} == *x-amz-request-id* ]]
 }
 
 print_env() { sed 's/^/export /' "$DIR/env"; }

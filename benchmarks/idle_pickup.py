@@ -18,12 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support import write_catalog  # noqa: E402
-from tiny import build_tiny_sd  # noqa: E402
-
-from easel.domain.spec import GenerationSpec  # noqa: E402
-from easel.runtime import Runtime  # noqa: E402
-from easel.settings import Settings  # noqa: E402
+from easel.domain.spec import GenerationSpec
+from easel.runtime import Runtime
+from easel.settings import Settings
+from support import write_catalog
+from tiny import build_tiny_sd
 
 
 class NullBackend:

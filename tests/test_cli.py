@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from support import write_catalog
 from helpers import open_image
+from support import write_catalog
 
 
 def easel(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

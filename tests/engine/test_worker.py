@@ -97,8 +97,8 @@ def test_backend_error_fails_the_job_with_a_message(runtime) -> None:
     ("source", "hint"), [("easel-test/not-downloaded", "hf download"), ("./no-such-folder", "does not exist")]
 )
 def test_unavailable_model_fails_with_instructions(runtime, tmp_path, source: str, hint: str) -> None:
-    from support import write_catalog
     from easel.domain.catalog import Catalog
+    from support import write_catalog
 
     path = write_catalog(tmp_path / "missing.toml", tmp_path)
     path.write_text(path.read_text().replace(f'source = "{tmp_path}"', f'source = "{source}"', 1))

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from easel import __version__
+from easel.api.metrics import router as metrics_router
 from easel.api.native.admin import router as admin_router
 from easel.api.native.events import router as events_router
 from easel.api.native.library import router as library_router
@@ -69,6 +70,7 @@ def create_app(
     app.include_router(wix_router)
     app.include_router(placewise_router)
     app.include_router(pictory_router)
+    app.include_router(metrics_router)  # GET /metrics; 404 unless EASEL_METRICS_ENABLED
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

@@ -39,12 +39,25 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often an idle worker looks for expired leases (new jobs wake it at once)."
     )
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, mps.")
+    job_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A job running longer than this since it started fails with deadline_exceeded.",
+    )
 
     # API
     max_wait_seconds: float = Field(120.0, ge=0, description="Upper bound for `Prefer: wait=N`.")
     image_url_ttl_seconds: int = Field(3600, ge=1)
     openai_timeout_seconds: float = Field(
         120.0, gt=0, description="How long the (synchronous) OpenAI Images routes wait for a job."
+    )
+
+    # Metrics (api/metrics.py; docs/operations.md)
+    metrics_enabled: bool = Field(
+        True, description="Serve GET /metrics (no API key: keep it off the public network)."
+    )
+    metrics_window_seconds: float = Field(
+        300.0, gt=0, description="The window of the latency histograms and recent-outcome gauges."
     )
 
     # Keys, limits, idempotency

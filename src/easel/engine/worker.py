@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from PIL.Image import Image as PILImage
 
@@ -28,9 +29,10 @@ from easel.service.events import JobEvent
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import Doorbell
-from easel.store.queue import ClaimedJob, JobQueue
+from easel.store.queue import DEADLINE_EXCEEDED, ClaimedJob, JobQueue
 from easel.store.repository import Repository, new_id
 from easel.store.tables import utcnow
+from easel.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ class Worker:
             self._backends["diffusers"] = backend
         self.models = [self.catalog.resolve(m).name for m in settings.worker_models] or None
         self.stats = WorkerStats()
+        self.registry = WorkerRegistry(queue.engine)
+        self._started_at = utcnow()
+        self._last_seen = 0.0
         self._stop = threading.Event()
         self._listener = doorbell.listener()
         if queue.engine.dialect.name == "postgresql":
@@ -89,10 +94,35 @@ class Worker:
         log.info("worker %s ready (models: %s)", self.id, self.models or "all")
         try:
             while not self._stop.is_set():
+                self.report_alive()
                 if not self.run_once():
                     self._listener.wait(self._idle_timeout())
         finally:
             self._listener.close()
+            try:
+                self.registry.remove(self.id)
+            except Exception:
+                log.exception("could not remove the worker's heartbeat row")
+
+    def report_alive(self, *, every: float | None = None) -> None:
+        """Upsert this worker's heartbeat row (the metrics' live workers), at most every `every` seconds
+        (default: the smaller of the heartbeat interval and the idle check)."""
+        if every is None:
+            every = min(self.settings.heartbeat_interval, self.settings.idle_check_seconds) / 2
+        now = time.monotonic()
+        if now - self._last_seen < every:
+            return
+        self._last_seen = now
+        try:
+            self.registry.seen(
+                self.id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                models=self.models or [],
+                started_at=self._started_at,
+            )
+        except Exception:
+            log.exception("worker heartbeat failed")
 
     def stop(self) -> None:
         self._stop.set()
@@ -107,7 +137,12 @@ class Worker:
 
     def run_once(self) -> bool:
         """Claim and run one batch; False if there was nothing to do."""
-        jobs = self.queue.claim_batch(self.id, models=self.models, max_images=self.settings.max_batch_images)
+        jobs = self.queue.claim_batch(
+            self.id,
+            models=self.models,
+            max_images=self.settings.max_batch_images,
+            job_timeout=self.settings.job_timeout_seconds,
+        )
         if not jobs:
             return False
         self._run_batch(jobs)
@@ -129,12 +164,20 @@ class Worker:
             spec.steps,
         )
         active = list(jobs)
-        beat = _Heartbeat(self.queue, active, self.settings.heartbeat_interval)
+        beat = _Heartbeat(self.queue, active, self.settings.heartbeat_interval, on_beat=self.report_alive)
         beat.start()
+        timeout = timedelta(seconds=self.settings.job_timeout_seconds)
         try:
             request, owners = self._request(entry, jobs)
 
             def on_step(step: int, total: int) -> bool:
+                now = utcnow()
+                late = [j for j in active if (j.started_at or now) + timeout < now]
+                if late:  # past the deadline: fail them at this step, run on with the rest
+                    message = f"The job ran longer than its deadline ({timeout.total_seconds():g} s)"
+                    for j in late:
+                        self.queue.fail(j, DEADLINE_EXCEEDED, message)
+                    active[:] = [j for j in active if j not in late]
                 held = self.queue.progress(active, step, total)
                 active[:] = [j for j in active if j.id in held]
                 for j in active:
@@ -253,8 +296,14 @@ class Worker:
 class _Heartbeat:
     """Extends the leases of a running batch until stopped."""
 
-    def __init__(self, queue: JobQueue, jobs: list[ClaimedJob], interval: float) -> None:
-        self.queue, self.jobs, self.interval = queue, jobs, interval
+    def __init__(
+        self,
+        queue: JobQueue,
+        jobs: list[ClaimedJob],
+        interval: float,
+        on_beat: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.queue, self.jobs, self.interval, self.on_beat = queue, jobs, interval, on_beat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="easel-heartbeat", daemon=True)
 
@@ -271,3 +320,4 @@ class _Heartbeat:
                 self.queue.heartbeat(list(self.jobs))
             except Exception:
                 log.exception("heartbeat failed")
+            self.on_beat()

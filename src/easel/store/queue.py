@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Select, and_, case, func, insert, or_, select, update
 
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
@@ -27,6 +27,7 @@ from easel.store.repository import ended, image_row, notify_workers
 from easel.store.tables import generations, images, utcnow
 
 WORKER_LOST = "worker_lost"
+DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ClaimedJob:
     attempts: int
     lease_token: str
     created_at: datetime
+    started_at: datetime | None = None  # the job's first start: its deadline counts from here
 
 
 class JobQueue:
@@ -58,17 +60,28 @@ class JobQueue:
         q = q.order_by(generations.c.priority.desc(), generations.c.created_at, generations.c.id)
         return q.with_for_update(skip_locked=True) if self._skip_locked else q
 
-    def _sweep(self, conn: Connection, now: datetime) -> None:
-        """Jobs whose worker died after their last allowed attempt end as failed."""
+    def _sweep(self, conn: Connection, now: datetime, job_timeout: float | None = None) -> None:
+        """Jobs whose worker died after their last allowed attempt end as failed; so do running jobs past
+        their deadline by more than a lease (stuck, e.g. a hung pipeline, even if heartbeats go on)."""
         message = "The worker running this job stopped responding on every attempt"
+        self._fail_where(
+            conn,
+            now,
+            WORKER_LOST,
+            message,
+            generations.c.lease_expires_at < now,
+            generations.c.attempts >= generations.c.max_attempts,
+        )
+        if job_timeout is not None:
+            cutoff = now - timedelta(seconds=job_timeout) - self.lease
+            message = f"The job ran longer than its deadline ({job_timeout:g} s) and was stopped"
+            self._fail_where(conn, now, DEADLINE_EXCEEDED, message, generations.c.started_at < cutoff)
+
+    def _fail_where(self, conn: Connection, now: datetime, code: str, message: str, *where: Any) -> None:
         lost = conn.execute(
             update(generations)
-            .where(
-                generations.c.status == Status.RUNNING.value,
-                generations.c.lease_expires_at < now,
-                generations.c.attempts >= generations.c.max_attempts,
-            )
-            .values(**ended(Status.FAILED, now, WORKER_LOST, message))
+            .where(generations.c.status == Status.RUNNING.value, *where)
+            .values(**ended(Status.FAILED, now, code, message))
             .returning(generations.c.id, generations.c.project_id, generations.c.spec)
         ).all()
         for r in lost:  # their webhooks, in this same transaction
@@ -79,18 +92,24 @@ class JobQueue:
                 generation_id=r.id,
                 project_id=r.project_id,
                 spec=spec,
-                error_code=WORKER_LOST,
+                error_code=code,
                 error_message=message,
                 now=now,
             )
 
     def claim_batch(
-        self, worker_id: str, *, models: Sequence[str] | None, max_images: int
+        self,
+        worker_id: str,
+        *,
+        models: Sequence[str] | None,
+        max_images: int,
+        job_timeout: float | None = None,
     ) -> list[ClaimedJob]:
-        """Claim the next job and as many queued jobs with the same batch key as fit in `max_images`."""
+        """Claim the next job and as many queued jobs with the same batch key as fit in `max_images`.
+        With `job_timeout`, the sweep before the claim also fails jobs stuck past their deadline."""
         now = utcnow()
         with self.engine.begin() as conn:
-            self._sweep(conn, now)
+            self._sweep(conn, now, job_timeout)
             head = conn.execute(self._claimable(now, models).limit(1)).first()
             if head is None:
                 return []
@@ -130,6 +149,7 @@ class JobQueue:
                 attempts=r.attempts,
                 lease_token=token,
                 created_at=r.created_at,
+                started_at=r.started_at,
             )
             for r in rows
         ]
@@ -216,6 +236,8 @@ class JobQueue:
         values = {
             "status": Status.QUEUED.value,
             "attempts": generations.c.attempts - 1,
+            # A job given back on its first attempt never really started (queue wait, deadline).
+            "started_at": case((generations.c.attempts <= 1, None), else_=generations.c.started_at),
             "updated_at": utcnow(),
             "lease_token": None,
             "lease_owner": None,

@@ -90,6 +90,7 @@ generations = Table(
     Column("deleted_at", UTCDateTime()),
     Index("ix_generations_claim", "status", "priority", "created_at"),
     Index("ix_generations_project_created", "project_id", "created_at"),
+    Index("ix_generations_finished", "finished_at"),  # the metrics' recent window
 )
 
 images = Table(
@@ -244,4 +245,17 @@ webhook_attempts = Table(
     Column("outcome", String(16), nullable=False),  # delivered | retry | failed | disabled
     Column("error", Text),
     Column("response_body", Text),  # the first 1,000 characters, for the delivery log
+)
+
+# Workers' heartbeats (store/workers.py): one row per worker process, upserted while it runs (busy or
+# idle), removed when it stops gracefully. The metrics read it (api/metrics.py).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(200), primary_key=True),  # the lease owner: host:pid:random
+    Column("hostname", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("models", JSON, nullable=False),  # [] = every model
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False, index=True),
 )

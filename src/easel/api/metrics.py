@@ -1,0 +1,192 @@
+"""GET /metrics: Prometheus text exposition, every value read from the database at scrape time.
+
+The database is the source of truth: N API processes and M workers on other machines share it, so any
+API process answers with the same fleet-wide numbers (scrape one of them, or take `max` across them;
+never `sum`). Nothing is counted in process memory. Series (docs/operations.md has PromQL and alerts):
+
+- `easel_queue_depth{status,model}` (gauge): queued and running jobs.
+- `easel_queue_oldest_age_seconds{model}` (gauge): age of the oldest queued job.
+- `easel_images_generated_total{model}` (counter): generated image rows, all time (image rows are
+  only ever soft-deleted, so the count never goes down).
+- `easel_jobs_failed_total{model,error_code}` (counter): failed jobs, all time. A retried job leaves
+  the failed state, which lowers it by one (Prometheus reads any decrease as a counter reset).
+- `easel_jobs_ended{model,status,error_code}` (gauge): jobs that ended in the last window.
+- `easel_job_{queue_wait,processing,end_to_end}_seconds{model}` (gauge histograms, `_bucket{le}`,
+  `_gcount`, `_gsum`): succeeded jobs that ended in the last window. Take `histogram_quantile` of the
+  buckets directly (no `rate()`: the window already is the rate).
+- `easel_metrics_window_seconds` (gauge): that window (`EASEL_METRICS_WINDOW_SECONDS`).
+- `easel_worker_last_heartbeat_timestamp_seconds{worker,hostname}` (gauge, workers seen in the last
+  hour) and `easel_workers_live` (gauge: seen within max(lease, 3 x idle check)).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from easel.domain.generation import Status
+from easel.runtime import Runtime
+from easel.store.metrics import FinishedJob, MetricsSnapshot, read_snapshot
+from easel.store.workers import WorkerRecord, WorkerRegistry
+
+router = APIRouter(include_in_schema=False)
+
+# Seconds: from a tiny model on a GPU (sub-second) to a large one on a busy queue (minutes).
+BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+HEARTBEAT_HORIZON = timedelta(hours=1)
+
+
+def _histogram(name: str, doc: str, values: dict[str, list[float]]) -> GaugeHistogramMetricFamily:
+    family = GaugeHistogramMetricFamily(name, doc, labels=["model"])
+    for model in sorted(values):
+        xs = values[model]
+        buckets = [(_le(b), float(sum(1 for x in xs if x <= b))) for b in BUCKETS]
+        buckets.append(("+Inf", float(len(xs))))
+        family.add_metric([model], buckets, sum(xs))
+    return family
+
+
+def _le(bound: float) -> str:
+    return repr(bound)
+
+
+def _latencies(recent: Iterable[FinishedJob]) -> tuple[dict[str, list[float]], ...]:
+    wait: dict[str, list[float]] = defaultdict(list)
+    processing: dict[str, list[float]] = defaultdict(list)
+    total: dict[str, list[float]] = defaultdict(list)
+    for j in recent:
+        if j.status != Status.SUCCEEDED.value:
+            continue
+        total[j.model].append(max(0.0, (j.finished_at - j.created_at).total_seconds()))
+        if j.started_at is not None:
+            wait[j.model].append(max(0.0, (j.started_at - j.created_at).total_seconds()))
+        if j.processing_ms is not None:
+            processing[j.model].append(j.processing_ms / 1000)
+        elif j.started_at is not None:
+            processing[j.model].append(max(0.0, (j.finished_at - j.started_at).total_seconds()))
+    return wait, processing, total
+
+
+class DatabaseCollector(Collector):
+    """One scrape: read the snapshot and the workers, turn them into metric families."""
+
+    def __init__(
+        self, snapshot: MetricsSnapshot, workers: list[WorkerRecord], live_within: timedelta
+    ) -> None:
+        self.snapshot, self.workers, self.live_within = snapshot, workers, live_within
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.snapshot
+        depth = GaugeMetricFamily(
+            "easel_queue_depth", "Jobs waiting (queued) or being run (running).", labels=["status", "model"]
+        )
+        oldest = GaugeMetricFamily(
+            "easel_queue_oldest_age_seconds", "Age of the oldest queued job.", labels=["model"]
+        )
+        for row in sorted(s.queue, key=lambda r: (r.status, r.model)):
+            depth.add_metric([row.status, row.model], row.jobs)
+            if row.status == Status.QUEUED.value and row.oldest_created_at is not None:
+                age = max(0.0, (s.now - row.oldest_created_at).total_seconds())
+                oldest.add_metric([row.model], age)
+        yield depth
+        yield oldest
+
+        images = CounterMetricFamily(
+            "easel_images_generated", "Images generated, all time (from the database).", labels=["model"]
+        )
+        for model, n in sorted(s.images_by_model.items()):
+            images.add_metric([model], n)
+        yield images
+
+        failed = CounterMetricFamily(
+            "easel_jobs_failed",
+            "Jobs that ended failed, all time, by error code (a retried job leaves this count).",
+            labels=["model", "error_code"],
+        )
+        for (model, code), n in sorted(s.failed.items()):
+            failed.add_metric([model, code], n)
+        yield failed
+
+        ended = GaugeMetricFamily(
+            "easel_jobs_ended",
+            "Jobs that ended within the metrics window, by outcome.",
+            labels=["model", "status", "error_code"],
+        )
+        counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        for j in s.recent:
+            counts[(j.model, j.status, j.error_code or "")] += 1
+        for key, n in sorted(counts.items()):
+            ended.add_metric(list(key), n)
+        yield ended
+
+        wait, processing, total = _latencies(s.recent)
+        window = "succeeded jobs that ended within the metrics window"
+        yield _histogram("easel_job_queue_wait_seconds", f"Queue wait (started - created) of {window}.", wait)
+        yield _histogram(
+            "easel_job_processing_seconds",
+            f"Processing time (the run that succeeded) of {window}.",
+            processing,
+        )
+        yield _histogram(
+            "easel_job_end_to_end_seconds", f"End-to-end time (finished - created) of {window}.", total
+        )
+
+        heartbeat = GaugeMetricFamily(
+            "easel_worker_last_heartbeat_timestamp_seconds",
+            "When each worker last reported in (Unix time); workers seen in the last hour.",
+            labels=["worker", "hostname"],
+        )
+        live = 0
+        for w in self.workers:
+            heartbeat.add_metric([w.id, w.hostname], w.last_seen_at.timestamp())
+            if s.now - w.last_seen_at <= self.live_within:
+                live += 1
+        yield heartbeat
+        yield GaugeMetricFamily("easel_workers_live", "Workers whose last heartbeat is recent.", value=live)
+
+
+def render_metrics(runtime: Runtime) -> bytes:
+    """The exposition text of one scrape (blocking: database reads)."""
+    settings = runtime.settings
+    engine = runtime.repo.engine
+    snapshot = read_snapshot(engine, timedelta(seconds=settings.metrics_window_seconds))
+    workers = WorkerRegistry(engine).recent(HEARTBEAT_HORIZON)
+    live_within = timedelta(seconds=max(settings.lease_seconds, 3 * settings.idle_check_seconds))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(snapshot, workers, live_within))
+    window = GaugeMetricFamily(
+        "easel_metrics_window_seconds",
+        "The window of easel_jobs_ended and the latency histograms.",
+        value=settings.metrics_window_seconds,
+    )
+    registry.register(_Static([window]))
+    return generate_latest(registry)
+
+
+class _Static(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    if not runtime.settings.metrics_enabled:
+        return Response("Not Found\n", status_code=404, media_type="text/plain")
+    body = await anyio.to_thread.run_sync(lambda: render_metrics(runtime))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

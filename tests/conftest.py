@@ -17,11 +17,26 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from s3_support import s3_settings, start_rgw, stop_rgw
 from support import key_headers, write_catalog
 
 # Tests run torch on one thread: deterministic timing, and no fight with other processes for cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _patient_httpx() -> None:
+    """httpx's 5 s default is too short for synchronous generations on a loaded 2-core CI machine; tests
+    that want a specific timeout still pass their own."""
+    import functools
+
+    import httpx
+
+    for name in ("request", "get", "post", "put", "patch", "delete"):
+        setattr(httpx, name, functools.partial(getattr(httpx, name), timeout=120))
+
+
+_patient_httpx()
 
 PG_URL = os.environ.get("EASEL_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 SKIP_PG = os.environ.get("EASEL_TEST_SKIP_POSTGRES") == "1"
@@ -33,6 +48,34 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[dict[str, str]]:
+    """The running Ceph RGW's EASEL_S3_* settings (endpoint, region, credentials, addressing style);
+    see tests/s3_support.py."""
+    env, was_running = start_rgw()
+    try:
+        yield env
+    finally:
+        stop_rgw(was_running)
+
+
+@pytest.fixture(scope="session")
+def bucket(rgw: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh bucket for this session (the gateway may be shared with earlier runs)."""
+    from easel.settings import Settings
+    from easel.storage.factory import make_blob_store
+    from easel.storage.s3 import S3BlobStore
+
+    name = f"easel-test-{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("s3"), storage_url=f"s3://{name}", **s3_settings(rgw)
+    )
+    store = make_blob_store(settings)
+    assert isinstance(store, S3BlobStore)
+    store.ensure_bucket()
+    return name
 
 
 @pytest.fixture(params=BACKENDS)

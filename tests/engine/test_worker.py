@@ -146,3 +146,37 @@ def test_image_to_image_and_inpaint(runtime) -> None:
         final = get(runtime, g.id)
         assert final.status is Status.SUCCEEDED, final.error_message
         assert (final.images[0].width, final.images[0].height) == (64, 64)
+
+
+def test_inpainting_changes_only_the_masked_area(runtime) -> None:
+    import io
+
+    from PIL import Image
+
+    pid = runtime.default_project_id
+    rng = np.random.default_rng(0)
+    source_px = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(source_px, "RGB").save(buf, "PNG")
+    src = runtime.generations.upload_image(pid, buf.getvalue())
+    mask_px = np.zeros((64, 96), np.uint8)
+    mask_px[16:48, 24:72] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask_px, "L").save(buf, "PNG")
+    mask = runtime.generations.upload_image(pid, buf.getvalue())
+    gen = make(
+        runtime,
+        "a red circle",
+        size="96x64",
+        task=Task.INPAINT,
+        source_image_ids=[src.id],
+        mask_image_id=mask.id,
+        strength=1.0,
+        seed=5,
+    )
+    runtime.make_worker().run_once()
+    out = pixels(runtime, get(runtime, gen.id))
+    outside = mask_px < 128
+    assert np.abs(out[outside] - source_px[outside].astype(int)).max() == 0
+    inside = ~outside
+    assert np.abs(out[inside] - source_px[inside].astype(int)).mean() > 10  # the masked area was redrawn

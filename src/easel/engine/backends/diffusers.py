@@ -163,7 +163,22 @@ class DiffusersBackend:
         if (width, height) != (request.width, request.height):
             flt = resample_filter(entry.upscale_filter)
             out = [im.resize((request.width, request.height), flt) for im in out]
+        if request.task is Task.INPAINT:
+            out = [keep_outside_mask(im, it) for im, it in zip(out, items, strict=True)]
         return out
+
+
+def keep_outside_mask(generated: PILImage, item: Any) -> PILImage:
+    """Inpainting changes only the masked area: every pixel outside the mask is the source's.
+
+    A pipeline works in latent space (and at a native resolution), so its output differs a little from
+    the source everywhere; compositing with the (binarised) mask at the output size restores the source
+    exactly where the client asked for no change.
+    """
+    size = generated.size
+    source = _fit(item.source, *size)
+    mask = _fit(item.mask, *size, mode="L").point(lambda v: 255 if v >= 128 else 0)
+    return Image.composite(generated.convert("RGB"), source, mask)
 
 
 def _fit(image: PILImage | None, width: int, height: int, mode: str = "RGB") -> PILImage:

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         300.0, gt=0, description="The window of the latency histograms and recent-outcome gauges."
     )
 
+    # Prompt enhancement by an OpenAI-compatible chat model (else the built-in templates)
+    enhance_url: str | None = Field(
+        None, description="Base URL of a chat-completions API, e.g. http://host/v1."
+    )
+    enhance_api_key: str | None = Field(None, description="Bearer key for enhance_url.")
+    enhance_model: str = Field("gpt-4o-mini", description="Model name sent to enhance_url.")
+    enhance_timeout_seconds: float = Field(10.0, gt=0, description="Then the built-in enhancer answers.")
+
     # Keys, limits, idempotency
     auth_enabled: bool = Field(
         True, description="Require API keys (off only via `serve --no-auth` on loopback)."

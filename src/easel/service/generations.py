@@ -15,11 +15,12 @@ import logging
 import anyio
 
 from easel.domain.catalog import Catalog
-from easel.domain.enhance import TEMPLATES, enhance
+from easel.domain.enhance import TEMPLATES
 from easel.domain.errors import FieldError, NotFound, ValidationFailed
 from easel.domain.generation import Generation, Image, ImageFile, ListQuery
 from easel.domain.spec import GenerationSpec
 from easel.imaging import decode_upload
+from easel.service.enhance import PromptEnhancer
 from easel.service.events import EventHub
 from easel.service.fetch import ImageFetcher
 from easel.settings import Settings
@@ -47,6 +48,7 @@ class GenerationService:
         self.doorbell = doorbell
         self.events = events
         self.fetcher = ImageFetcher(settings)
+        self.enhancer = PromptEnhancer(settings)
 
     # -- generations -------------------------------------------------------------------------------
 
@@ -79,7 +81,10 @@ class GenerationService:
             entry = self.catalog.resolve(resolved.model)
             if entry.options.get("enhance", True):
                 resolved = resolved.model_copy(
-                    update={"prompt": enhance(resolved.prompt, template), "enhance_template": template}
+                    update={
+                        "prompt": self.enhancer.enhance(resolved.prompt, template)[0],
+                        "enhance_template": template,
+                    }
                 )
         return resolved
 

@@ -106,7 +106,7 @@ class Worker:
 
     def report_alive(self, *, every: float | None = None) -> None:
         """Upsert this worker's heartbeat row (the metrics' live workers), at most every `every` seconds
-        (default: the smaller of the heartbeat interval and the idle check)."""
+        (default: half the smaller of the heartbeat interval and the idle check)."""
         if every is None:
             every = min(self.settings.heartbeat_interval, self.settings.idle_check_seconds) / 2
         now = time.monotonic()

@@ -188,3 +188,43 @@ def test_models_and_health(api) -> None:
     assert tiny["default"] is True and "dall-e-2" in tiny["aliases"] and tiny["maxN"] == 4
     assert api.get("/healthz").json()["status"] == "ok"
     assert api.get("/api/v1/healthz").json()["status"] == "ok"
+
+
+def test_source_and_mask_by_url_and_data_uri(client, runtime) -> None:
+    import base64
+
+    from helpers import ImageServer
+
+    runtime.generations.fetcher.allow_hosts = frozenset({"127.0.0.1"})
+    mask = base64.b64encode(png_bytes((64, 64), (255, 255, 255))).decode()
+    server = ImageServer({"/src.png": (png_bytes((64, 64), (10, 200, 10)), "image/png")})
+    try:
+        r = client.post(
+            "/api/v1/generations",
+            json={
+                "prompt": "a red circle",
+                "size": "64x64",
+                "sourceImageUrl": server.url("/src.png"),
+                "maskImageUrl": f"data:image/png;base64,{mask}",
+            },
+        )
+        assert r.status_code == 201, r.text
+        done = poll(client, r.json()["data"]["id"])
+        assert done["status"] == "success" and done["task"] == "inpaint"
+        # validation happens before any fetch: a bad size fetches nothing
+        before = list(server.requests)
+        bad = client.post(
+            "/api/v1/generations",
+            json={"prompt": "x", "size": "100x100", "sourceImageUrl": server.url("/src.png")},
+        )
+        assert bad.status_code == 400 and bad.json()["error"]["fields"][0]["field"] == "size"
+        assert server.requests == before
+        blocked = client.post(
+            "/api/v1/generations",
+            json={"prompt": "x", "sourceImageUrl": "http://169.254.169.254/latest/meta-data"},
+        )
+        assert (
+            blocked.status_code == 400 and blocked.json()["error"]["fields"][0]["field"] == "sourceImageUrl"
+        )
+    finally:
+        server.close()

@@ -28,7 +28,7 @@ WIRE_NAMES = {
     "negative_prompt": "negativePrompt",
     "aspect_ratio": "aspectRatio",
     "image_size": "imageSize",
-    "source_image_ids": "sourceImageId",
+    "source_image_ids": "sourceImageId",  # or sourceImageUrl
     "mask_image_id": "maskImageId",
     "enhance_template": "enhancementOptions.template",
     "output_compression": "outputCompression",
@@ -60,6 +60,8 @@ class CreateGenerationRequest(_Wire):
     guidance: float | None = None
     strength: float | None = None
     source_image_id: str | None = None
+    source_image_url: str | None = Field(None, max_length=2_000_000)  # http(s) URL or data: URI
+    mask_image_url: str | None = Field(None, max_length=2_000_000)
     mask_image_id: str | None = None
     auto_enhance: bool = True
     enhancement_options: EnhancementOptions | None = None
@@ -84,11 +86,9 @@ class CreateGenerationRequest(_Wire):
     def to_spec(self) -> GenerationSpec:
         task = self.task
         if task is None:
-            task = (
-                Task.INPAINT
-                if self.mask_image_id
-                else (Task.IMAGE_TO_IMAGE if self.source_image_id else Task.TEXT_TO_IMAGE)
-            )
+            has_mask = self.mask_image_id or self.mask_image_url
+            has_source = self.source_image_id or self.source_image_url
+            task = Task.INPAINT if has_mask else (Task.IMAGE_TO_IMAGE if has_source else Task.TEXT_TO_IMAGE)
         return GenerationSpec(
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,

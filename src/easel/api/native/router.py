@@ -56,7 +56,31 @@ async def create_generation(
     prefer: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     svc = runtime.generations
-    gen = await anyio.to_thread.run_sync(lambda: svc.create(project, body.to_spec(), WIRE_NAMES))
+
+    def create() -> Generation:
+        spec = body.to_spec()
+        urls = {"sourceImageUrl": body.source_image_url, "maskImageUrl": body.mask_image_url}
+        if any(urls.values()):
+            # Validate everything else first, so a bad request fetches nothing.
+            placeholder = spec.model_copy(
+                update={
+                    "source_image_ids": spec.source_image_ids or ["pending"],
+                    "mask_image_id": spec.mask_image_id or ("pending" if body.mask_image_url else None),
+                }
+            )
+            placeholder.resolve(runtime.catalog, WIRE_NAMES)
+            imported = {f: svc.import_image_url(project, u, field=f).id for f, u in urls.items() if u}
+            spec = spec.model_copy(
+                update={
+                    "source_image_ids": [imported["sourceImageUrl"]]
+                    if "sourceImageUrl" in imported
+                    else spec.source_image_ids,
+                    "mask_image_id": imported.get("maskImageUrl", spec.mask_image_id),
+                }
+            )
+        return svc.create(project, spec, WIRE_NAMES)
+
+    gen = await anyio.to_thread.run_sync(create)
     match = _WAIT.search(prefer or "")
     if match:
         wait = float(match.group(1))

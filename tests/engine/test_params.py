@@ -86,3 +86,16 @@ def test_jpeg_and_webp_carry_them_in_exif(api: Any, runtime: Any, fmt: str) -> N
     assert "negativePrompt" not in params and params["prompt"].startswith("a red circle")
     opted_out = run(api, runtime, create(api, seed=3, outputFormat=fmt, recordParameters=False)["id"])
     assert read_params(api.get(opted_out["outputImage"]["storageUrl"]).content) == {}
+
+
+def test_a_project_can_opt_out(api: Any, runtime: Any) -> None:
+    pid = runtime.default_project_id
+    api.patch(f"/api/v1/admin/projects/{pid}", json={"budgetCredits": 1000})
+    r = api.patch(f"/api/v1/admin/projects/{pid}", json={"recordParameters": False})
+    assert r.status_code == 200 and r.json()["data"]["recordParameters"] is False
+    assert r.json()["data"]["budgetCredits"] == 1000  # a PATCH keeps what it does not name
+    bare = run(api, runtime, create(api, seed=9)["id"])  # the request did not opt out; the project did
+    assert bare["recordParameters"] is False
+    assert read_params(api.get(bare["outputImage"]["storageUrl"]).content) == {}
+    api.patch(f"/api/v1/admin/projects/{pid}", json={"recordParameters": True})
+    assert run(api, runtime, create(api, seed=9)["id"])["recordParameters"] is True

@@ -92,6 +92,8 @@ class GenerationService:
         self, project_id: str, spec: GenerationSpec, names: dict[str, str] | None = None
     ) -> Generation:
         resolved = self.prepare(project_id, spec, names)
+        if resolved.record_parameters and not self.repo.records_parameters(str(project_id)):
+            resolved = resolved.model_copy(update={"record_parameters": False})  # the project opted out
         entry = self.catalog.resolve(resolved.model)
         principal = getattr(project_id, "principal", None)
         gen = self.repo.create_generation(

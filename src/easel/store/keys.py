@@ -48,6 +48,7 @@ class ProjectInfo:
     name: str
     budget_credits: float | None
     rate_limit_per_hour: int | None
+    record_parameters: bool = True
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -137,7 +138,9 @@ class KeyStore:
             row = conn.execute(select(projects).where(projects.c.id == project_id)).first()
         if row is None:
             raise NotFound("project", project_id)
-        return ProjectInfo(row.id, row.name, row.budget_credits, row.rate_limit_per_hour)
+        return ProjectInfo(
+            row.id, row.name, row.budget_credits, row.rate_limit_per_hour, row.record_parameters
+        )
 
     def project_by_name(self, name: str) -> ProjectInfo:
         with self.engine.connect() as conn:
@@ -152,12 +155,19 @@ class KeyStore:
         return [self.project(r.id) for r in rows]
 
     def set_project_limits(
-        self, project_id: str, *, budget_credits: float | None, rate_limit_per_hour: int | None
+        self,
+        project_id: str,
+        *,
+        budget_credits: float | None,
+        rate_limit_per_hour: int | None,
+        record_parameters: bool | None = None,
     ) -> ProjectInfo:
+        values: dict[str, Any] = {
+            "budget_credits": budget_credits,
+            "rate_limit_per_hour": rate_limit_per_hour,
+        }
+        if record_parameters is not None:
+            values["record_parameters"] = record_parameters
         with self.engine.begin() as conn:
-            conn.execute(
-                update(projects)
-                .where(projects.c.id == project_id)
-                .values(budget_credits=budget_credits, rate_limit_per_hour=rate_limit_per_hour)
-            )
+            conn.execute(update(projects).where(projects.c.id == project_id).values(**values))
         return self.project(project_id)

@@ -143,6 +143,14 @@ class Repository:
             conn.execute(projects.insert().values(id=pid, name=name, created_at=utcnow()))
             return pid
 
+    def records_parameters(self, project_id: str) -> bool:
+        """Whether this project wants generation parameters written into its image files."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(projects.c.record_parameters).where(projects.c.id == project_id)
+            ).scalar()
+        return value is not False
+
     # -- generations -------------------------------------------------------------------------------
 
     def create_generation(

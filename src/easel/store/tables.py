@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    true,
 )
 
 
@@ -59,6 +60,8 @@ projects = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("budget_credits", Float),  # None = unlimited
     Column("rate_limit_per_hour", Integer),  # None = the server default
+    # False: generation parameters are not written into this project's image files
+    Column("record_parameters", Boolean, nullable=False, server_default=true()),
 )
 
 generations = Table(

@@ -41,6 +41,7 @@ class CreateProject(_Wire):
 class UpdateProject(_Wire):
     budget_credits: float | None = Field(None, ge=0)
     rate_limit_per_hour: int | None = Field(None, ge=0)
+    record_parameters: bool | None = None  # None: unchanged
 
 
 class CreateKey(_Wire):
@@ -58,6 +59,7 @@ def _project_json(p: ProjectInfo) -> dict[str, Any]:
         "name": p.name,
         "budgetCredits": p.budget_credits,
         "rateLimitPerHour": p.rate_limit_per_hour,
+        "recordParameters": p.record_parameters,
     }
 
 
@@ -93,10 +95,16 @@ async def update_project(
     project_id: str, body: UpdateProject, runtime: RuntimeDep, caller: Admin
 ) -> dict[str, Any]:
     _may_manage(runtime, caller, project_id)
-    await anyio.to_thread.run_sync(runtime.keys.project, project_id)
+    current = await anyio.to_thread.run_sync(runtime.keys.project, project_id)
+    given = body.model_fields_set  # PATCH: fields not sent keep their values
     info = await anyio.to_thread.run_sync(
         lambda: runtime.keys.set_project_limits(
-            project_id, budget_credits=body.budget_credits, rate_limit_per_hour=body.rate_limit_per_hour
+            project_id,
+            budget_credits=body.budget_credits if "budget_credits" in given else current.budget_credits,
+            rate_limit_per_hour=(
+                body.rate_limit_per_hour if "rate_limit_per_hour" in given else current.rate_limit_per_hour
+            ),
+            record_parameters=body.record_parameters,
         )
     )
     return {"success": True, "data": _project_json(info)}

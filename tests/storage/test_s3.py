@@ -1,19 +1,16 @@
 """S3 object storage against a real S3 server: a throwaway Ceph RADOS Gateway (scripts/ceph-rgw.sh).
 
-The session fixture starts the gateway (installing Debian's Ceph packages on a fresh machine; root or
-passwordless sudo) or reuses a running one, and stops it afterwards if it started it
-(EASEL_TEST_KEEP_RGW=1 keeps it for faster re-runs). When Ceph cannot be installed or started the S3
-tests FAIL; EASEL_TEST_SKIP_S3=1 skips them knowingly. The BlobStore contract runs on the local folder
-and on S3 alike.
+The session fixtures `rgw` and `bucket` live in tests/conftest.py (helpers in tests/s3_support.py): they
+start the gateway (installing Debian's Ceph packages on a fresh machine; root or passwordless sudo) or
+reuse a running one, and stop it afterwards if they started it (EASEL_TEST_KEEP_RGW=1 keeps it for
+faster re-runs). When Ceph cannot be installed or started the S3 tests FAIL; EASEL_TEST_SKIP_S3=1 skips
+them knowingly. The BlobStore contract runs on the local folder and on S3 alike.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,73 +23,11 @@ from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.factory import make_blob_store
 from easel.storage.local import LocalBlobStore
 from helpers import open_image, png_bytes
+from s3_support import s3_settings
 from support import key_headers, write_catalog
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "ceph-rgw.sh"
-SKIP_S3 = os.environ.get("EASEL_TEST_SKIP_S3") == "1"
 
 # The first S3 test may install Ceph from apt (about a minute) and start it (about 15 s).
 pytestmark = pytest.mark.timeout(1800)
-
-
-def _env_lines(text: str) -> dict[str, str]:
-    env = {}
-    for line in text.splitlines():
-        line = line.removeprefix("export ").strip()
-        if "=" in line:
-            k, v = line.split("=", 1)
-            env[k] = v
-    return env
-
-
-@pytest.fixture(scope="session")
-def rgw() -> Iterator[dict[str, str]]:
-    """The running gateway's EASEL_S3_* settings (endpoint, region, credentials, addressing style)."""
-    if SKIP_S3:
-        pytest.skip("EASEL_TEST_SKIP_S3=1")
-    was_running = subprocess.run([SCRIPT, "status"], capture_output=True, text=True).returncode == 0
-    started = time.monotonic()
-    proc = subprocess.run([SCRIPT, "start"], capture_output=True, text=True, timeout=1700)
-    if proc.returncode != 0:
-        pytest.fail(
-            f"Could not start a Ceph RADOS Gateway with {SCRIPT.relative_to(REPO)} (exit {proc.returncode}); "
-            f"the S3 tests need a real S3 server. Set EASEL_TEST_SKIP_S3=1 to skip them knowingly.\n"
-            f"{proc.stderr[-6000:]}",
-            pytrace=False,
-        )
-    env = _env_lines(proc.stdout)
-    print(f"Ceph RGW at {env['EASEL_S3_ENDPOINT_URL']} ready after {time.monotonic() - started:.1f} s")
-    try:
-        yield env
-    finally:
-        if not was_running and os.environ.get("EASEL_TEST_KEEP_RGW") != "1":
-            subprocess.run([SCRIPT, "stop"], capture_output=True, timeout=120)
-
-
-def s3_settings(rgw: dict[str, str]) -> dict[str, Any]:
-    return {
-        "s3_endpoint_url": rgw["EASEL_S3_ENDPOINT_URL"],
-        "s3_region": rgw["EASEL_S3_REGION"],
-        "s3_access_key_id": rgw["EASEL_S3_ACCESS_KEY_ID"],
-        "s3_secret_access_key": rgw["EASEL_S3_SECRET_ACCESS_KEY"],
-        "s3_addressing_style": rgw["EASEL_S3_ADDRESSING_STYLE"],
-    }
-
-
-@pytest.fixture(scope="session")
-def bucket(rgw: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A fresh bucket for this session (the gateway may be shared with earlier runs)."""
-    from easel.storage.s3 import S3BlobStore
-
-    name = f"easel-test-{uuid.uuid4().hex[:10]}"
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("s3"), storage_url=f"s3://{name}", **s3_settings(rgw)
-    )
-    store = make_blob_store(settings)
-    assert isinstance(store, S3BlobStore)
-    store.ensure_bucket()
-    return name
 
 
 def s3_store(rgw: dict[str, str], bucket: str, tmp_path: Path, **kw: Any) -> Any:

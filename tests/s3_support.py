@@ -1,0 +1,74 @@
+"""The tests' real S3 server: a throwaway Ceph RADOS Gateway (scripts/ceph-rgw.sh).
+
+The session fixtures `rgw` and `bucket` (tests/conftest.py) use `start_rgw` / `stop_rgw`: they start the
+gateway (installing Debian's Ceph packages on a fresh machine; root or passwordless sudo) or reuse a
+running one, and stop it afterwards if they started it (EASEL_TEST_KEEP_RGW=1 keeps it for faster
+re-runs). When Ceph cannot be installed or started the S3 tests FAIL; EASEL_TEST_SKIP_S3=1 skips them
+knowingly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "ceph-rgw.sh"
+SKIP_S3 = os.environ.get("EASEL_TEST_SKIP_S3") == "1"
+
+
+def env_lines(text: str) -> dict[str, str]:
+    """`export K=V` lines (ceph-rgw.sh's output) as a dict."""
+    env = {}
+    for line in text.splitlines():
+        line = line.removeprefix("export ").strip()
+        if "=" in line:
+            k, v = line.split("=", 1)
+            env[k] = v
+    return env
+
+
+def start_rgw() -> tuple[dict[str, str], bool]:
+    """Start (or reuse) the gateway: its EASEL_S3_* env, and whether it was already running."""
+    if SKIP_S3:
+        pytest.skip("EASEL_TEST_SKIP_S3=1")
+    was_running = subprocess.run([SCRIPT, "status"], capture_output=True, text=True).returncode == 0
+    started = time.monotonic()
+    proc = subprocess.run([SCRIPT, "start"], capture_output=True, text=True, timeout=1700)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"Could not start a Ceph RADOS Gateway with {SCRIPT.relative_to(REPO)} (exit {proc.returncode}); "
+            f"the S3 tests need a real S3 server. Set EASEL_TEST_SKIP_S3=1 to skip them knowingly.\n"
+            f"{proc.stderr[-6000:]}",
+            pytrace=False,
+        )
+    env = env_lines(proc.stdout)
+    print(f"Ceph RGW at {env['EASEL_S3_ENDPOINT_URL']} ready after {time.monotonic() - started:.1f} s")
+    return env, was_running
+
+
+def stop_rgw(was_running: bool) -> None:
+    """Stop the gateway if this session started it (and EASEL_TEST_KEEP_RGW is not 1)."""
+    if not was_running and os.environ.get("EASEL_TEST_KEEP_RGW") != "1":
+        subprocess.run([SCRIPT, "stop"], capture_output=True, timeout=120)
+
+
+def s3_settings(rgw: dict[str, str]) -> dict[str, Any]:
+    """The gateway's settings as Settings keyword arguments."""
+    return {
+        "s3_endpoint_url": rgw["EASEL_S3_ENDPOINT_URL"],
+        "s3_region": rgw["EASEL_S3_REGION"],
+        "s3_access_key_id": rgw["EASEL_S3_ACCESS_KEY_ID"],
+        "s3_secret_access_key": rgw["EASEL_S3_SECRET_ACCESS_KEY"],
+        "s3_addressing_style": rgw["EASEL_S3_ADDRESSING_STYLE"],
+    }
+
+
+def s3_env(rgw: dict[str, str]) -> dict[str, str]:
+    """The gateway's settings as EASEL_S3_* environment variables (for `easel` subprocesses)."""
+    return {k: v for k, v in rgw.items() if k.startswith("EASEL_S3_")}

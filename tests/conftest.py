@@ -101,9 +101,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    """The laptop setup (SQLite + a local folder) or the scale-out one (PostgreSQL + S3 on the real Ceph
+    RGW, a fresh prefix per test): every test that uses the store runs on both."""
     from easel.settings import Settings
 
+    storage: dict[str, object] = {}
+    if database_url.startswith("postgresql") and os.environ.get("EASEL_TEST_SKIP_S3") != "1":
+        rgw, bucket = request.getfixturevalue("rgw"), request.getfixturevalue("bucket")
+        # Easel's own signed links (bytes proxied from S3), so link tests mean the same on both setups;
+        # presigned S3 links have their own tests in tests/storage/test_s3.py.
+        storage = {
+            "storage_url": f"s3://{bucket}/{uuid.uuid4().hex[:12]}",
+            "s3_presign": False,
+            **s3_settings(rgw),
+        }
     catalog = write_catalog(tmp_path / "catalog.toml", tiny_model_dir)
     return Settings(
         data_dir=tmp_path / "data",
@@ -112,6 +124,7 @@ def settings(tmp_path: Path, database_url: str, tiny_model_dir: Path):  # type: 
         lease_seconds=5,
         idle_check_seconds=0.5,
         secret_key="test-secret",
+        **storage,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def write_catalog(path: Path, model_dir: Path) -> Path:
@@ -119,3 +120,21 @@ defaults = {{ steps = 2, guidance = 4.0 }}
 def key_headers(key: str) -> dict[str, str]:
     """The key in every dialect's header form (Bearer, X-API-Key, X-Client-Authorization)."""
     return {"Authorization": f"Bearer {key}", "X-API-Key": key, "X-Client-Authorization": key}
+
+
+def storage_env(settings: Any) -> dict[str, str]:
+    """EASEL_* variables that give an `easel` subprocess the same blob store as `settings`."""
+    if not settings.storage_url:
+        return {}
+    env = {"EASEL_STORAGE_URL": settings.storage_url, "EASEL_S3_PRESIGN": str(settings.s3_presign).lower()}
+    for name in (
+        "s3_endpoint_url",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "s3_addressing_style",
+    ):
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"EASEL_{name.upper()}"] = str(value)
+    return env

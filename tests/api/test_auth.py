@@ -19,7 +19,7 @@ from sqlalchemy import MetaData, select
 from easel.app import create_app
 from easel.domain.keys import parse
 from helpers import png_bytes, poll
-from support import key_headers
+from support import key_headers, storage_env
 
 # Routes anyone may call: health, and image bytes behind a signed link (the signature is the credential).
 PUBLIC = {"/healthz", "/api/v1/healthz", "/api/v1/images/{image_id}/file"}
@@ -185,14 +185,18 @@ def test_two_server_processes_share_one_limit(runtime, settings, tmp_path) -> No
     key, _ = runtime.keys.create(
         runtime.default_project_id, "shared", ["generations:read"], rate_limit_per_hour=10
     )
-    env = os.environ | {
-        "EASEL_DATA_DIR": str(settings.data_dir),
-        "EASEL_DATABASE_URL": settings.resolved_database_url,
-        "EASEL_CATALOG": str(settings.catalog),
-        "EASEL_SECRET_KEY": "test-secret",
-        "EASEL_RATE_LIMIT_STORAGE": "database",
-        "EASEL_RATE_LIMIT_WINDOW_SECONDS": "60",
-    }
+    env = (
+        os.environ
+        | {
+            "EASEL_DATA_DIR": str(settings.data_dir),
+            "EASEL_DATABASE_URL": settings.resolved_database_url,
+            "EASEL_CATALOG": str(settings.catalog),
+            "EASEL_SECRET_KEY": "test-secret",
+            "EASEL_RATE_LIMIT_STORAGE": "database",
+            "EASEL_RATE_LIMIT_WINDOW_SECONDS": "60",
+        }
+        | storage_env(settings)
+    )
     procs, urls = [], []
     for i in range(2):
         import socket

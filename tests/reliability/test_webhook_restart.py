@@ -16,6 +16,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from support import storage_env
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -28,16 +29,20 @@ def free_port() -> int:
 
 
 def serve(settings: Any, port: int, log: Path, *, webhooks: bool, worker: bool) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")} | {
-        "EASEL_DATA_DIR": str(settings.data_dir),
-        "EASEL_DATABASE_URL": settings.resolved_database_url,
-        "EASEL_CATALOG": str(settings.catalog),
-        "EASEL_SECRET_KEY": "test-secret",
-        "EASEL_FETCH_ALLOW_HOSTS": "127.0.0.1",
-        "EASEL_WEBHOOKS_ENABLED": "true" if webhooks else "false",
-        "EASEL_WEBHOOK_POLL_SECONDS": "0.1",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
+        | {
+            "EASEL_DATA_DIR": str(settings.data_dir),
+            "EASEL_DATABASE_URL": settings.resolved_database_url,
+            "EASEL_CATALOG": str(settings.catalog),
+            "EASEL_SECRET_KEY": "test-secret",
+            "EASEL_FETCH_ALLOW_HOSTS": "127.0.0.1",
+            "EASEL_WEBHOOKS_ENABLED": "true" if webhooks else "false",
+            "EASEL_WEBHOOK_POLL_SECONDS": "0.1",
+            "OMP_NUM_THREADS": "1",
+        }
+        | storage_env(settings)
+    )
     args = [sys.executable, "-m", "easel", "serve", "--port", str(port), "--log-level", "warning"]
     out = open(log, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen([*args] + ([] if worker else ["--no-worker"]), env=env, stdout=out, stderr=out)

@@ -138,3 +138,37 @@ def storage_env(settings: Any) -> dict[str, str]:
         if value is not None:
             env[f"EASEL_{name.upper()}"] = str(value)
     return env
+
+
+def spawn_worker(settings: Any, log_path: Path, lease_seconds: float = 2) -> Any:
+    """An `easel worker` subprocess on `settings`' database, catalog and blob store."""
+    import os
+    import subprocess
+    import sys
+
+    env = (
+        os.environ
+        | {
+            "EASEL_DATA_DIR": str(settings.data_dir),
+            "EASEL_DATABASE_URL": settings.resolved_database_url,
+            "EASEL_CATALOG": str(settings.catalog),
+            "EASEL_SECRET_KEY": "test-secret",
+            "EASEL_LEASE_SECONDS": str(lease_seconds),
+            "EASEL_IDLE_CHECK_SECONDS": "0.5",
+            "OMP_NUM_THREADS": "1",
+        }
+        | storage_env(settings)
+    )
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen([sys.executable, "-m", "easel", "worker"], env=env, stdout=log, stderr=log)
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    """Poll `predicate` until true; fail naming `what` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)

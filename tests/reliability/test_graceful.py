@@ -3,10 +3,7 @@ another worker then runs it to completion."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,35 +12,9 @@ from sqlalchemy import select
 from easel.domain.generation import Status
 from easel.domain.spec import GenerationSpec
 from easel.store.tables import workers
-from support import storage_env
+from support import spawn_worker, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def spawn_worker(settings, log_path) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
-    env = (
-        os.environ
-        | {
-            "EASEL_DATA_DIR": str(settings.data_dir),
-            "EASEL_DATABASE_URL": settings.resolved_database_url,
-            "EASEL_CATALOG": str(settings.catalog),
-            "EASEL_SECRET_KEY": "test-secret",
-            "EASEL_LEASE_SECONDS": "5",
-            "EASEL_IDLE_CHECK_SECONDS": "0.5",
-            "OMP_NUM_THREADS": "1",
-        }
-        | storage_env(settings)
-    )
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "easel", "worker"], env=env, stdout=log, stderr=log)
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_sigterm_releases_the_job_without_counting_the_attempt(runtime, settings, tmp_path) -> None:
@@ -58,7 +29,7 @@ def test_sigterm_releases_the_job_without_counting_the_attempt(runtime, settings
             return list(conn.execute(select(workers.c.id)).scalars())
 
     log = tmp_path / "w1.log"
-    proc = spawn_worker(settings, log)
+    proc = spawn_worker(settings, log, lease_seconds=5)
     try:
         wait_for(lambda: current().progress_step >= 2, 120, "the worker to start the job")
         assert len(registered()) == 1  # it reports its heartbeat while it runs

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -69,8 +68,14 @@ def main():
     prompt = "a large red circle on a blue background"
 
     def one(h=n, w=n, out=(256, 256), k=1):
-        ims = pipe([prompt] * k, num_inference_steps=steps, guidance_scale=guidance, height=h, width=w,
-                   generator=[torch.Generator().manual_seed(i) for i in range(k)]).images
+        ims = pipe(
+            [prompt] * k,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=h,
+            width=w,
+            generator=[torch.Generator().manual_seed(i) for i in range(k)],
+        ).images
         return [im.resize(out, Image.LANCZOS) for im in ims]
 
     one()  # warm-up
@@ -82,27 +87,50 @@ def main():
     one(h=56, w=32, out=(288, 512))
     res["one_9x16_s"], _ = (round(v, 3) for v in timed(lambda: one(h=56, w=32, out=(288, 512)), args.runs))
 
-    src = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance,
-               generator=torch.Generator().manual_seed(0)).images[0]
+    src = pipe(
+        prompt, num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)
+    ).images[0]
     i2i = AutoPipelineForImage2Image.from_pipe(pipe)
     inp = AutoPipelineForInpainting.from_pipe(pipe)
     mask = np.zeros((n, n), np.uint8)
-    mask[n // 4: 3 * n // 4, n // 4: 3 * n // 4] = 255
+    mask[n // 4 : 3 * n // 4, n // 4 : 3 * n // 4] = 255
     mask = Image.fromarray(mask)
 
     def img2img():
-        i2i(prompt, image=src, strength=0.3, num_inference_steps=steps, guidance_scale=guidance,
-            generator=torch.Generator().manual_seed(1))
+        i2i(
+            prompt,
+            image=src,
+            strength=0.3,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(1),
+        )
 
     def inpaint():
-        inp("a small yellow star on a blue background", image=src, mask_image=mask, height=n, width=n,
-            num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(2))
+        inp(
+            "a small yellow star on a blue background",
+            image=src,
+            mask_image=mask,
+            height=n,
+            width=n,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(2),
+        )
 
-    img2img(); inpaint()
+    img2img()
+    inpaint()
     res["img2img_0.3_s"], _ = (round(v, 3) for v in timed(img2img, args.runs))
     res["inpaint_s"], _ = (round(v, 3) for v in timed(inpaint, args.runs))
-    res.update(steps=steps, guidance=guidance, native=n, threads=args.threads, torch=torch.__version__,
-               cpu=platform.processor() or platform.machine(), cores=os.cpu_count())
+    res.update(
+        steps=steps,
+        guidance=guidance,
+        native=n,
+        threads=args.threads,
+        torch=torch.__version__,
+        cpu=platform.processor() or platform.machine(),
+        cores=os.cpu_count(),
+    )
     print("| measurement | median seconds |")
     print("|---|---|")
     for k in ["load_s", "one_256_s", "eight_256_s", "one_9x16_s", "img2img_0.3_s", "inpaint_s"]:

@@ -66,15 +66,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         catalog = write_catalog(root / "catalog.toml", build_tiny_sd(root / "tiny"))
-        settings = Settings(data_dir=root / "data", database_url=args.database_url, catalog=catalog,
-                            idle_check_seconds=600, secret_key="bench")
+        settings = Settings(
+            data_dir=root / "data",
+            database_url=args.database_url,
+            catalog=catalog,
+            idle_check_seconds=600,
+            secret_key="bench",
+        )
         runtime = Runtime.build(settings)
         db = runtime.repo.engine.dialect.name
         for name, poll in (("wake-up (doorbell/NOTIFY)", None), ("baseline: poll every 250 ms", 0.25)):
             lat = measure(runtime, args.jobs, poll)
             p95 = statistics.quantiles(lat, n=20)[18]
-            print(f"{db:10s} {name:30s} median {statistics.median(lat):7.1f} ms   p95 {p95:7.1f} ms   "
-                  f"max {max(lat):7.1f} ms  (n={len(lat)})")
+            print(
+                f"{db:10s} {name:30s} median {statistics.median(lat):7.1f} ms   p95 {p95:7.1f} ms   "
+                f"max {max(lat):7.1f} ms  (n={len(lat)})"
+            )
         runtime.close()
 
 

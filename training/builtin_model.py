@@ -83,8 +83,9 @@ def build_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     words = scenes.VOCAB_WORDS
     tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=2000, min_frequency=1, show_progress=False,
-                                  end_of_word_suffix="</w>", special_tokens=[])
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000, min_frequency=1, show_progress=False, end_of_word_suffix="</w>", special_tokens=[]
+    )
     tok.train_from_iterator([" ".join(words)] * 2, trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
@@ -170,11 +171,20 @@ def make_passthrough_vae():
 
     ch = 8
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-        block_out_channels=(ch,), layers_per_block=1, norm_num_groups=1,
-        act_fn="silu", sample_size=NATIVE, scaling_factor=1.0,
-        mid_block_add_attention=False, use_quant_conv=False, use_post_quant_conv=False,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        block_out_channels=(ch,),
+        layers_per_block=1,
+        norm_num_groups=1,
+        act_fn="silu",
+        sample_size=NATIVE,
+        scaling_factor=1.0,
+        mid_block_add_attention=False,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
     )
     C = 1.0e3
     OFF = 40.0
@@ -221,16 +231,23 @@ def make_passthrough_vae():
     return vae
 
 
-def make_scheduler():
+def make_scheduler(prediction_type: str = "v_prediction"):
     from diffusers import DPMSolverMultistepScheduler
 
-    return DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
+    cfg = {**SCHEDULER_CONFIG, "prediction_type": prediction_type}
+    if prediction_type == "epsilon":
+        # cosine betas reach alpha_bar ~ 2e-9 at t=999, where an epsilon model's x0 estimate
+        # is amplified 2e4 times: clip the x0 estimate to the image range [-1, 1]
+        cfg.update(thresholding=True, dynamic_thresholding_ratio=0.995, sample_max_value=1.0)
+    return DPMSolverMultistepScheduler(**cfg)
 
 
 def make_train_scheduler():
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"
+    )
 
 
 # ----------------------------------------------------------------------------- export
@@ -238,18 +255,21 @@ EASEL_TOML = """# Catalog facts for Easel's built-in model (mirrored into the en
 name = "easel-builtin"
 description = "Small text-to-image model trained from scratch on synthetic shapes (see README.md)"
 native_size = {native}
-native_sizes_note = "any height/width that are multiples of 8; trained mostly at 32x32 with some 24-48 px non-square crops"
-aspect_ratio_mode = "native-shape"   # non-square: generate at a native shape of the same aspect (sides multiples of 8), then upscale
+native_sizes_note = "any multiples of 8; trained mostly at 32x32 with some 24-48 px non-square crops"
+# non-square: generate at a native shape of the same aspect (sides multiples of 8), then upscale
+aspect_ratio_mode = "native-shape"
 upscale_filter = "lanczos"
 scheduler = "DPMSolverMultistepScheduler"
 default_steps = 20
 default_guidance = 4.0
 license = "same as the Easel repository"
-credits = "Trained from scratch by training/train.py in the Easel repository on synthetic scenes drawn by training/scenes.py; no external data or weights."
+credits = "Trained from scratch by training/train.py on scenes drawn by training/scenes.py; no external data."
 """
 
 
-def export_pipeline(folder: str, unet, text_encoder, vocab, merges) -> None:
+def export_pipeline(
+    folder: str, unet, text_encoder, vocab, merges, prediction_type: str = "v_prediction"
+) -> None:
     """Write a standard StableDiffusionPipeline folder."""
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
@@ -272,8 +292,13 @@ def export_pipeline(folder: str, unet, text_encoder, vocab, merges) -> None:
         un = make_unet()
         un.load_state_dict(unet.state_dict())
         pipe = StableDiffusionPipeline(
-            vae=make_passthrough_vae(), text_encoder=te.eval(), tokenizer=tokenizer, unet=un.eval(),
-            scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
+            vae=make_passthrough_vae(),
+            text_encoder=te.eval(),
+            tokenizer=tokenizer,
+            unet=un.eval(),
+            scheduler=make_scheduler(prediction_type),
+            safety_checker=None,
+            feature_extractor=None,
             requires_safety_checker=False,
         )
         out = os.path.join(tmp, "pipe")

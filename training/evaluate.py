@@ -2,7 +2,7 @@
 
     .venv/bin/python training/evaluate.py                       # models/builtin, prints a table
     .venv/bin/python training/evaluate.py --grid docs/builtin-samples.png --json /tmp/eval.json
-    .venv/bin/python training/evaluate.py --renders             # the same measures on true renders (sanity check)
+    .venv/bin/python training/evaluate.py --renders             # the same measures on true renders
 
 Sets:
   heldout  every held-out colour-shape combination (never seen in training) at every
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import scenes  # noqa: E402
+import scenes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PALETTE = np.array([scenes.COLORS[c] for c in scenes.COLOR_NAMES], dtype=np.float32)
@@ -54,7 +54,7 @@ def nearest_color(rgb: np.ndarray) -> np.ndarray:
 
 def analyse(img: np.ndarray, gradient: bool) -> dict:
     """img: HxWx3 float32 0-255. Returns the background estimate, object mask, etc."""
-    H, W, _ = img.shape
+    H, _W, _ = img.shape
     if gradient:
         top = np.median(img[:2].reshape(-1, 3), axis=0)
         bot = np.median(img[-2:].reshape(-1, 3), axis=0)
@@ -101,12 +101,14 @@ def train_classifier(n: int = 12000, epochs: int = 4, seed: int = 0) -> ShapeNet
     torch.manual_seed(seed)
     net = ShapeNet()
     opt = torch.optim.Adam(net.parameters(), 2e-3)
-    for ep in range(epochs):
+    for _ep in range(epochs):
         perm = torch.randperm(len(X))
         for i in range(0, len(X), 128):
-            idx = perm[i:i + 128]
+            idx = perm[i : i + 128]
             loss = F.cross_entropy(net(X[idx]), Y[idx])
-            opt.zero_grad(); loss.backward(); opt.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     net.eval()
     with torch.no_grad():
         acc = (net(X[:2000]).argmax(1) == Y[:2000]).float().mean().item()
@@ -138,8 +140,16 @@ def expected_centers(s: scenes.Scene, W: int, H: int) -> dict[str, tuple[float, 
 def expected_areas(s: scenes.Scene, W: int, H: int) -> dict[str, float]:
     out = {}
     for z in scenes.SIZES:
-        t = scenes.Scene(**{**s.to_dict(), "size": z, "diam": scenes.SIZE_FRAC[z], "position": "center",
-                            "jx": 0.0, "jy": 0.0})
+        t = scenes.Scene(
+            **{
+                **s.to_dict(),
+                "size": z,
+                "diam": scenes.SIZE_FRAC[z],
+                "position": "center",
+                "jx": 0.0,
+                "jy": 0.0,
+            }
+        )
         out[z] = float(scenes.render_mask(t, W, H).sum())
     return out
 
@@ -151,8 +161,10 @@ def score(img_pil: Image.Image, s: scenes.Scene, clf: ShapeNet) -> dict:
     a = analyse(img, gradient)
     res = {}
     if gradient:
-        res["bg"] = bool(scenes.COLOR_NAMES[nearest_color(a["top"])] == s.bg[0]
-                         and scenes.COLOR_NAMES[nearest_color(a["bottom"])] == s.bg[1])
+        res["bg"] = bool(
+            scenes.COLOR_NAMES[nearest_color(a["top"])] == s.bg[0]
+            and scenes.COLOR_NAMES[nearest_color(a["bottom"])] == s.bg[1]
+        )
     else:
         res["bg"] = bool(scenes.COLOR_NAMES[nearest_color(a["top"])] == s.bg[0])
     m = a["mask"]
@@ -187,14 +199,27 @@ def load_pipe(path: str):
     return pipe
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float,
-             size: tuple[int, int] = (32, 32), batch: int = 16) -> list[Image.Image]:
+def generate(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int,
+    guidance: float,
+    size: tuple[int, int] = (32, 32),
+    batch: int = 16,
+) -> list[Image.Image]:
     out = []
     for i in range(0, len(prompts), batch):
-        ps, ss = prompts[i:i + batch], seeds[i:i + batch]
+        ps, ss = prompts[i : i + batch], seeds[i : i + batch]
         gens = [torch.Generator().manual_seed(s) for s in ss]
-        out += pipe(ps, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                    height=size[0], width=size[1]).images
+        out += pipe(
+            ps,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=gens,
+            height=size[0],
+            width=size[1],
+        ).images
     return out
 
 
@@ -239,13 +264,14 @@ def make_grid(pipe, path: str, steps: int, guidance: float, seed: int = 7) -> No
     except TypeError:
         font = ImageFont.load_default()
     d = ImageDraw.Draw(grid)
-    for i, (p, im) in enumerate(zip(prompts, imgs)):
+    for i, (p, im) in enumerate(zip(prompts, imgs, strict=False)):
         x, y = (i % cols) * T, (i // cols) * (T + cap_h)
         grid.paste(im.resize((T - 8, T - 8), Image.LANCZOS), (x + 4, y + 4))
         words, lines, cur = p.split(), [], ""
         for w in words:
             if len(cur) + len(w) + 1 > 26:
-                lines.append(cur); cur = w
+                lines.append(cur)
+                cur = w
             else:
                 cur = (cur + " " + w).strip()
         lines.append(cur)
@@ -262,9 +288,13 @@ def main():
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=1000, help="image i of a set uses seed + i")
     ap.add_argument("--sets", default="heldout,fixed")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N prompts of each set (quick checks)")
+    ap.add_argument(
+        "--limit", type=int, default=0, help="only the first N prompts of each set (quick checks)"
+    )
     ap.add_argument("--renders", action="store_true", help="score true renders instead (checks the measures)")
-    ap.add_argument("--grid", default=None, help="write a sample grid PNG here (e.g. docs/builtin-samples.png)")
+    ap.add_argument(
+        "--grid", default=None, help="write a sample grid PNG here (e.g. docs/builtin-samples.png)"
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -280,28 +310,39 @@ def main():
         if args.renders:
             imgs = [scenes.render(s, 32, 32) for s in sc]
         else:
-            imgs = generate(pipe, [s.caption() for s in sc], [args.seed + i for i in range(len(sc))],
-                            args.steps, args.guidance)
-        rows = [score(im, s, clf) for im, s in zip(imgs, sc)]
+            imgs = generate(
+                pipe,
+                [s.caption() for s in sc],
+                [args.seed + i for i in range(len(sc))],
+                args.steps,
+                args.guidance,
+            )
+        rows = [score(im, s, clf) for im, s in zip(imgs, sc, strict=False)]
         results[name] = summarize(rows)
         # per-position breakdown (held-out set)
         if name == "heldout":
             for p in scenes.POSITIONS:
-                sub = [r for r, s in zip(rows, sc) if s.position == p]
+                sub = [r for r, s in zip(rows, sc, strict=False) if s.position == p]
                 results[name][f"position[{p}]"] = summarize(sub)["position"]
     elapsed = time.time() - t0
 
-    src = "true renders" if args.renders else f"{args.model}, {args.steps} steps, guidance {args.guidance}, seeds {args.seed}+i"
+    src = (
+        "true renders"
+        if args.renders
+        else f"{args.model}, {args.steps} steps, guidance {args.guidance}, seeds {args.seed}+i"
+    )
     print(f"\nEvaluation of {src} ({elapsed:.0f} s)\n")
     print("| set | n | fg colour | bg colour | shape | position | size |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        f = lambda v: "-" if v is None else f"{v:.1f} %"
-        print(f"| {name} | {r['n']} | {f(r['fg'])} | {f(r['bg'])} | {f(r['shape'])} | {f(r['position'])} | {f(r['size'])} |")
+        cells = ["-" if r[k] is None else f"{r[k]:.1f} %" for k in ("fg", "bg", "shape", "position", "size")]
+        print(f"| {name} | {r['n']} | " + " | ".join(cells) + " |")
     if "heldout" in results:
         r = results["heldout"]
-        print("\nheld-out position accuracy by prompted position: "
-              + ", ".join(f"{p} {r[f'position[{p}]']:.0f} %" for p in scenes.POSITIONS))
+        print(
+            "\nheld-out position accuracy by prompted position: "
+            + ", ".join(f"{p} {r[f'position[{p}]']:.0f} %" for p in scenes.POSITIONS)
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(results=results, args=vars(args), seconds=round(elapsed, 1)), f, indent=2)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -213,7 +213,7 @@ def _star(cx, cy, ro, ri, n=5):
 
 
 def _shade(c, f):
-    return tuple(int(round(v * f)) for v in c)
+    return tuple(round(v * f) for v in c)
 
 
 def draw_object(draw: ImageDraw.ImageDraw, s: Scene, cx: float, cy: float, d: float) -> None:
@@ -225,21 +225,31 @@ def draw_object(draw: ImageDraw.ImageDraw, s: Scene, cx: float, cy: float, d: fl
         a = 0.44 * d
         draw.rectangle([cx - a, cy - a, cx + a, cy + a], fill=col)
     elif s.shape == "triangle":
-        draw.polygon([(cx, cy - 0.5 * d), (cx - 0.52 * d, cy + 0.42 * d), (cx + 0.52 * d, cy + 0.42 * d)], fill=col)
+        draw.polygon(
+            [(cx, cy - 0.5 * d), (cx - 0.52 * d, cy + 0.42 * d), (cx + 0.52 * d, cy + 0.42 * d)], fill=col
+        )
     elif s.shape == "star":
         draw.polygon(_star(cx, cy + 0.04 * d, 0.56 * d, 0.23 * d), fill=col)
     elif s.shape == "sun":
-        w = max(1, int(round(0.09 * d)))
+        w = max(1, round(0.09 * d))
         for k in range(8):
             a = k * math.pi / 4
-            draw.line([(cx + 0.3 * d * math.cos(a), cy + 0.3 * d * math.sin(a)),
-                       (cx + 0.5 * d * math.cos(a), cy + 0.5 * d * math.sin(a))], fill=col, width=w)
+            draw.line(
+                [
+                    (cx + 0.3 * d * math.cos(a), cy + 0.3 * d * math.sin(a)),
+                    (cx + 0.5 * d * math.cos(a), cy + 0.5 * d * math.sin(a)),
+                ],
+                fill=col,
+                width=w,
+            )
         r = 0.3 * d
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=col)
     elif s.shape == "house":
         roof = _shade(col, 0.6) if s.color != "black" else (90, 90, 90)
         draw.rectangle([cx - 0.38 * d, cy - 0.05 * d, cx + 0.38 * d, cy + 0.45 * d], fill=col)
-        draw.polygon([(cx - 0.5 * d, cy - 0.03 * d), (cx, cy - 0.5 * d), (cx + 0.5 * d, cy - 0.03 * d)], fill=roof)
+        draw.polygon(
+            [(cx - 0.5 * d, cy - 0.03 * d), (cx, cy - 0.5 * d), (cx + 0.5 * d, cy - 0.03 * d)], fill=roof
+        )
     elif s.shape == "tree":
         draw.rectangle([cx - 0.08 * d, cy + 0.05 * d, cx + 0.08 * d, cy + 0.5 * d], fill=TRUNK)
         r = 0.36 * d
@@ -274,7 +284,7 @@ def render_mask(s: Scene, width: int = 32, height: int = 32, supersample: int = 
     img = Image.new("L", (W, H), 0)
     cx, cy, d = object_center(s, width, height)
     s2 = Scene(**{**s.to_dict(), "color": "white"})
-    draw = ImageDraw.Draw(img)
+    ImageDraw.Draw(img)
     # draw in white on black: reuse draw_object with a grey-scale image
     rgb = Image.new("RGB", (W, H), (0, 0, 0))
     draw_object(ImageDraw.Draw(rgb), s2, cx * supersample, cy * supersample, d * supersample)
@@ -284,8 +294,9 @@ def render_mask(s: Scene, width: int = 32, height: int = 32, supersample: int = 
     return (np.asarray(img, dtype=np.float32) > 60).astype(np.float32)
 
 
-def scene_from_caption_parts(shape: str, color: str, size: str | None, position: str | None,
-                             bg: tuple[str, ...], rng: random.Random) -> Scene:
+def scene_from_caption_parts(
+    shape: str, color: str, size: str | None, position: str | None, bg: tuple[str, ...], rng: random.Random
+) -> Scene:
     s = Scene(shape, color, size, position, tuple(bg), True, size is not None, position is not None, True)
     layout(s, rng)
     return s
@@ -310,8 +321,9 @@ def fixed_prompts(n: int = 64, seed: int = 4321) -> list[Scene]:
     return [sample_scene(rng, "train", full_caption=True) for _ in range(n)]
 
 
-def training_batch(rng: random.Random, n: int, width: int, height: int,
-                   split: str = "train") -> tuple[np.ndarray, list[str]]:
+def training_batch(
+    rng: random.Random, n: int, width: int, height: int, split: str = "train"
+) -> tuple[np.ndarray, list[str]]:
     """n scenes rendered to float32 NCHW in [-1, 1] plus their captions."""
     imgs = np.empty((n, 3, height, width), dtype=np.float32)
     caps = []

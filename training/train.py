@@ -1,7 +1,7 @@
 """Train Easel's built-in text-to-image model from scratch on synthetic scenes.
 
-    .venv/bin/python training/train.py                      # start, or resume from training/checkpoints/last.pt
-    .venv/bin/python training/train.py --init-from models/builtin   # start from the committed export (weights only)
+    .venv/bin/python training/train.py         # start, or resume from training/checkpoints/last.pt
+    .venv/bin/python training/train.py --init-from models/builtin   # from the committed export (weights only)
 
 Checkpoints (model, EMA, optimizer, RNG states, step, wall time) go to
 training/checkpoints/last.pt every --ckpt-minutes; at each checkpoint the EMA weights
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import random
 import string
@@ -24,11 +23,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import builtin_model as bm  # noqa: E402
-import scenes  # noqa: E402
+import builtin_model as bm
+import scenes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NONSQUARE = [(32, 48), (48, 32), (24, 40), (40, 24), (32, 40), (40, 32), (32, 56), (56, 32)]  # (h, w)
@@ -51,6 +49,18 @@ def parse():
     ap.add_argument("--nonsquare-p", type=float, default=0.2)
     ap.add_argument("--high-noise-p", type=float, default=0.3, help="share of timesteps drawn from t >= 500")
     ap.add_argument("--snr-gamma", type=float, default=5.0)
+    ap.add_argument(
+        "--prediction",
+        default="v_prediction",
+        choices=["v_prediction", "epsilon"],
+        help="UNet target (a checkpoint can be switched between the two)",
+    )
+    ap.add_argument(
+        "--x0-floor",
+        type=float,
+        default=1.0,
+        help="loss weight in clean-image units is min(snr, gamma) + x0_floor",
+    )
     return ap.parse_args()
 
 
@@ -83,11 +93,16 @@ def main():
         from diffusers import UNet2DConditionModel
         from transformers import CLIPTextModel
 
-        unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())
-        te.load_state_dict(CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").state_dict())
+        unet.load_state_dict(
+            UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict()
+        )
+        te.load_state_dict(
+            CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").state_dict()
+        )
         meta_p = os.path.join(args.init_from, "unet", "training_state.json")
         if os.path.exists(meta_p):
-            meta = json.load(open(meta_p))
+            with open(meta_p) as fh:
+                meta = json.load(fh)
             step, wall = meta.get("step", 0), meta.get("wall_seconds", 0.0)
         print(f"initialised from {args.init_from} (step {step})", flush=True)
     ema_unet, ema_te = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(te).requires_grad_(False)
@@ -96,8 +111,10 @@ def main():
 
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, weights_only=False)
-        unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"])
-        ema_unet.load_state_dict(ck["ema_unet"]); ema_te.load_state_dict(ck["ema_te"])
+        unet.load_state_dict(ck["unet"])
+        te.load_state_dict(ck["te"])
+        ema_unet.load_state_dict(ck["ema_unet"])
+        ema_te.load_state_dict(ck["ema_te"])
         opt.load_state_dict(ck["opt"])
         step, wall = ck["step"], ck["wall"]
         data_rng.setstate(ck["data_rng"])
@@ -106,21 +123,39 @@ def main():
         print(f"resumed from {ckpt_path} at step {step} ({wall / 60:.1f} min trained)", flush=True)
 
     def save_ckpt():
-        ck = dict(unet=unet.state_dict(), te=te.state_dict(), ema_unet=ema_unet.state_dict(),
-                  ema_te=ema_te.state_dict(), opt=opt.state_dict(), step=step, wall=wall,
-                  data_rng=data_rng.getstate(), noise_gen=noise_gen.get_state(),
-                  torch_rng=torch.get_rng_state(), args=vars(args))
+        ck = dict(
+            unet=unet.state_dict(),
+            te=te.state_dict(),
+            ema_unet=ema_unet.state_dict(),
+            ema_te=ema_te.state_dict(),
+            opt=opt.state_dict(),
+            step=step,
+            wall=wall,
+            data_rng=data_rng.getstate(),
+            noise_gen=noise_gen.get_state(),
+            torch_rng=torch.get_rng_state(),
+            args=vars(args),
+        )
         torch.save(ck, ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
         if args.export:
-            bm.export_pipeline(args.export, ema_unet, ema_te, vocab, merges)
-            meta = dict(step=step, wall_seconds=round(wall, 1), batch=args.batch, seed=args.seed,
-                        lr=args.lr, threads=args.threads, command=" ".join(sys.argv))
+            bm.export_pipeline(args.export, ema_unet, ema_te, vocab, merges, prediction_type=args.prediction)
+            meta = dict(
+                step=step,
+                wall_seconds=round(wall, 1),
+                batch=args.batch,
+                seed=args.seed,
+                lr=args.lr,
+                threads=args.threads,
+                prediction=args.prediction,
+                command=" ".join(sys.argv),
+            )
             with open(os.path.join(args.export, "unet", "training_state.json"), "w") as f:
                 json.dump(meta, f, indent=2)
         print(f"checkpoint at step {step} ({wall / 60:.1f} min)", flush=True)
 
-    unet.train(); te.train()
+    unet.train()
+    te.train()
     last_ckpt = time.time()
     losses = []
     while step < args.steps:
@@ -138,7 +173,9 @@ def main():
                 ws = caps[i].split()
                 ws.insert(data_rng.randint(0, len(ws)), random_word(data_rng))
                 caps[i] = " ".join(ws)
-        ids = tok(caps, padding="max_length", max_length=bm.MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        ids = tok(
+            caps, padding="max_length", max_length=bm.MAX_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids
         ids = torch.where(id_ok[ids], ids, torch.full_like(ids, unk_id))
 
         x0 = torch.from_numpy(imgs)
@@ -152,15 +189,19 @@ def main():
         xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
         v = a.sqrt() * eps - (1 - a).sqrt() * x0
         snr = a.view(-1) / (1 - a.view(-1))
-        # weight in x0 units: min(snr, gamma) + 1  (keeps weight on high-noise steps)
-        wgt = (snr.clamp(max=args.snr_gamma) + 1) / (snr + 1)
+        # weight in x0 units: min(snr, gamma) + x0_floor (the floor keeps weight on high-noise steps)
+        w0 = snr.clamp(max=args.snr_gamma) + args.x0_floor
+        if args.prediction == "epsilon":
+            target, wgt = eps, w0 / snr  # eps error = snr * x0 error
+        else:
+            target, wgt = v, w0 / (snr + 1)  # v error = (snr + 1) * x0 error
 
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         enc = te(ids)[0]
         pred = unet(xt, t, enc).sample
-        loss = ((pred - v) ** 2).mean(dim=(1, 2, 3))
+        loss = ((pred - target) ** 2).mean(dim=(1, 2, 3))
         loss = (loss * wgt).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,13 +211,16 @@ def main():
         d = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for m, e in ((unet, ema_unet), (te, ema_te)):
-                for p, q in zip(m.parameters(), e.parameters()):
+                for p, q in zip(m.parameters(), e.parameters(), strict=False):
                     q.lerp_(p, 1 - d)
         dt = time.time() - t0
         wall += dt
         losses.append(loss.item())
         if step % 25 == 0 or step <= 20:
-            print(f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} {dt:.2f}s/step wall {wall / 60:.1f}min", flush=True)
+            print(
+                f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} {dt:.2f}s/step wall {wall / 60:.1f}min",
+                flush=True,
+            )
             losses = []
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             save_ckpt()

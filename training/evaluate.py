@@ -341,7 +341,7 @@ def main():
         r = results["heldout"]
         print(
             "\nheld-out position accuracy by prompted position: "
-            + ", ".join(f"{p} {r[f'position[{p}]']:.0f} %" for p in scenes.POSITIONS)
+            + ", ".join(f"{p} {r[f'position[{p}]']} %" for p in scenes.POSITIONS)
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -94,6 +94,11 @@ def test_success_committed_then_killed_is_delivered_after_restart(runtime, setti
         try:
             wait_healthy(url, second, log)
             [got] = receiver.wait(1, timeout=60)
+            # the receiver has the request before the server has recorded the delivery
+            deadline = time.monotonic() + 60
+            while runtime.webhooks.store.messages(pid, generation_id=gid)[0][0].status != "delivered":
+                assert time.monotonic() < deadline, "the delivery was never recorded"
+                time.sleep(0.05)
         finally:
             second.terminate()
             second.wait(60)

@@ -7,10 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+import support
 
 
 def free_port() -> int:
@@ -70,16 +69,7 @@ def start_api(env: dict[str, str], log: Path) -> tuple[Proc, str]:
 
 
 def wait_healthy(url: str, proc: Proc, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.popen.poll() is None, proc.tail()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, proc.tail()
-        time.sleep(0.1)
+    support.wait_healthy(url, lambda: proc.popen.poll() is None, proc.tail, timeout)
 
 
 def start_worker(env: dict[str, str], log: Path) -> Proc:

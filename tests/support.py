@@ -172,3 +172,21 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def wait_healthy(url: str, alive: Any, logs: Any, timeout: float = 120) -> None:
+    """Poll `url`/healthz until 200; fail with `logs()` if `alive()` turns false or time runs out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert alive(), logs()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, logs()
+        time.sleep(0.1)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from helpers import open_image
+from support import wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +30,6 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     return subprocess.Popen([sys.executable, "-m", "easel", *args], env=env, stdout=out, stderr=out)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
-
-
 def test_serve_first_start_create_poll_download(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
@@ -50,7 +38,7 @@ def test_serve_first_start_create_poll_download(tmp_path: Path) -> None:
     proc = start(["serve", "--port", str(port)], env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, log)
+        wait_healthy(url, lambda: proc.poll() is None, log.read_text)
         key_file = tmp_path / "data" / "admin-key.txt"
         assert key_file.stat().st_mode & 0o777 == 0o600
         assert str(key_file) in log.read_text()  # the user is told where the key is
@@ -105,7 +93,7 @@ def test_no_auth_on_loopback_serves_without_keys(tmp_path: Path) -> None:
     proc = start(["serve", "--no-auth", "--port", str(port)], env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, log)
+        wait_healthy(url, lambda: proc.poll() is None, log.read_text)
         assert "API keys are OFF" in log.read_text()
         assert not (tmp_path / "data" / "admin-key.txt").exists()
         assert httpx.post(f"{url}/api/v1/generations", json={"prompt": "x"}).status_code == 201

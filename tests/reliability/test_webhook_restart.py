@@ -16,7 +16,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from support import storage_env
+from support import storage_env, wait_healthy
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -48,19 +48,6 @@ def serve(settings: Any, port: int, log: Path, *, webhooks: bool, worker: bool) 
     return subprocess.Popen([*args] + ([] if worker else ["--no-worker"]), env=env, stdout=out, stderr=out)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-
-
 def test_success_committed_then_killed_is_delivered_after_restart(runtime, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     receiver = Receiver()
     log = tmp_path / "serve.log"
@@ -73,7 +60,7 @@ def test_success_committed_then_killed_is_delivered_after_restart(runtime, setti
         # First life: a worker, and (standing in for "killed before it got to it") no dispatcher.
         first = serve(settings, port, log, webhooks=False, worker=True)
         try:
-            wait_healthy(url, first, log)
+            wait_healthy(url, lambda: first.poll() is None, log.read_text)
             body = {"prompt": "a red circle", "size": "64x64", "steps": 2, "webhook": receiver.url("/done")}
             r = httpx.post(f"{url}/api/v1/generations", json=body, headers=headers, timeout=30)
             assert r.status_code == 201, r.text
@@ -92,7 +79,7 @@ def test_success_committed_then_killed_is_delivered_after_restart(runtime, setti
         # Second life: the same database, dispatcher on (API only).
         second = serve(settings, port, log, webhooks=True, worker=False)
         try:
-            wait_healthy(url, second, log)
+            wait_healthy(url, lambda: second.poll() is None, log.read_text)
             [got] = receiver.wait(1, timeout=60)
             # the receiver has the request before the server has recorded the delivery
             deadline = time.monotonic() + 60

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 
-from easel.domain.errors import RateLimited
-from easel.domain.generation import ImageFile
+from easel.domain.errors import NotFound, RateLimited
+from easel.domain.generation import Generation, ImageFile
 from easel.domain.keys import SCOPES
 from easel.runtime import Runtime
 from easel.service.auth import Caller
@@ -72,6 +73,14 @@ def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., str
 
     dependency.__name__ = f"authenticated_{scope.replace(':', '_')}"
     return dependency
+
+
+async def generation_as(runtime: Runtime, project: str, gid: str, what: str) -> Generation:
+    """A generation of this project; a 404 that names it as the dialect does (`job`, `execution`)."""
+    try:
+        return await anyio.to_thread.run_sync(runtime.generations.get, project, gid)
+    except NotFound:
+        raise NotFound(what, gid) from None
 
 
 def base_url(request: Request, runtime: Runtime) -> str:

@@ -13,11 +13,11 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import RuntimeDep, authenticated, image_links, raw_header
+from easel.api.deps import RuntimeDep, authenticated, generation_as, image_links, raw_header
 from easel.api.errors import dialect_route
 from easel.api.idempotency import idempotent
 from easel.api.pictory.protocol import WIRE_NAMES, CreateImageRequest, created_json, job_json
-from easel.domain.errors import EaselError, FieldError, NotFound
+from easel.domain.errors import EaselError, FieldError
 
 Writer = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:write"))]
 Reader = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:read"))]
@@ -85,8 +85,5 @@ async def create_image(
 async def get_image_job(
     job_id: str, request: Request, runtime: RuntimeDep, project: Reader
 ) -> dict[str, Any]:
-    try:
-        gen = await anyio.to_thread.run_sync(runtime.generations.get, project, job_id)
-    except NotFound:
-        raise NotFound("job", job_id) from None
+    gen = await generation_as(runtime, project, job_id, "job")
     return job_json(gen, image_links(request, runtime, gen.images))

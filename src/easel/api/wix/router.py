@@ -13,7 +13,7 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import RuntimeDep, authenticated, image_links, raw_header
+from easel.api.deps import RuntimeDep, authenticated, generation_as, image_links, raw_header
 from easel.api.errors import dialect_route
 from easel.api.idempotency import idempotent
 from easel.api.wix.protocol import (
@@ -22,7 +22,7 @@ from easel.api.wix.protocol import (
     generate_image_json,
     generated_image_json,
 )
-from easel.domain.errors import EaselError, NotFound
+from easel.domain.errors import EaselError
 
 # Wix apps send their key as the whole Authorization header.
 Writer = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:write"))]
@@ -64,8 +64,5 @@ async def generate_image(
 async def get_generated_image(
     execution_id: str, request: Request, runtime: RuntimeDep, project: Reader
 ) -> dict[str, Any]:
-    try:
-        gen = await anyio.to_thread.run_sync(runtime.generations.get, project, execution_id)
-    except NotFound:
-        raise NotFound("execution", execution_id) from None
+    gen = await generation_as(runtime, project, execution_id, "execution")
     return generated_image_json(gen, image_links(request, runtime, gen.images))

@@ -78,9 +78,12 @@ VOCAB_WORDS = sorted(
     )
 )
 
-# Object diameter as a fraction of the shorter image side.
-SIZE_FRAC = {"small": 0.34, "large": 0.64}
-MEDIUM_RANGE = (0.42, 0.54)
+# Object diameter as a fraction of the shorter image side.  Sizes are moderate and
+# positioned objects sit close to the edge so that "left" and "center" differ by at
+# least a fifth of the image even for a large object (position is then learnable).
+SIZE_FRAC = {"small": 0.32, "large": 0.56}
+MEDIUM_RANGE = (0.40, 0.48)
+EDGE_MARGIN = 0.02
 
 
 @dataclass
@@ -172,7 +175,7 @@ def sample_scene(rng: random.Random, split: str = "train", full_caption: bool = 
             break
     say_size = full_caption or rng.random() < 0.75
     size = rng.choice(SIZES) if say_size else None
-    say_position = full_caption or rng.random() < 0.8
+    say_position = full_caption or rng.random() < 0.9
     position = rng.choice(POSITIONS) if say_position else None
     bg = _pick_bg(rng, color)
     say_color = full_caption or rng.random() < 0.92
@@ -187,7 +190,7 @@ def object_center(s: Scene, width: int, height: int) -> tuple[float, float, floa
     m = min(width, height)
     d = s.diam * m
     r = d / 2
-    margin = 0.05 * m
+    margin = EDGE_MARGIN * m
     cx, cy = width / 2, height / 2
     pos = s.position
     if pos == "left":

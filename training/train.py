@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import random
 import string
@@ -41,6 +42,12 @@ def parse():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument(
+        "--lr-final",
+        type=float,
+        default=1.0,
+        help="cosine decay of the learning rate to lr * this at --steps (1.0: constant)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
@@ -197,6 +204,9 @@ def main():
             target, wgt = v, w0 / (snr + 1)  # v error = (snr + 1) * x0 error
 
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        if args.lr_final < 1.0 and step > args.warmup:
+            progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+            lr *= args.lr_final + (1 - args.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
         for g in opt.param_groups:
             g["lr"] = lr
         enc = te(ids)[0]

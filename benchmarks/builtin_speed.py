@@ -8,7 +8,11 @@ Measures, after one warm-up call, the median wall time of:
   - 8 images in one call (prompt list), 256x256 each
   - one 9:16 image (native 32x56, upscaled to 288x512)
   - image-to-image (strength 0.3) and inpainting on a 32x32 source
-and the pipeline load time.
+and the pipeline load time; then, in the same process and with the same settings:
+  - the same 256x256 image through Easel's engine (DiffusersBackend, the serving path)
+  - a baseline: the same pipeline with the UNet of the first built-in model (attention at
+    all four levels, including 1,024-token cross-attention at 32 px; random weights: speed
+    does not depend on them), reported as a ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +39,14 @@ def read_toml(path):
         return {}
     with open(path, "rb") as f:
         return tomllib.load(f)
+
+
+# The first built-in model's UNet (session 1): cross-attention at every level, 32 px included.
+BASELINE_UNET = dict(
+    down_block_types=("CrossAttnDownBlock2D",) * 4,
+    up_block_types=("CrossAttnUpBlock2D",) * 4,
+    only_cross_attention=(True, True, False, False),
+)
 
 
 def timed(fn, runs):
@@ -92,6 +105,8 @@ def main():
     ).images[0]
     i2i = AutoPipelineForImage2Image.from_pipe(pipe)
     inp = AutoPipelineForInpainting.from_pipe(pipe)
+    i2i.set_progress_bar_config(disable=True)
+    inp.set_progress_bar_config(disable=True)
     mask = np.zeros((n, n), np.uint8)
     mask[n // 4 : 3 * n // 4, n // 4 : 3 * n // 4] = 255
     mask = Image.fromarray(mask)
@@ -122,6 +137,49 @@ def main():
     inpaint()
     res["img2img_0.3_s"], _ = (round(v, 3) for v in timed(img2img, args.runs))
     res["inpaint_s"], _ = (round(v, 3) for v in timed(inpaint, args.runs))
+
+    # the serving path: Easel's diffusers backend (native shape, Lanczos upscale, per-image generators)
+    from easel.domain.catalog import Catalog, Task
+    from easel.engine.backends.base import BatchRequest, ImageTask
+    from easel.engine.backends.diffusers import DiffusersBackend
+
+    catalog = Catalog.load(Path(ROOT) / "models" / "catalog.toml")
+    entry = catalog.resolve(None)
+    backend = DiffusersBackend(device="cpu")
+    request = BatchRequest(
+        model=entry,
+        source=args.model,
+        task=Task.TEXT_TO_IMAGE,
+        width=256,
+        height=256,
+        steps=steps,
+        guidance=guidance,
+        strength=None,
+        items=[ImageTask(prompt, None, 0)],
+    )
+    backend.generate(request, lambda _s, _t: True)
+    res["engine_one_256_s"], _ = (
+        round(v, 3) for v in timed(lambda: backend.generate(request, lambda _s, _t: True), args.runs)
+    )
+
+    # baseline in the same process: the first built-in model's UNet layout
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    old_unet = UNet2DConditionModel.from_config({**pipe.unet.config, **BASELINE_UNET}).eval()
+    baseline = StableDiffusionPipeline(**{**pipe.components, "unet": old_unet})
+    baseline.set_progress_bar_config(disable=True)
+    current = pipe
+
+    def with_pipe(p):
+        nonlocal pipe
+        pipe = p
+        one()
+
+    with_pipe(baseline)
+    res["baseline_one_256_s"], _ = (round(v, 3) for v in timed(lambda: with_pipe(baseline), args.runs))
+    res["current_one_256_again_s"], _ = (round(v, 3) for v in timed(lambda: with_pipe(current), args.runs))
+    res["speedup_vs_baseline"] = round(res["baseline_one_256_s"] / res["current_one_256_again_s"], 2)
     res.update(
         steps=steps,
         guidance=guidance,
@@ -133,7 +191,18 @@ def main():
     )
     print("| measurement | median seconds |")
     print("|---|---|")
-    for k in ["load_s", "one_256_s", "eight_256_s", "one_9x16_s", "img2img_0.3_s", "inpaint_s"]:
+    for k in [
+        "load_s",
+        "one_256_s",
+        "eight_256_s",
+        "one_9x16_s",
+        "img2img_0.3_s",
+        "inpaint_s",
+        "engine_one_256_s",
+        "baseline_one_256_s",
+        "current_one_256_again_s",
+        "speedup_vs_baseline",
+    ]:
         print(f"| {k} | {res[k]} |")
     print(json.dumps(res))
     if args.json:

@@ -11,7 +11,8 @@ StableDiffusionPipeline folder.
   "legacy" 4-channel inpainting path works).
 - vae: an AutoencoderKL whose weights are set so that it is an exact pass-through
   (RGB -> latents [r, g, b, 0] and back); the UNet therefore works in pixel space.
-- scheduler: DPMSolverMultistepScheduler (cosine betas, v-prediction).
+- scheduler: DPMSolverMultistepScheduler (cosine betas; epsilon prediction with the x0
+  estimate clipped, or v-prediction).
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ UNET_CONFIG = dict(
     sample_size=NATIVE,
     in_channels=4,
     out_channels=4,
-    down_block_types=("CrossAttnDownBlock2D",) * 4,
-    up_block_types=("CrossAttnUpBlock2D",) * 4,
+    # no attention at 32 px (1,024 tokens: 40 % of the step time, measured); text enters at 16, 8 and 4 px
+    # and through the pooled embedding added to the time embedding
+    down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
+    up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
     mid_block_type="UNetMidBlock2DCrossAttn",
     block_out_channels=(32, 64, 64, 96),
     layers_per_block=1,
     norm_num_groups=8,
     cross_attention_dim=128,
     attention_head_dim=(2, 4, 4, 4),  # number of heads per block (diffusers naming)
-    only_cross_attention=(True, True, False, False),
+    only_cross_attention=(False, True, False, False),
     mid_block_only_cross_attention=False,
     addition_embed_type="text",
     addition_embed_type_num_heads=4,
@@ -261,7 +264,7 @@ aspect_ratio_mode = "native-shape"
 upscale_filter = "lanczos"
 scheduler = "DPMSolverMultistepScheduler"
 default_steps = 20
-default_guidance = 4.0
+default_guidance = 6.0
 license = "same as the Easel repository"
 credits = "Trained from scratch by training/train.py on scenes drawn by training/scenes.py; no external data."
 """

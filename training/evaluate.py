@@ -285,7 +285,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "builtin"))
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--guidance", type=float, default=6.0, help="the catalog default")
     ap.add_argument("--seed", type=int, default=1000, help="image i of a set uses seed + i")
     ap.add_argument("--sets", default="heldout,fixed")
     ap.add_argument(

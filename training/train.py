@@ -58,14 +58,14 @@ def parse():
     ap.add_argument("--snr-gamma", type=float, default=5.0)
     ap.add_argument(
         "--prediction",
-        default="v_prediction",
+        default="epsilon",
         choices=["v_prediction", "epsilon"],
         help="UNet target (a checkpoint can be switched between the two)",
     )
     ap.add_argument(
         "--x0-floor",
         type=float,
-        default=1.0,
+        default=0.0,
         help="loss weight in clean-image units is min(snr, gamma) + x0_floor",
     )
     return ap.parse_args()
@@ -78,6 +78,7 @@ def random_word(rng: random.Random) -> str:
 def main():
     args = parse()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # tiny weights/activations as denormals slow CPU math many times over
     os.makedirs(args.ckpt_dir, exist_ok=True)
     ckpt_path = os.path.join(args.ckpt_dir, "last.pt")
 

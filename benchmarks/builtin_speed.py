@@ -80,8 +80,8 @@ def main():
     pipe.set_progress_bar_config(disable=True)
     prompt = "a large red circle on a blue background"
 
-    def one(h=n, w=n, out=(256, 256), k=1):
-        ims = pipe(
+    def one(h=n, w=n, out=(256, 256), k=1, p=pipe):
+        ims = p(
             [prompt] * k,
             num_inference_steps=steps,
             guidance_scale=guidance,
@@ -169,16 +169,9 @@ def main():
     old_unet = UNet2DConditionModel.from_config({**pipe.unet.config, **BASELINE_UNET}).eval()
     baseline = StableDiffusionPipeline(**{**pipe.components, "unet": old_unet})
     baseline.set_progress_bar_config(disable=True)
-    current = pipe
-
-    def with_pipe(p):
-        nonlocal pipe
-        pipe = p
-        one()
-
-    with_pipe(baseline)
-    res["baseline_one_256_s"], _ = (round(v, 3) for v in timed(lambda: with_pipe(baseline), args.runs))
-    res["current_one_256_again_s"], _ = (round(v, 3) for v in timed(lambda: with_pipe(current), args.runs))
+    one(p=baseline)  # warm-up
+    res["baseline_one_256_s"], _ = (round(v, 3) for v in timed(lambda: one(p=baseline), args.runs))
+    res["current_one_256_again_s"], _ = (round(v, 3) for v in timed(one, args.runs))
     res["speedup_vs_baseline"] = round(res["baseline_one_256_s"] / res["current_one_256_again_s"], 2)
     res.update(
         steps=steps,

@@ -140,25 +140,28 @@ def storage_env(settings: Any) -> dict[str, str]:
     return env
 
 
+def settings_env(settings: Any, **easel: str) -> dict[str, str]:
+    """The environment for an `easel` subprocess on `settings`' database, catalog and blob store: the
+    current environment without any EASEL_* variable, one torch thread, plus `easel` (EASEL_ prefixed)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
+    env |= {
+        "OMP_NUM_THREADS": "1",
+        "EASEL_DATA_DIR": str(settings.data_dir),
+        "EASEL_DATABASE_URL": settings.resolved_database_url,
+        "EASEL_CATALOG": str(settings.catalog),
+        "EASEL_SECRET_KEY": "test-secret",
+    }
+    return env | storage_env(settings) | {f"EASEL_{k.upper()}": v for k, v in easel.items()}
+
+
 def spawn_worker(settings: Any, log_path: Path, lease_seconds: float = 2) -> Any:
     """An `easel worker` subprocess on `settings`' database, catalog and blob store."""
-    import os
     import subprocess
     import sys
 
-    env = (
-        os.environ
-        | {
-            "EASEL_DATA_DIR": str(settings.data_dir),
-            "EASEL_DATABASE_URL": settings.resolved_database_url,
-            "EASEL_CATALOG": str(settings.catalog),
-            "EASEL_SECRET_KEY": "test-secret",
-            "EASEL_LEASE_SECONDS": str(lease_seconds),
-            "EASEL_IDLE_CHECK_SECONDS": "0.5",
-            "OMP_NUM_THREADS": "1",
-        }
-        | storage_env(settings)
-    )
+    env = settings_env(settings, lease_seconds=str(lease_seconds), idle_check_seconds="0.5")
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen([sys.executable, "-m", "easel", "worker"], env=env, stdout=log, stderr=log)
 

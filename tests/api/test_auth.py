@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,8 @@ from sqlalchemy import MetaData, select
 from easel.app import create_app
 from easel.domain.keys import parse
 from helpers import png_bytes, poll
-from support import key_headers, storage_env
+from processes import start_api
+from support import key_headers, settings_env
 
 # Routes anyone may call: health, and image bytes behind a signed link (the signature is the credential).
 PUBLIC = {"/healthz", "/api/v1/healthz", "/api/v1/images/{image_id}/file"}
@@ -185,55 +183,19 @@ def test_two_server_processes_share_one_limit(runtime, settings, tmp_path) -> No
     key, _ = runtime.keys.create(
         runtime.default_project_id, "shared", ["generations:read"], rate_limit_per_hour=10
     )
-    env = (
-        os.environ
-        | {
-            "EASEL_DATA_DIR": str(settings.data_dir),
-            "EASEL_DATABASE_URL": settings.resolved_database_url,
-            "EASEL_CATALOG": str(settings.catalog),
-            "EASEL_SECRET_KEY": "test-secret",
-            "EASEL_RATE_LIMIT_STORAGE": "database",
-            "EASEL_RATE_LIMIT_WINDOW_SECONDS": "60",
-        }
-        | storage_env(settings)
-    )
-    procs, urls = [], []
-    for i in range(2):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        log = open(tmp_path / f"api{i}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "easel", "serve", "--no-worker", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-        )
-        urls.append(f"http://127.0.0.1:{port}")
+    env = settings_env(settings, rate_limit_storage="database", rate_limit_window_seconds="60")
+    servers = [start_api(env, tmp_path / f"api{i}.log") for i in range(2)]
     try:
-        for url in urls:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "api0.log").read_text()
-                time.sleep(0.1)
         wait_off_window_edge(60)
         codes = [
-            httpx.get(f"{urls[i % 2]}/api/v1/generations", headers=key_headers(key), timeout=30).status_code
+            httpx.get(
+                f"{servers[i % 2][1]}/api/v1/generations", headers=key_headers(key), timeout=30
+            ).status_code
             for i in range(30)
         ]
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
+        for proc, _url in servers:
+            proc.stop(30)
     assert codes.count(200) == 10 and codes.count(429) == 20
 
 

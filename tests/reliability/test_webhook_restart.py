@@ -3,9 +3,7 @@ committed with the job, so the server started again delivers it."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,32 +14,19 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from support import storage_env, wait_healthy
+from processes import free_port
+from support import settings_env, wait_healthy
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve(settings: Any, port: int, log: Path, *, webhooks: bool, worker: bool) -> subprocess.Popen[bytes]:
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
-        | {
-            "EASEL_DATA_DIR": str(settings.data_dir),
-            "EASEL_DATABASE_URL": settings.resolved_database_url,
-            "EASEL_CATALOG": str(settings.catalog),
-            "EASEL_SECRET_KEY": "test-secret",
-            "EASEL_FETCH_ALLOW_HOSTS": "127.0.0.1",
-            "EASEL_WEBHOOKS_ENABLED": "true" if webhooks else "false",
-            "EASEL_WEBHOOK_POLL_SECONDS": "0.1",
-            "OMP_NUM_THREADS": "1",
-        }
-        | storage_env(settings)
+    env = settings_env(
+        settings,
+        fetch_allow_hosts="127.0.0.1",
+        webhooks_enabled="true" if webhooks else "false",
+        webhook_poll_seconds="0.1",
     )
     args = [sys.executable, "-m", "easel", "serve", "--port", str(port), "--log-level", "warning"]
     out = open(log, "ab")  # noqa: SIM115 - handed to the child

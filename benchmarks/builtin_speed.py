@@ -139,24 +139,18 @@ def main():
     res["inpaint_s"], _ = (round(v, 3) for v in timed(inpaint, args.runs))
 
     # the serving path: Easel's diffusers backend (native shape, Lanczos upscale, per-image generators)
-    from easel.domain.catalog import Catalog, Task
-    from easel.engine.backends.base import BatchRequest, ImageTask
+    from easel.domain.spec import GenerationSpec
     from easel.engine.backends.diffusers import DiffusersBackend
+    from easel.engine.batch import BatchPart, build_batch
+    from easel.settings import Settings, load_catalog
 
-    catalog = Catalog.load(Path(ROOT) / "models" / "catalog.toml")
+    catalog = load_catalog(Path(ROOT) / "models" / "catalog.toml")
     entry = catalog.resolve(None)
-    backend = DiffusersBackend(device="cpu")
-    request = BatchRequest(
-        model=entry,
-        source=args.model,
-        task=Task.TEXT_TO_IMAGE,
-        width=256,
-        height=256,
-        steps=steps,
-        guidance=guidance,
-        strength=None,
-        items=[ImageTask(prompt, None, 0)],
-    )
+    backend = DiffusersBackend(Settings(device="cpu"))
+    spec = GenerationSpec(
+        prompt=prompt, width=256, height=256, steps=steps, guidance=guidance, seed=0
+    ).resolve(catalog, seed=7)
+    request = build_batch(entry, args.model, [BatchPart(spec)])
     backend.generate(request, lambda _s, _t: True)
     res["engine_one_256_s"], _ = (
         round(v, 3) for v in timed(lambda: backend.generate(request, lambda _s, _t: True), args.runs)

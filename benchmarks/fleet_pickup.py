@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from easel.runtime import Runtime
 from easel.settings import Settings
 from easel.store.tables import generations
-from processes import Proc, easel_env, start_api
+from processes import EaselProcess, easel_env, start_api, start_worker
 from support import key_headers, write_catalog
 from tiny import build_tiny_sd
 
@@ -47,14 +47,9 @@ POLLING_WORKER = (
 )
 
 
-class PollingProc(Proc):
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        import subprocess
-
-        self.args, self.log = ["-c", "<polling worker>"], log
-        out = open(log, "ab")  # noqa: SIM115 - handed to the child
-        self.popen = subprocess.Popen([sys.executable, "-c", POLLING_WORKER], env=env, stdout=out, stderr=out)
-        out.close()
+def start_polling_worker(env: dict[str, str], log: Path) -> EaselProcess:
+    """`easel worker` deaf to every wake-up (POLLING_WORKER sets its own argv)."""
+    return EaselProcess(["worker"], env, log, command=[sys.executable, "-c", POLLING_WORKER])
 
 
 def run_fleet(
@@ -77,13 +72,13 @@ def run_fleet(
         idle_check_seconds="0.25" if polling else "600",
         lease_seconds="30",
     )
-    procs: list[Proc] = []
+    procs: list[EaselProcess] = []
     latencies: list[float] = []
     try:
         for i in range(workers):
             log = root / f"{schema}-worker{i}.log"
             wenv = env | ({"EASEL_DATA_DIR": str(root / f"{schema}-w{i}")} if own_dirs else {})
-            procs.append(PollingProc(wenv, log) if polling else Proc(["worker"], wenv, log))
+            procs.append(start_polling_worker(wenv, log) if polling else start_worker(wenv, log))
         api, api_url = start_api(env, root / f"{schema}-api.log")
         procs.append(api)
         client = httpx.Client(base_url=api_url, headers=key_headers(key), timeout=60)

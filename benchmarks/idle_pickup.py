@@ -45,7 +45,7 @@ def measure(runtime: Runtime, jobs: int, poll: float | None) -> list[float]:
     thread.start()
     time.sleep(0.5)
     for _ in range(jobs):
-        gen = runtime.generations.create(runtime.default_project_id, GenerationSpec(prompt="x", size="64x64"))
+        gen = runtime.generations.submit(runtime.principal(), GenerationSpec(prompt="x", size="64x64"))
         while True:
             g = runtime.repo.get_generation(runtime.default_project_id, gen.id)
             if g.started_at is not None:

@@ -67,8 +67,3 @@ def s3_settings(rgw: dict[str, str]) -> dict[str, Any]:
         "s3_secret_access_key": rgw["EASEL_S3_SECRET_ACCESS_KEY"],
         "s3_addressing_style": rgw["EASEL_S3_ADDRESSING_STYLE"],
     }
-
-
-def s3_env(rgw: dict[str, str]) -> dict[str, str]:
-    """The gateway's settings as EASEL_S3_* environment variables (for `easel` subprocesses)."""
-    return {k: v for k, v in rgw.items() if k.startswith("EASEL_S3_")}

@@ -122,50 +122,6 @@ def key_headers(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "X-API-Key": key, "X-Client-Authorization": key}
 
 
-def storage_env(settings: Any) -> dict[str, str]:
-    """EASEL_* variables that give an `easel` subprocess the same blob store as `settings`."""
-    if not settings.storage_url:
-        return {}
-    env = {"EASEL_STORAGE_URL": settings.storage_url, "EASEL_S3_PRESIGN": str(settings.s3_presign).lower()}
-    for name in (
-        "s3_endpoint_url",
-        "s3_region",
-        "s3_access_key_id",
-        "s3_secret_access_key",
-        "s3_addressing_style",
-    ):
-        value = getattr(settings, name)
-        if value is not None:
-            env[f"EASEL_{name.upper()}"] = str(value)
-    return env
-
-
-def settings_env(settings: Any, **easel: str) -> dict[str, str]:
-    """The environment for an `easel` subprocess on `settings`' database, catalog and blob store: the
-    current environment without any EASEL_* variable, one torch thread, plus `easel` (EASEL_ prefixed)."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
-    env |= {
-        "OMP_NUM_THREADS": "1",
-        "EASEL_DATA_DIR": str(settings.data_dir),
-        "EASEL_DATABASE_URL": settings.resolved_database_url,
-        "EASEL_CATALOG": str(settings.catalog),
-        "EASEL_SECRET_KEY": "test-secret",
-    }
-    return env | storage_env(settings) | {f"EASEL_{k.upper()}": v for k, v in easel.items()}
-
-
-def spawn_worker(settings: Any, log_path: Path, lease_seconds: float = 2) -> Any:
-    """An `easel worker` subprocess on `settings`' database, catalog and blob store."""
-    import subprocess
-    import sys
-
-    env = settings_env(settings, lease_seconds=str(lease_seconds), idle_check_seconds="0.5")
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "easel", "worker"], env=env, stdout=log, stderr=log)
-
-
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
     """Poll `predicate` until true; fail naming `what` after `timeout` seconds."""
     import time
@@ -175,21 +131,3 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-def wait_healthy(url: str, alive: Any, logs: Any, timeout: float = 120) -> None:
-    """Poll `url`/healthz until 200; fail with `logs()` if `alive()` turns false or time runs out."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        assert alive(), logs()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, logs()
-        time.sleep(0.1)

@@ -2,40 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from helpers import open_image
+from processes import easel_env, run_easel
 from support import write_catalog
-
-
-def easel(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "easel", *args],
-        env=os.environ | env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture
 def cli_env(tmp_path: Path, tiny_model_dir: Path) -> dict[str, str]:
-    return {
-        "EASEL_CATALOG": str(write_catalog(tmp_path / "catalog.toml", tiny_model_dir)),
-        "EASEL_DATA_DIR": str(tmp_path / "data"),
-        "OMP_NUM_THREADS": "1",
-    }
+    catalog = write_catalog(tmp_path / "catalog.toml", tiny_model_dir)
+    return easel_env(catalog=str(catalog), data_dir=str(tmp_path / "data"))
 
 
 def test_generate_writes_images_without_a_server(tmp_path: Path, cli_env: dict[str, str]) -> None:
     out = tmp_path / "out.png"
-    r = easel(
+    r = run_easel(
         "generate",
         "a red circle",
         "-o",
@@ -53,7 +37,7 @@ def test_generate_writes_images_without_a_server(tmp_path: Path, cli_env: dict[s
     files = [tmp_path / "out-0.png", tmp_path / "out-1.png"]
     assert [open_image(f.read_bytes()).size for f in files] == [(96, 64), (96, 64)]
     assert "seed=5" in r.stdout and "seed=6" in r.stdout
-    again = easel(
+    again = run_easel(
         "generate",
         "a red circle",
         "-o",
@@ -71,18 +55,18 @@ def test_generate_writes_images_without_a_server(tmp_path: Path, cli_env: dict[s
 
 
 def test_generate_reports_bad_input(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    r = easel("generate", "x", "--size", "100x100", env=cli_env, cwd=tmp_path)
+    r = run_easel("generate", "x", "--size", "100x100", env=cli_env, cwd=tmp_path)
     assert r.returncode == 2 and "multiple of 8" in r.stderr
-    r = easel("generate", "x", "-o", str(tmp_path / "a.gif"), env=cli_env, cwd=tmp_path)
+    r = run_easel("generate", "x", "-o", str(tmp_path / "a.gif"), env=cli_env, cwd=tmp_path)
     assert r.returncode != 0 and "--output" in r.stderr
 
 
 def test_db_upgrade_and_models_list(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    r = easel("db", "upgrade", env=cli_env, cwd=tmp_path)
+    r = run_easel("db", "upgrade", env=cli_env, cwd=tmp_path)
     from easel.store.migrate import head_revision
 
     assert r.returncode == 0 and f"revision {head_revision()}" in r.stdout
     assert (tmp_path / "data" / "easel.db").exists()
-    r = easel("models", "list", env=cli_env | {"COLUMNS": "200"}, cwd=tmp_path)
+    r = run_easel("models", "list", env=cli_env | {"COLUMNS": "200"}, cwd=tmp_path)
     assert r.returncode == 0 and "tiny-square" in r.stdout and "dall-e-2" in r.stdout
-    assert easel("--version", env=cli_env, cwd=tmp_path).stdout.startswith("easel ")
+    assert run_easel("--version", env=cli_env, cwd=tmp_path).stdout.startswith("easel ")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
 from easel import __version__
@@ -15,7 +16,6 @@ from easel.api.metrics import router as metrics_router
 from easel.api.native.admin import router as admin_router
 from easel.api.native.events import router as events_router
 from easel.api.native.library import router as library_router
-from easel.api.native.router import health
 from easel.api.native.router import router as native_router
 from easel.api.native.webhooks import router as webhooks_router
 from easel.api.openai.router import router as openai_router
@@ -37,6 +37,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or Runtime.build(settings or Settings())
         app.state.runtime = rt
+        app.state.services = rt.services
         run_worker = rt.settings.worker_enabled if with_worker is None else with_worker
         worker = None
         thread = None
@@ -74,6 +75,6 @@ def create_app(
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
-        return await health(app.state.runtime)
+        return await anyio.to_thread.run_sync(app.state.services.generations.health)
 
     return app

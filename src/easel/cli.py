@@ -300,9 +300,7 @@ def models_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from easel.domain.catalog import Catalog
-
-    catalog = Catalog.load(Settings().catalog)
+    catalog = Settings().load_catalog()
     table = Table("model", "aliases", "tasks", "aspect ratios", "max size", "max n", "credits")
     for m in catalog.models.values():
         name = m.name + (" (default)" if m.name == catalog.default_model else "")

@@ -239,3 +239,27 @@ def decode_upload(data: bytes, field: str = "image") -> tuple[PILImage, str]:
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, EOFError, ...
         raise ValidationFailed.for_field(field, f"not a readable image ({type(e).__name__})") from e
     return image, ALLOWED_INPUT_FORMATS[fmt]
+
+
+def to_png(image: PILImage) -> bytes:
+    """A decoded client image re-encoded as PNG (its metadata already dropped by decode_upload)."""
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def mask_from_transparency(mask: PILImage, size: tuple[int, int], field: str = "mask") -> PILImage:
+    """OpenAI's mask (fully transparent pixels = the area to edit) as Easel's: "L", white = repaint.
+    It must have an alpha channel and the source image's dimensions."""
+    if "A" not in mask.getbands() and "transparency" not in mask.info:
+        raise ValidationFailed.for_field(
+            field, "must be a PNG with an alpha channel (fully transparent pixels mark the area to edit)"
+        )
+    if mask.size != size:
+        raise ValidationFailed.for_field(
+            field, f"must have the image's dimensions ({size[0]}x{size[1]}), got {mask.width}x{mask.height}"
+        )
+    alpha = mask.convert("RGBA").getchannel("A")
+    return alpha.point(lambda a: 255 if a == 0 else 0).convert("L")

@@ -9,11 +9,21 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from easel.api.native.protocol import webhook_payload
 from easel.domain.catalog import Catalog
-from easel.service.auth import Authenticator, Principal
+from easel.domain.keys import Principal
+from easel.engine.backends import check_catalog
+from easel.service.admin import AdminService
+from easel.service.auth import Access, Authenticator
+from easel.service.container import Services
+from easel.service.enhance import PromptEnhancer
 from easel.service.events import EventHub
 from easel.service.fetch import ImageFetcher
 from easel.service.generations import GenerationService
+from easel.service.idempotency import Idempotency
+from easel.service.library import LibraryService
+from easel.service.links import LinkService
+from easel.service.metrics import MetricsService
 from easel.service.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateDecision, RateLimiter
 from easel.service.webhooks import WebhookDispatcher, WebhookService
 from easel.settings import Settings
@@ -35,6 +45,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+def _mtime(path: Path) -> int:
+    """When a file last changed (0 if it cannot be read): the catalog's `created` in GET /v1/models."""
+    try:
+        return int(path.stat().st_mtime)
+    except OSError:
+        return 0
+
+
 LOCAL_PROJECT = "local"
 
 
@@ -55,57 +74,75 @@ class Runtime:
     limiter: RateLimiter
     idempotency: IdempotencyStore
     webhooks: WebhookService
+    services: Services
 
     @classmethod
     def build(cls, settings: Settings, *, migrate_db: bool = True) -> Runtime:
         settings.ensure_dirs()
-        catalog = Catalog.load(settings.catalog)
+        catalog = settings.load_catalog()
+        check_catalog(catalog)
         engine = make_engine(settings.resolved_database_url)
         if migrate_db:
             migrate.upgrade(engine)
-        repo = Repository(engine)
+        repo = Repository(engine, render_event=webhook_payload)
         blobs = make_blob_store(settings)
         doorbell = Doorbell(settings.data_dir / "run")
         events = EventHub()
-        service = GenerationService(settings, catalog, repo, blobs, doorbell, events)
+        fetcher = ImageFetcher(settings)
+        service = GenerationService(
+            settings, catalog, repo, blobs, doorbell, events, fetcher, PromptEnhancer(settings)
+        )
         keys = KeyStore(engine)
         limiter: RateLimiter = (
             DatabaseRateLimiter(engine) if settings.rate_limit_storage == "database" else MemoryRateLimiter()
+        )
+        default_project_id = repo.ensure_project(LOCAL_PROJECT)
+        auth = Authenticator(keys)
+        signer = UrlSigner(settings.signing_key(), settings.image_url_ttl_seconds)
+        idempotency = IdempotencyStore(engine, timedelta(hours=settings.idempotency_ttl_hours))
+        webhooks = WebhookService(settings, WebhookStore(engine), fetcher)
+        services = Services(
+            settings=settings,
+            catalog=catalog,
+            access=Access(settings, auth, limiter, default_project_id),
+            generations=service,
+            library=LibraryService(repo, blobs, fetcher),
+            links=LinkService(signer, blobs, settings.public_url),
+            admin=AdminService(keys, repo, default_project_id),
+            webhooks=webhooks,
+            idempotency=Idempotency(idempotency),
+            events=events,
+            metrics=MetricsService(engine),
+            catalog_mtime=_mtime(settings.catalog),
         )
         return cls(
             settings=settings,
             catalog=catalog,
             repo=repo,
-            queue=JobQueue(engine, lease_seconds=settings.lease_seconds),
+            queue=JobQueue(engine, lease_seconds=settings.lease_seconds, render_event=webhook_payload),
             blobs=blobs,
             doorbell=doorbell,
             events=events,
-            signer=UrlSigner(settings.signing_key(), settings.image_url_ttl_seconds),
+            signer=signer,
             generations=service,
-            default_project_id=repo.ensure_project(LOCAL_PROJECT),
+            default_project_id=default_project_id,
             keys=keys,
-            auth=Authenticator(keys),
+            auth=auth,
             limiter=limiter,
-            idempotency=IdempotencyStore(engine, timedelta(hours=settings.idempotency_ttl_hours)),
-            webhooks=WebhookService(settings, WebhookStore(engine), ImageFetcher(settings)),
+            idempotency=idempotency,
+            webhooks=webhooks,
+            services=services,
         )
 
+    def principal(self, project_id: str | None = None) -> Principal:
+        """The server acting for a project (default: the local one), as the CLI and tests do."""
+        return Principal.system(project_id or self.default_project_id)
+
     def principal_for(self, credential: str | None) -> Principal:
-        """Who a request's credential is. With auth disabled (loopback `--no-auth`) everyone is the local
-        project's admin."""
-        if not self.settings.auth_enabled:
-            return Principal(self.default_project_id, None, frozenset({"admin"}), 0, None)
-        return self.auth.verify(credential)
+        return self.services.access.principal_for(credential)
 
     def rate_limit(self, principal: Principal) -> RateDecision | None:
-        """Count one request of this principal; None when it is unlimited."""
-        limit = principal.rate_limit_per_hour
-        if limit is None:
-            limit = self.settings.rate_limit_per_hour
-        if limit == 0:
-            return None
-        bucket = f"key:{principal.key_id}" if principal.key_id else f"project:{principal.project_id}"
-        return self.limiter.hit(bucket, limit, self.settings.rate_limit_window_seconds)
+        return self.services.access.rate_limit(principal)
 
     def bootstrap_admin_key(self) -> Path | None:
         """On first start, an admin key for the local project, written to <data_dir>/admin-key.txt (0600).

@@ -10,6 +10,18 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from easel.domain.catalog import Catalog
+
+
+def load_catalog(path: Path) -> Catalog:
+    """The catalog file at `path` (relative sources in it are relative to its folder)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError as e:
+        raise ValueError(f"catalog file not found: {path}") from e
+    return Catalog.parse(text, base_dir=str(path.parent), origin=str(path))
+
+
 # The checkout's models/ folder (catalog + built-in weights) when running from a source tree.
 _REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -137,6 +149,10 @@ class Settings(BaseSettings):
     @property
     def heartbeat_interval(self) -> float:
         return self.heartbeat_seconds or self.lease_seconds / 3
+
+    def load_catalog(self) -> Catalog:
+        """The catalog file this configuration names (`catalog`)."""
+        return load_catalog(self.catalog)
 
     def ensure_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ from sqlalchemy import MetaData, select
 from easel.app import create_app
 from easel.domain.keys import parse
 from helpers import png_bytes, poll
-from processes import start_api
-from support import key_headers, settings_env
+from processes import easel_env, start_api
+from support import key_headers
 
 # Routes anyone may call: health, and image bytes behind a signed link (the signature is the credential).
 PUBLIC = {"/healthz", "/api/v1/healthz", "/api/v1/images/{image_id}/file"}
@@ -183,7 +183,7 @@ def test_two_server_processes_share_one_limit(runtime, settings, tmp_path) -> No
     key, _ = runtime.keys.create(
         runtime.default_project_id, "shared", ["generations:read"], rate_limit_per_hour=10
     )
-    env = settings_env(settings, rate_limit_storage="database", rate_limit_window_seconds="60")
+    env = easel_env(settings, rate_limit_storage="database", rate_limit_window_seconds="60")
     servers = [start_api(env, tmp_path / f"api{i}.log") for i in range(2)]
     try:
         wait_off_window_edge(60)

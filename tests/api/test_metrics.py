@@ -25,7 +25,7 @@ def scrape(api) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:  # type:
 
 def make(runtime, model: str, **kw):  # type: ignore[no-untyped-def]
     spec = GenerationSpec(prompt="a red circle", model=model, size="64x64", **kw)
-    return runtime.generations.create(runtime.default_project_id, spec)
+    return runtime.generations.submit(runtime.principal(), spec)
 
 
 def test_metrics_match_the_database(api, runtime) -> None:

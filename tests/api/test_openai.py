@@ -389,8 +389,8 @@ def test_aigne_image_field_takes_base64_data_uris_urls_and_own_links(live_server
             assert r.status_code == 200, r.text
             spec = stored(runtime, r.json()["easel"]["generation_id"]).spec
             assert spec.task.value == "image-to-image" and len(spec.source_image_ids) == 1
-            source = runtime.generations.get_image(runtime.default_project_id, spec.source_image_ids[0])
-            assert open_image(runtime.generations.image_bytes(source)).getpixel((5, 5)) == (10, 200, 10)
+            source = runtime.services.library.get(runtime.default_project_id, spec.source_image_ids[0])
+            assert open_image(runtime.services.library.data(source)).getpixel((5, 5)) == (10, 200, 10)
     finally:
         files.close()
     # A link this server issued names one of its images: no fetch, that very image is the source.
@@ -418,11 +418,11 @@ def test_edit_with_a_png_and_a_mask(oai, runtime) -> None:
     assert [open_image(download(i.url or "")).size for i in resp.data or []] == [(256, 256)] * 2
     spec = stored(runtime, generation_id(resp)).spec
     assert spec.task.value == "inpaint" and spec.mask_image_id and len(spec.source_image_ids) == 1
-    svc, project = runtime.generations, runtime.default_project_id
-    mask = open_image(svc.image_bytes(svc.get_image(project, spec.mask_image_id)))
+    svc, project = runtime.services.library, runtime.default_project_id
+    mask = open_image(svc.data(svc.get(project, spec.mask_image_id)))
     # OpenAI's transparent area (left half) is Easel's white = repaint; the opaque rest is black.
     assert mask.mode == "L" and mask.getpixel((10, 100)) == 255 and mask.getpixel((200, 100)) == 0
-    source = open_image(svc.image_bytes(svc.get_image(project, spec.source_image_ids[0])))
+    source = open_image(svc.data(svc.get(project, spec.source_image_ids[0])))
     assert source.getpixel((100, 100)) == (200, 30, 30)
 
 
@@ -543,11 +543,11 @@ def test_scopes_rate_limits_and_budgets_in_openai_errors(live_server, runtime) -
 
 
 def test_the_shipped_catalog_serves_openai_sizes() -> None:
-    from easel.domain.catalog import Catalog
     from easel.domain.errors import ValidationFailed
     from easel.domain.spec import GenerationSpec
+    from easel.settings import load_catalog
 
-    catalog = Catalog.load(Path(__file__).parents[2] / "models" / "catalog.toml")
+    catalog = load_catalog(Path(__file__).parents[2] / "models" / "catalog.toml")
     accepted = {
         "dall-e-2": ["256x256", "512x512", "1024x1024", "auto", None],
         "dall-e-3": ["1024x1024", "1792x1024", "1024x1792", "auto", None],
@@ -555,19 +555,21 @@ def test_the_shipped_catalog_serves_openai_sizes() -> None:
     }
     for model, sizes in accepted.items():
         for size in sizes:
-            spec = GenerationSpec(prompt="x", model=model, size=size).resolve(catalog)
+            spec = GenerationSpec(prompt="x", model=model, size=size).resolve(catalog, seed=7)
             expected = size if size not in (None, "auto") else "1024x1024"
             assert f"{spec.width}x{spec.height}" == expected
     refused = [("dall-e-2", "1792x1024"), ("dall-e-3", "512x512"), ("dall-e-3", "1280x1024")]
     refused += [("gpt-image-1", "1792x1024")]
     for model, size in refused:
         with pytest.raises(ValidationFailed) as exc:
-            GenerationSpec(prompt="x", model=model, size=size).resolve(catalog)
+            GenerationSpec(prompt="x", model=model, size=size).resolve(catalog, seed=7)
         assert exc.value.param == "size"
-    dalle3 = GenerationSpec(prompt="x", model="dall-e-3", quality="hd", style="vivid").resolve(catalog)
+    dalle3 = GenerationSpec(prompt="x", model="dall-e-3", quality="hd", style="vivid").resolve(
+        catalog, seed=7
+    )
     assert dalle3.steps == 2 * catalog.models["dall-e-3"].defaults.steps and dalle3.prompt != "x"
     with pytest.raises(ValidationFailed):
-        GenerationSpec(prompt="x", model="dall-e-2", style="vivid").resolve(catalog)
+        GenerationSpec(prompt="x", model="dall-e-2", style="vivid").resolve(catalog, seed=7)
 
 
 # -- keys and idempotency ------------------------------------------------------------------------------

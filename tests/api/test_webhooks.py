@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from easel.domain.generation import ImageFile
 from easel.domain.spec import GenerationSpec
 from easel.runtime import Runtime
-from easel.store.outbox import MAX_ATTEMPTS
+from easel.domain.webhooks import MAX_ATTEMPTS
 from easel.store.repository import new_id
 from easel.store.tables import utcnow, webhook_messages
 from webhook_receiver import Received, Receiver
@@ -377,7 +377,7 @@ def test_no_message_when_the_completion_is_fenced_out(runtime: Runtime, receiver
     """The outbox row commits with the job's final state, or not at all."""
     pid = runtime.default_project_id
     runtime.webhooks.create_endpoint(pid, receiver.url(), [])
-    gen = runtime.generations.create(pid, GenerationSpec(prompt="x"))
+    gen = runtime.generations.submit(runtime.principal(pid), GenerationSpec(prompt="x"))
     [job] = runtime.queue.claim_batch("w", models=None, max_images=8)
     runtime.generations.cancel(pid, gen.id)  # canceled meanwhile: one generation.canceled message
     assert not runtime.queue.complete(job, [img(gen.id)], 5)
@@ -392,7 +392,9 @@ def test_delivered_after_restart(settings: Any, receiver: Receiver) -> None:
     first = Runtime.build(settings)
     pid = first.default_project_id
     secret = first.webhooks.create_endpoint(pid, receiver.url(), []).secret
-    gen = first.generations.create(pid, GenerationSpec(prompt="x", webhook_url=receiver.url("/req")))
+    gen = first.generations.submit(
+        first.principal(pid), GenerationSpec(prompt="x", webhook_url=receiver.url("/req"))
+    )
     [job] = first.queue.claim_batch("w", models=None, max_images=8)
     assert first.queue.complete(job, [img(gen.id)], 5)
     first.close()  # "killed": no dispatcher ever ran

@@ -180,7 +180,7 @@ def test_unknown_execution_is_404_application_error(api: Any) -> None:
     ],
 )
 def test_closest_aspect_ratio(size: tuple[int, int], allowed: list[str], expected: str) -> None:
-    from easel.api.wix.protocol import closest_aspect_ratio
+    from easel.domain.sizes import closest_aspect_ratio
 
     assert closest_aspect_ratio(*size, allowed) == expected
 

@@ -7,13 +7,14 @@ import pytest
 from easel.domain.catalog import Catalog, Task
 from easel.domain.errors import ValidationFailed
 from easel.domain.spec import GenerationSpec
+from easel.settings import load_catalog
 
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     from support import write_catalog
 
-    return Catalog.load(write_catalog(tmp_path / "c.toml", tmp_path))
+    return load_catalog(write_catalog(tmp_path / "c.toml", tmp_path))
 
 
 def field_of(exc: pytest.ExceptionInfo[ValidationFailed]) -> str:
@@ -22,22 +23,26 @@ def field_of(exc: pytest.ExceptionInfo[ValidationFailed]) -> str:
 
 
 def test_resolve_fills_every_default(catalog: Catalog) -> None:
-    spec = GenerationSpec(prompt="  a red circle ").resolve(catalog)
+    spec = GenerationSpec(prompt="  a red circle ").resolve(catalog, seed=7)
     assert spec.model == "tiny"
     assert (spec.width, spec.height, spec.aspect_ratio) == (256, 256, "1:1")
     assert spec.steps == 4 and spec.guidance == 4.0
-    assert spec.seed is not None and 0 <= spec.seed < 2**32
+    assert spec.seed == 7  # drawn by the service and handed in: resolution is deterministic
     assert spec.prompt == "a red circle" and spec.original_prompt == "a red circle"
     assert spec.strength is None
+    assert GenerationSpec(prompt="  a red circle ").resolve(catalog, seed=7) == spec
+    assert GenerationSpec(prompt="x", seed=3).resolve(catalog, seed=7).seed == 3  # the request's wins
+    with pytest.raises(ValueError, match="needs a seed"):
+        GenerationSpec(prompt="x").resolve(catalog)
 
 
 def test_alias_and_explicit_size(catalog: Catalog) -> None:
-    spec = GenerationSpec(prompt="x", model="DALL-E-2", size="128x64", seed=3).resolve(catalog)
+    spec = GenerationSpec(prompt="x", model="DALL-E-2", size="128x64", seed=3).resolve(catalog, seed=7)
     assert (spec.model, spec.width, spec.height, spec.aspect_ratio, spec.seed) == ("tiny", 128, 64, "2:1", 3)
 
 
 def test_aspect_ratio_with_preset_is_capped_by_model(catalog: Catalog) -> None:
-    spec = GenerationSpec(prompt="x", aspect_ratio="16:9", image_size="large").resolve(catalog)
+    spec = GenerationSpec(prompt="x", aspect_ratio="16:9", image_size="large").resolve(catalog, seed=7)
     assert (spec.width, spec.height) == (512, 288)
 
 
@@ -69,27 +74,30 @@ def test_aspect_ratio_with_preset_is_capped_by_model(catalog: Catalog) -> None:
 def test_invalid_requests_name_the_field(catalog: Catalog, kwargs: dict, field: str) -> None:
     base = {"prompt": "a red circle"} | kwargs
     with pytest.raises(ValidationFailed) as exc:
-        GenerationSpec(**base).resolve(catalog)
+        GenerationSpec(**base).resolve(catalog, seed=7)
     assert field_of(exc) == field
 
 
 def test_errors_use_the_dialects_names(catalog: Catalog) -> None:
     with pytest.raises(ValidationFailed) as exc:
-        GenerationSpec(prompt="x", aspect_ratio="7:3").resolve(catalog, {"aspect_ratio": "aspectRatio"})
-    assert field_of(exc) == "aspectRatio"
+        GenerationSpec(prompt="x", aspect_ratio="7:3").resolve(catalog, seed=7)
+    assert field_of(exc) == "aspect_ratio"  # services name canonical fields ...
+    renamed = exc.value.renamed({"aspect_ratio": "aspectRatio"})  # ... each dialect renders its own
+    assert renamed.fields[0].field == "aspectRatio" and renamed.message.startswith("aspectRatio: ")
+    assert exc.value.fields[0].field == "aspect_ratio"  # the original is unchanged
     assert "1:1" in exc.value.fields[0].message  # allowed values are listed
 
 
 def test_unknown_model_lists_allowed(catalog: Catalog) -> None:
     with pytest.raises(ValidationFailed) as exc:
-        GenerationSpec(prompt="x", model="sdxl").resolve(catalog)
+        GenerationSpec(prompt="x", model="sdxl").resolve(catalog, seed=7)
     assert "tiny" in exc.value.message and "tiny-square" in exc.value.message
 
 
 def test_batch_key_ignores_prompt_seed_and_n(catalog: Catalog) -> None:
-    a = GenerationSpec(prompt="a", seed=1, n=1).resolve(catalog)
-    b = GenerationSpec(prompt="b", seed=2, n=3, negative_prompt="z").resolve(catalog)
-    c = GenerationSpec(prompt="a", seed=1, size="64x64").resolve(catalog)
+    a = GenerationSpec(prompt="a", seed=1, n=1).resolve(catalog, seed=7)
+    b = GenerationSpec(prompt="b", seed=2, n=3, negative_prompt="z").resolve(catalog, seed=7)
+    c = GenerationSpec(prompt="a", seed=1, size="64x64").resolve(catalog, seed=7)
     assert a.batch_key == b.batch_key != c.batch_key
 
 
@@ -103,33 +111,35 @@ def styled(tmp_path: Path) -> Catalog:
         '[models.m]\nsource = "x"\n[models.m.defaults]\nsteps = 10\nguidance = 3.0\n'
         '[models.only-plain]\nsource = "x"\nstyles = ["plain"]\nqualities = []\n'
     )
-    return Catalog.load(path)
+    return load_catalog(path)
 
 
 def test_style_adds_words_negative_and_guidance(styled: Catalog) -> None:
-    spec = GenerationSpec(prompt="a cat", style="vivid", negative_prompt="blurry").resolve(styled)
+    spec = GenerationSpec(prompt="a cat", style="vivid", negative_prompt="blurry").resolve(styled, seed=7)
     assert spec.prompt == "a cat, vivid colors" and spec.original_prompt == "a cat"
     assert spec.negative_prompt == "blurry, dull" and spec.guidance == 9.0
 
 
 def test_quality_scales_steps_and_explicit_values_win(styled: Catalog) -> None:
-    assert GenerationSpec(prompt="x", quality="hd").resolve(styled).steps == 20
-    assert GenerationSpec(prompt="x", quality="fast").resolve(styled).steps == 1
-    explicit = GenerationSpec(prompt="x", quality="hd", style="vivid", steps=7, guidance=2.0).resolve(styled)
+    assert GenerationSpec(prompt="x", quality="hd").resolve(styled, seed=7).steps == 20
+    assert GenerationSpec(prompt="x", quality="fast").resolve(styled, seed=7).steps == 1
+    explicit = GenerationSpec(prompt="x", quality="hd", style="vivid", steps=7, guidance=2.0).resolve(
+        styled, seed=7
+    )
     assert (explicit.steps, explicit.guidance) == (7, 2.0)
-    assert GenerationSpec(prompt="x", quality="hd", style="vivid").resolve(styled).guidance == 5.0
+    assert GenerationSpec(prompt="x", quality="hd", style="vivid").resolve(styled, seed=7).guidance == 5.0
 
 
 def test_models_restrict_presets(styled: Catalog) -> None:
     for kwargs, field in (({"style": "vivid"}, "style"), ({"quality": "hd"}, "quality")):
         with pytest.raises(ValidationFailed) as exc:
-            GenerationSpec(prompt="x", model="only-plain", **kwargs).resolve(styled)
+            GenerationSpec(prompt="x", model="only-plain", **kwargs).resolve(styled, seed=7)
         assert field_of(exc) == field
-    assert GenerationSpec(prompt="x", model="only-plain", style="plain").resolve(styled).prompt == "x"
+    assert GenerationSpec(prompt="x", model="only-plain", style="plain").resolve(styled, seed=7).prompt == "x"
 
 
 def test_unknown_preset_names_in_a_model_are_rejected(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[models.m]\nsource = "x"\nstyles = ["nope"]\n')
     with pytest.raises(ValueError, match="unknown style presets"):
-        Catalog.load(path)
+        load_catalog(path)

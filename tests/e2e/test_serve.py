@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,26 +10,15 @@ import httpx
 import pytest
 
 from helpers import open_image
-from processes import free_port
-from support import wait_healthy
+from processes import easel_env, run_easel, start_serve
 
 pytestmark = pytest.mark.slow
 
 
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "easel", *args], env=env, stdout=out, stderr=out)
-
-
 def test_serve_first_start_create_poll_download(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
-    env |= {"EASEL_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "serve.log"
-    proc = start(["serve", "--port", str(port)], env, log)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(easel_env(data_dir=str(tmp_path / "data")), log)
     try:
-        wait_healthy(url, lambda: proc.poll() is None, log.read_text)
         key_file = tmp_path / "data" / "admin-key.txt"
         assert key_file.stat().st_mode & 0o777 == 0o600
         assert str(key_file) in log.read_text()  # the user is told where the key is
@@ -62,35 +48,24 @@ def test_serve_first_start_create_poll_download(tmp_path: Path) -> None:
         image = open_image(png.content)
         assert image.format == "PNG" and image.size == (256, 256)
     finally:
-        proc.terminate()
         # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why it ended
-        assert proc.wait(60) in (0, -15)
+        assert proc.stop(60) in (0, -15)
     assert "Finished server process" in log.read_text()
 
 
 def test_no_auth_is_refused_off_loopback(tmp_path: Path) -> None:
-    env = dict(os.environ) | {"EASEL_DATA_DIR": str(tmp_path / "data")}
-    r = subprocess.run(
-        [sys.executable, "-m", "easel", "serve", "--no-auth", "--host", "0.0.0.0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = easel_env(data_dir=str(tmp_path / "data"))
+    r = run_easel("serve", "--no-auth", "--host", "0.0.0.0", env=env, timeout=120)
     assert r.returncode == 2 and "loopback only" in r.stderr
 
 
 def test_no_auth_on_loopback_serves_without_keys(tmp_path: Path) -> None:
-    port = free_port()
-    env = dict(os.environ) | {"EASEL_DATA_DIR": str(tmp_path / "data"), "EASEL_WORKER_ENABLED": "false"}
+    env = easel_env(data_dir=str(tmp_path / "data"), worker_enabled="false")
     log = tmp_path / "serve.log"
-    proc = start(["serve", "--no-auth", "--port", str(port)], env, log)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_serve(env, log, "--no-auth")
     try:
-        wait_healthy(url, lambda: proc.poll() is None, log.read_text)
         assert "API keys are OFF" in log.read_text()
         assert not (tmp_path / "data" / "admin-key.txt").exists()
         assert httpx.post(f"{url}/api/v1/generations", json={"prompt": "x"}).status_code == 201
     finally:
-        proc.terminate()
-        proc.wait(60)
+        proc.stop(60)

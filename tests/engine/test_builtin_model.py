@@ -17,8 +17,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from easel.domain.catalog import Catalog, Task
+from easel.domain.spec import GenerationSpec
 from easel.engine.backends.base import BatchRequest, ImageTask
 from easel.engine.backends.diffusers import DiffusersBackend, load_pipeline
+from easel.engine.batch import BatchPart, build_batch
+from easel.engine.sources import model_source
 from easel.settings import Settings
 
 SIZE = 256
@@ -28,23 +31,21 @@ IMG2IMG_LOW_BOUND = 8.0  # mean absolute difference, 0-255 levels; measured 5.5 
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
-    return Catalog.load(Settings().catalog)
+    return Settings().load_catalog()
 
 
 @pytest.fixture(scope="module")
 def builtin(catalog: Catalog) -> tuple[DiffusersBackend, BatchRequest]:
     entry = catalog.resolve(None)
-    template = BatchRequest(
-        model=entry,
-        source=catalog.source_path(entry),
-        task=Task.TEXT_TO_IMAGE,
-        width=SIZE,
-        height=SIZE,
-        steps=entry.defaults.steps or 20,
-        guidance=entry.defaults.guidance or 4.0,
-        strength=None,
+    # text-to-image at SIZE x SIZE with the entry's default steps and guidance; each test sets the items
+    spec = GenerationSpec(prompt="x", width=SIZE, height=SIZE, seed=0).resolve(catalog, seed=7)
+    template = build_batch(entry, model_source(catalog, entry), [BatchPart(spec)])
+    assert (template.task, template.steps, template.guidance) == (
+        Task.TEXT_TO_IMAGE,
+        entry.defaults.steps,
+        entry.defaults.guidance,
     )
-    return DiffusersBackend(device="cpu"), template
+    return DiffusersBackend(Settings(device="cpu")), template
 
 
 def run(backend: DiffusersBackend, template: BatchRequest, items: list[ImageTask], **kw: object) -> list:
@@ -74,7 +75,7 @@ def distance(a: Image.Image, b: Image.Image) -> float:
 
 
 def test_shipped_folder_is_a_standard_diffusers_pipeline(catalog: Catalog) -> None:
-    folder = Path(catalog.source_path(catalog.resolve(None)))
+    folder = Path(model_source(catalog, catalog.resolve(None)))
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert {"unet", "text_encoder", "tokenizer", "vae", "scheduler"} <= set(index)
@@ -91,7 +92,7 @@ def test_loads_through_the_same_loader_as_any_folder(catalog: Catalog) -> None:
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
-    pipe = load_pipeline(catalog.source_path(catalog.resolve(None)), "cpu", {})
+    pipe = load_pipeline(model_source(catalog, catalog.resolve(None)), "cpu", {})
     assert isinstance(pipe, StableDiffusionPipeline)
     assert isinstance(pipe.tokenizer, CLIPTokenizer)
     # every word of the grammar is a single known token

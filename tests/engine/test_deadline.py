@@ -14,7 +14,7 @@ from easel.store.tables import generations, utcnow
 
 
 def make(runtime, **kw):  # type: ignore[no-untyped-def]
-    return runtime.generations.create(runtime.default_project_id, GenerationSpec(prompt="a red circle", **kw))
+    return runtime.generations.submit(runtime.principal(), GenerationSpec(prompt="a red circle", **kw))
 
 
 def get(runtime, gid: str):  # type: ignore[no-untyped-def]

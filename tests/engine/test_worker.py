@@ -15,7 +15,7 @@ from helpers import open_image, png_bytes
 
 
 def make(runtime, prompt: str, **kw):  # type: ignore[no-untyped-def]
-    return runtime.generations.create(runtime.default_project_id, GenerationSpec(prompt=prompt, **kw))
+    return runtime.generations.submit(runtime.principal(), GenerationSpec(prompt=prompt, **kw))
 
 
 def get(runtime, gid: str):  # type: ignore[no-untyped-def]
@@ -97,12 +97,12 @@ def test_backend_error_fails_the_job_with_a_message(runtime) -> None:
     ("source", "hint"), [("easel-test/not-downloaded", "hf download"), ("./no-such-folder", "does not exist")]
 )
 def test_unavailable_model_fails_with_instructions(runtime, tmp_path, source: str, hint: str) -> None:
-    from easel.domain.catalog import Catalog
+    from easel.settings import load_catalog
     from support import write_catalog
 
     path = write_catalog(tmp_path / "missing.toml", tmp_path)
     path.write_text(path.read_text().replace(f'source = "{tmp_path}"', f'source = "{source}"', 1))
-    runtime.catalog = runtime.generations.catalog = Catalog.load(path)
+    runtime.catalog = runtime.generations.catalog = load_catalog(path)
     gen = make(runtime, "x", size="64x64")
     runtime.make_worker().run_once()
     final = get(runtime, gen.id)
@@ -112,7 +112,7 @@ def test_unavailable_model_fails_with_instructions(runtime, tmp_path, source: st
 
 def test_image_to_image_and_inpaint(runtime) -> None:
     pid = runtime.default_project_id
-    src = runtime.generations.upload_image(pid, png_bytes((64, 64), (250, 250, 250)))
+    src = runtime.services.library.upload(pid, png_bytes((64, 64), (250, 250, 250)))
     mask_img = np.zeros((64, 64), np.uint8)
     mask_img[16:48, 16:48] = 255
     import io
@@ -121,7 +121,7 @@ def test_image_to_image_and_inpaint(runtime) -> None:
 
     buf = io.BytesIO()
     Image.fromarray(mask_img, "L").save(buf, "PNG")
-    mask = runtime.generations.upload_image(pid, buf.getvalue())
+    mask = runtime.services.library.upload(pid, buf.getvalue())
     i2i = make(
         runtime,
         "a red circle",
@@ -158,12 +158,12 @@ def test_inpainting_changes_only_the_masked_area(runtime) -> None:
     source_px = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(source_px, "RGB").save(buf, "PNG")
-    src = runtime.generations.upload_image(pid, buf.getvalue())
+    src = runtime.services.library.upload(pid, buf.getvalue())
     mask_px = np.zeros((64, 96), np.uint8)
     mask_px[16:48, 24:72] = 255
     buf = io.BytesIO()
     Image.fromarray(mask_px, "L").save(buf, "PNG")
-    mask = runtime.generations.upload_image(pid, buf.getvalue())
+    mask = runtime.services.library.upload(pid, buf.getvalue())
     gen = make(
         runtime,
         "a red circle",

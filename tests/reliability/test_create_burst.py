@@ -30,13 +30,7 @@ TOTAL, IN_FLIGHT, KILL_AFTER = 500, 50, 150
 def test_sigkill_during_create_burst_loses_no_answered_create(
     runtime, settings, admin_key, tmp_path: Path
 ) -> None:
-    env = easel_env(
-        data_dir=str(settings.data_dir),
-        database_url=settings.resolved_database_url,
-        catalog=str(settings.catalog),
-        secret_key="test-secret",
-    )
-    api, url = start_api(env, tmp_path / "api.log")
+    api, url = start_api(easel_env(settings), tmp_path / "api.log")
     answered: list[str] = []
     other: dict[str, int] = {}
     started = time.monotonic()

@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from easel.domain.generation import Status
 from easel.store.tables import generations, images
-from processes import Proc, easel_env, start_api, start_worker
-from s3_support import s3_env, s3_settings
+from processes import EaselProcess, easel_env, start_api, start_worker
+from s3_support import s3_settings
 from support import key_headers, write_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,20 +52,11 @@ def test_fleet_survives_killed_workers(
     )
     runtime = Runtime.build(settings)
     key, _ = runtime.keys.create(runtime.default_project_id, "fleet", ["admin"], rate_limit_per_hour=0)
-    env = easel_env(
-        data_dir=str(settings.data_dir),
-        database_url=database_url,
-        catalog=str(catalog),
-        secret_key="test-secret",
-        storage_url=storage_url,
-        lease_seconds="2",
-        idle_check_seconds="0.5",
-        max_batch_images="4",
-    ) | s3_env(rgw)
-    procs: list[Proc] = []
+    env = easel_env(settings, lease_seconds="2", idle_check_seconds="0.5", max_batch_images="4")
+    procs: list[EaselProcess] = []
     engine = runtime.repo.engine
 
-    def running_on(worker: Proc) -> list[str]:
+    def running_on(worker: EaselProcess) -> list[str]:
         with engine.connect() as conn:
             rows = conn.execute(
                 select(generations.c.id, generations.c.lease_owner).where(

@@ -3,7 +3,6 @@ another worker then runs it to completion."""
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pytest
@@ -12,14 +11,17 @@ from sqlalchemy import select
 from easel.domain.generation import Status
 from easel.domain.spec import GenerationSpec
 from easel.store.tables import workers
-from support import spawn_worker, wait_for
+from processes import easel_env, start_worker
+from support import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def test_sigterm_releases_the_job_without_counting_the_attempt(runtime, settings, tmp_path) -> None:
     pid = runtime.default_project_id
-    gen = runtime.generations.create(pid, GenerationSpec(prompt="a red circle", size="64x64", steps=200))
+    gen = runtime.generations.submit(
+        runtime.principal(pid), GenerationSpec(prompt="a red circle", size="64x64", steps=200)
+    )
 
     def current():  # type: ignore[no-untyped-def]
         return runtime.repo.get_generation(pid, gen.id)
@@ -29,17 +31,14 @@ def test_sigterm_releases_the_job_without_counting_the_attempt(runtime, settings
             return list(conn.execute(select(workers.c.id)).scalars())
 
     log = tmp_path / "w1.log"
-    proc = spawn_worker(settings, log, lease_seconds=5)
+    proc = start_worker(easel_env(settings, lease_seconds="5", idle_check_seconds="0.5"), log)
     try:
         wait_for(lambda: current().progress_step >= 2, 120, "the worker to start the job")
         assert len(registered()) == 1  # it reports its heartbeat while it runs
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(30)
+        rc = proc.stop(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill()
     assert rc == 0, log.read_text()[-2000:]
     assert time.monotonic() - started < 15  # it stopped at the next step, not after 200
     released = current()

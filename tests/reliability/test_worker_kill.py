@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from easel.domain.generation import Status
 from easel.domain.spec import GenerationSpec
-from support import spawn_worker, wait_for
+from processes import easel_env, start_worker
+from support import wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def test_killed_worker_job_completes_once_elsewhere(runtime, settings, tmp_path) -> None:
     pid = runtime.default_project_id
-    gen = runtime.generations.create(
-        pid, GenerationSpec(prompt="a red circle", size="128x128", n=2, steps=80)
+    gen = runtime.generations.submit(
+        runtime.principal(pid), GenerationSpec(prompt="a red circle", size="128x128", n=2, steps=80)
     )
 
     def current():  # type: ignore[no-untyped-def]
         return runtime.repo.get_generation(pid, gen.id)
 
-    first = spawn_worker(settings, tmp_path / "w1.log")
+    env = easel_env(settings, lease_seconds="2", idle_check_seconds="0.5")
+    first = start_worker(env, tmp_path / "w1.log")
     try:
         wait_for(lambda: current().progress_step >= 1, 120, "the first worker to start the job")
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        first.kill()
     killed = current()
     assert killed.status is Status.RUNNING and killed.attempts == 1
 
-    second = spawn_worker(settings, tmp_path / "w2.log")
+    second = start_worker(env, tmp_path / "w2.log")
     try:
         wait_for(lambda: current().status.finished, 180, "the second worker to finish the job")
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0, (tmp_path / "w2.log").read_text()[-2000:]
+        assert second.stop(60) == 0, second.tail(2000)
     final = current()
     assert final.status is Status.SUCCEEDED, final.error_message
     assert final.attempts == 2

@@ -84,8 +84,8 @@ def test_without_a_url_the_builtin_enhancer_is_used() -> None:
 
 def test_a_generation_stores_the_llm_prompt_and_the_original(runtime, chat: ChatServer) -> None:
     runtime.generations.enhancer = PromptEnhancer(Settings(enhance_url=chat.url))
-    gen = runtime.generations.create(
-        runtime.default_project_id,
+    gen = runtime.generations.submit(
+        runtime.principal(),
         GenerationSpec(prompt="a red circle", enhance=True, enhance_template="photorealistic", size="64x64"),
     )
     assert gen.spec.prompt == chat.reply and gen.spec.original_prompt == "a red circle"

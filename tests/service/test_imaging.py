@@ -438,8 +438,8 @@ def stored_bytes(api: Any, runtime: Any, data: bytes, filename: str) -> tuple[di
     r = api.post("/api/v1/images", files={"file": (filename, data, "application/octet-stream")})
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()["data"]
-    img = runtime.generations.get_image(None, body["id"])
-    return body, runtime.generations.image_bytes(img)
+    img = runtime.services.library.get(None, body["id"])
+    return body, runtime.services.library.data(img)
 
 
 def test_upload_strips_exif_gps_and_metadata(api: Any, runtime: Any) -> None:

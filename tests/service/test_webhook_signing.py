@@ -23,7 +23,8 @@ from easel.service.webhooks import (
     signature_header,
 )
 from easel.settings import Settings
-from easel.store.outbox import MAX_ATTEMPTS, Delivery, new_secret
+from easel.domain.webhooks import MAX_ATTEMPTS, Delivery
+from easel.store.outbox import new_secret
 from webhook_receiver import Receiver
 
 

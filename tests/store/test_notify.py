@@ -37,7 +37,7 @@ def test_idle_worker_is_woken_by_a_new_job_not_by_a_timer(runtime) -> None:
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     try:
-        gen = runtime.generations.create(runtime.default_project_id, GenerationSpec(prompt="x", size="64x64"))
+        gen = runtime.generations.submit(runtime.principal(), GenerationSpec(prompt="x", size="64x64"))
         done = threading.Event()
 
         def check() -> None:
@@ -68,7 +68,7 @@ def test_postgres_notify_wakes_a_worker_elsewhere(runtime) -> None:
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     try:
-        spec = GenerationSpec(prompt="x", size="64x64").resolve(runtime.catalog)
+        spec = GenerationSpec(prompt="x", size="64x64").resolve(runtime.catalog, seed=7)
         gen = runtime.repo.create_generation(runtime.default_project_id, spec, max_attempts=3, credits=0)
         done = threading.Event()
 

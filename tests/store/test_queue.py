@@ -18,7 +18,7 @@ from easel.store.tables import generations, utcnow
 
 
 def make(runtime, prompt: str = "x", **kw):  # type: ignore[no-untyped-def]
-    return runtime.generations.create(runtime.default_project_id, GenerationSpec(prompt=prompt, **kw))
+    return runtime.generations.submit(runtime.principal(), GenerationSpec(prompt=prompt, **kw))
 
 
 def expire(runtime, gid: str) -> None:  # type: ignore[no-untyped-def]
@@ -116,7 +116,7 @@ def test_attempts_are_capped(runtime) -> None:
 
 
 def test_heartbeat_keeps_the_lease(runtime) -> None:
-    queue = JobQueue(runtime.repo.engine, lease_seconds=0.6)
+    queue = JobQueue(runtime.repo.engine, lease_seconds=0.6, render_event=runtime.queue.render_event)
     gen = make(runtime)
     [job] = queue.claim_batch("w1", models=None, max_images=8)
     for _ in range(3):

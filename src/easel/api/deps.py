@@ -1,26 +1,80 @@
-"""Typed dependencies shared by every dialect's routes."""
+"""Typed dependencies shared by every dialect's routes: the services (from easel.service.container) and
+the caller's `Principal`, each dialect reading the key from where its clients send it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Annotated
 
-import anyio
 from fastapi import Depends, Request
 
-from easel.domain.errors import NotFound, RateLimited
-from easel.domain.generation import Generation, ImageFile
-from easel.domain.keys import SCOPES
-from easel.runtime import Runtime
-from easel.service.auth import Caller
+from easel.domain.generation import ImageFile
+from easel.domain.keys import SCOPES, Principal
+from easel.service.admin import AdminService
+from easel.service.container import Services
+from easel.service.events import EventHub
+from easel.service.generations import GenerationService
+from easel.service.idempotency import Idempotency
+from easel.service.library import LibraryService
+from easel.service.links import LinkService
+from easel.service.metrics import MetricsService
+from easel.service.webhooks import WebhookService
+from easel.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def _generations(request: Request) -> GenerationService:
+    return services(request).generations
+
+
+def _library(request: Request) -> LibraryService:
+    return services(request).library
+
+
+def _links(request: Request) -> LinkService:
+    return services(request).links
+
+
+def _admin(request: Request) -> AdminService:
+    return services(request).admin
+
+
+def _webhooks(request: Request) -> WebhookService:
+    return services(request).webhooks
+
+
+def _idempotency(request: Request) -> Idempotency:
+    return services(request).idempotency
+
+
+def _events(request: Request) -> EventHub:
+    return services(request).events
+
+
+def _metrics(request: Request) -> MetricsService:
+    return services(request).metrics
+
+
+def _settings(request: Request) -> Settings:
+    return services(request).settings
+
+
+GenerationsDep = Annotated[GenerationService, Depends(_generations)]
+LibraryDep = Annotated[LibraryService, Depends(_library)]
+LinksDep = Annotated[LinkService, Depends(_links)]
+AdminDep = Annotated[AdminService, Depends(_admin)]
+WebhooksDep = Annotated[WebhookService, Depends(_webhooks)]
+IdempotencyDep = Annotated[Idempotency, Depends(_idempotency)]
+EventsDep = Annotated[EventHub, Depends(_events)]
+MetricsDep = Annotated[MetricsService, Depends(_metrics)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 # How a dialect's clients send their key: each dialect picks its extractor (Bearer, X-API-Key, a raw
@@ -47,59 +101,32 @@ def raw_header(name: str) -> CredentialExtractor:
     return extract
 
 
-def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., str]:
-    """A dependency giving the project a request acts for, from the dialect's credential.
+def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., Principal]:
+    """A dependency giving the request's `Principal`, from the dialect's credential.
 
     Verifies the key (401), its scope (403) and its rate limit (429 with Retry-After); the rate-limit
-    headers are added to the response by the dialect's route class (api/errors.py), errors included.
+    headers are added to every response by the dialect's route class (api/errors.py), errors included.
     """
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
 
-    def dependency(request: Request, runtime: RuntimeDep) -> str:
-        principal = runtime.principal_for(extract(request))
-        principal.require(scope)
-        decision = runtime.rate_limit(principal)
+    def dependency(request: Request, svc: ServicesDep) -> Principal:
+        principal, decision = svc.access.authorize(extract(request), scope)
         if decision is not None:
             request.state.rate_headers = decision.headers()
-            if not decision.allowed:
-                raise RateLimited(
-                    f"Rate limit of {decision.limit} requests per {decision.window_seconds} s exceeded; "
-                    f"retry in {decision.reset_seconds} s",
-                    retry_after=decision.reset_seconds,
-                )
         request.state.principal = principal
-        return Caller(principal)
+        return principal
 
     dependency.__name__ = f"authenticated_{scope.replace(':', '_')}"
     return dependency
 
 
-async def generation_as(runtime: Runtime, project: str, gid: str, what: str) -> Generation:
-    """A generation of this project; a 404 that names it as the dialect does (`job`, `execution`)."""
-    try:
-        return await anyio.to_thread.run_sync(runtime.generations.get, project, gid)
-    except NotFound:
-        raise NotFound(what, gid) from None
-
-
-def base_url(request: Request, runtime: Runtime) -> str:
-    """The public base URL for links: configured, else the one the client used."""
-    return (runtime.settings.public_url or str(request.base_url)).rstrip("/")
-
-
-def image_url(request: Request, runtime: Runtime, image: str | ImageFile, ttl: int | None = None) -> str:
-    """An expiring link to an image's bytes: the store's own when it has one (a presigned S3 URL; needs
-    the image record for its storage key), else Easel's signed `/api/v1/images/{id}/file` link."""
-    if not isinstance(image, str):
-        direct = runtime.blobs.public_url(image.storage_key, ttl if ttl is not None else runtime.signer.ttl)
-        if direct is not None:
-            return direct
-        image = image.id
-    return f"{base_url(request, runtime)}/api/v1/images/{image}/file?{runtime.signer.query(image, ttl)}"
-
-
-def image_links(request: Request, runtime: Runtime, images: Iterable[ImageFile]) -> Callable[[str], str]:
-    """`url_for(image_id)` for a dialect's response builder: image_url of each of these images."""
+def image_links(request: Request, links: LinkService, images: Iterable[ImageFile]) -> Callable[[str], str]:
+    """`url_for(image_id)` for a dialect's response builder: a link to each of these images."""
     by_id: dict[str, str | ImageFile] = {img.id: img for img in images}
-    return lambda image_id: image_url(request, runtime, by_id.get(image_id, image_id))
+    base = str(request.base_url)
+    return lambda image_id: links.image_url(base, by_id.get(image_id, image_id))
+
+
+def image_url(request: Request, links: LinkService, image: str | ImageFile, ttl: int | None = None) -> str:
+    return links.image_url(str(request.base_url), image, ttl)

@@ -1,26 +1,26 @@
 """Error rendering per dialect.
 
-Each dialect's router uses a route class made by `dialect_route(render)`: any EaselError or request
-validation error raised while handling one of its routes is rendered by that dialect's `render`, so
-every dialect answers errors in its own wire shape, with the status codes defined once in domain/errors.
+`rendering(handler, render, names)` wraps a route handler: any EaselError or request validation error
+raised while handling it is rendered by the dialect's `render`, so every dialect answers errors in its own
+wire shape, with the status codes defined once in domain/errors. Services name canonical fields
+(`aspect_ratio`); `names` maps them to the dialect's wire names (`aspectRatio`) on the way out.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 
-from easel.api.idempotency import Replay, settle
 from easel.domain.errors import EaselError, FieldError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
 Renderer = Callable[[EaselError], Response]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -29,6 +29,7 @@ def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def from_validation(exc: RequestValidationError) -> ValidationFailed:
+    """A request that did not parse, with the wire names the client used."""
     fields = []
     for err in exc.errors():
         msg = str(err.get("msg", "invalid"))
@@ -41,31 +42,22 @@ def from_validation(exc: RequestValidationError) -> ValidationFailed:
     return ValidationFailed(f"Invalid request: {summary}", fields)
 
 
-def dialect_route(render: Renderer) -> type[APIRoute]:
-    class DialectRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
+def rendering(handler: Handler, render: Renderer, names: Mapping[str, str]) -> Handler:
+    async def guarded(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except RequestValidationError as exc:
+            response = render(from_validation(exc))
+        except EaselError as exc:
+            response = _with_headers(render(exc.renamed(names)), exc.headers)
+        except HTTPException:
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            response = render(EaselError("Internal server error"))
+        return _with_headers(response, getattr(request.state, "rate_headers", {}))
 
-            async def guarded(request: Request) -> Response:
-                try:
-                    response = await handler(request)
-                except Replay as replay:
-                    return replay.response
-                except RequestValidationError as exc:
-                    response = render(from_validation(exc))
-                except EaselError as exc:
-                    response = _with_headers(render(exc), exc.headers)
-                except HTTPException:
-                    raise
-                except Exception:
-                    log.exception("unhandled error on %s %s", request.method, request.url.path)
-                    response = render(EaselError("Internal server error"))
-                await settle(request, request.app.state.runtime, response)
-                return _with_headers(response, getattr(request.state, "rate_headers", {}))
-
-            return guarded
-
-    return DialectRoute
+    return guarded
 
 
 def _with_headers(response: Response, headers: dict[str, str]) -> Response:

@@ -1,6 +1,7 @@
 """Idempotency-Key on create routes, for every dialect.
 
-A create route declares `Depends(idempotent)` (after its auth dependency). With an `Idempotency-Key`
+A create route declares `Depends(idempotent)` (after its auth dependency), and its route class wraps the
+handler in `settling` (api/routing.py). With an `Idempotency-Key`
 header, the first request with that key (per project and route) runs and its 2xx response is stored;
 a retry with the same body gets that response replayed (same job, header `Idempotent-Replayed: true`);
 a retry with another body is a 422; a retry while the first is still running is a 409. A request that
@@ -18,9 +19,9 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
-from easel.api.deps import RuntimeDep
+from easel.api.deps import IdempotencyDep, services
+from easel.api.errors import Handler
 from easel.domain.errors import Conflict, Unprocessable, ValidationFailed
-from easel.runtime import Runtime
 
 HEADER = "idempotency-key"
 
@@ -62,17 +63,16 @@ async def request_fingerprint(request: Request) -> str:
     return h.hexdigest()
 
 
-async def idempotent(request: Request, runtime: RuntimeDep) -> None:
+async def idempotent(request: Request, idempotency: IdempotencyDep) -> None:
     key = request.headers.get(HEADER)
     if key is None:
         return
     if not 1 <= len(key) <= 255:
         raise ValidationFailed.for_field("Idempotency-Key", "must be 1 to 255 characters")
-    principal = getattr(request.state, "principal", None)
-    project_id = principal.project_id if principal is not None else runtime.default_project_id
+    project_id = request.state.principal.project_id  # set by the auth dependency, which runs first
     route = request.url.path
     fingerprint = await request_fingerprint(request)
-    stored = await anyio.to_thread.run_sync(runtime.idempotency.begin, project_id, key, route, fingerprint)
+    stored = await anyio.to_thread.run_sync(idempotency.begin, project_id, key, route, fingerprint)
     if stored is None:
         request.state.idempotency = Claim(project_id, key, route)
         return
@@ -87,18 +87,39 @@ async def idempotent(request: Request, runtime: RuntimeDep) -> None:
     raise Replay(replay)
 
 
-async def settle(request: Request, runtime: Runtime, response: Response) -> None:
-    """Store a successful first response, or forget the key of a failed one."""
+def settling(handler: Handler) -> Handler:
+    """Replay a stored response; after the route, store a successful first response or forget the
+    key of a failed one (an error response or an exception: it can be corrected and sent again)."""
+
+    async def run(request: Request) -> Response:
+        try:
+            response = await handler(request)
+        except Replay as replay:
+            return replay.response
+        except BaseException:
+            await _finish(request, None)
+            raise
+        await _finish(request, response)
+        return response
+
+    return run
+
+
+async def _finish(request: Request, response: Response | None) -> None:
     claim: Claim | None = getattr(request.state, "idempotency", None)
     if claim is None:
         return
-    if 200 <= response.status_code < 300 and not isinstance(response, StreamingResponse):
+    store = services(request).idempotency
+    if (
+        response is not None
+        and 200 <= response.status_code < 300
+        and not isinstance(response, StreamingResponse)
+    ):
         body = bytes(response.body).decode()
         headers = {"content-type": response.headers.get("content-type", "application/json")}
+        status = response.status_code
         await anyio.to_thread.run_sync(
-            lambda: runtime.idempotency.finish(
-                claim.project_id, claim.key, claim.route, response.status_code, body, headers
-            )
+            lambda: store.finish(claim.project_id, claim.key, claim.route, status, body, headers)
         )
     else:
-        await anyio.to_thread.run_sync(runtime.idempotency.abandon, claim.project_id, claim.key, claim.route)
+        await anyio.to_thread.run_sync(store.abandon, claim.project_id, claim.key, claim.route)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
 import anyio
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -36,10 +36,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from easel.api.deps import MetricsDep, SettingsDep
 from easel.domain.generation import Status
-from easel.runtime import Runtime
-from easel.store.metrics import FinishedJob, MetricsSnapshot, read_snapshot
-from easel.store.workers import WorkerRecord, WorkerRegistry
+from easel.domain.metrics import FinishedJob, MetricsSnapshot, WorkerRecord
+from easel.service.metrics import MetricsService
+from easel.settings import Settings
 
 router = APIRouter(include_in_schema=False)
 
@@ -157,12 +158,10 @@ class DatabaseCollector(Collector):
         yield GaugeMetricFamily("easel_workers_live", "Workers whose last heartbeat is recent.", value=live)
 
 
-def render_metrics(runtime: Runtime) -> bytes:
+def render_metrics(metrics: MetricsService, settings: Settings) -> bytes:
     """The exposition text of one scrape (blocking: database reads)."""
-    settings = runtime.settings
-    engine = runtime.repo.engine
-    snapshot = read_snapshot(engine, timedelta(seconds=settings.metrics_window_seconds))
-    workers = WorkerRegistry(engine).recent(HEARTBEAT_HORIZON)
+    snapshot = metrics.snapshot(timedelta(seconds=settings.metrics_window_seconds))
+    workers = metrics.workers(HEARTBEAT_HORIZON)
     live_within = timedelta(seconds=max(settings.lease_seconds, 3 * settings.idle_check_seconds))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(snapshot, workers, live_within))
@@ -184,9 +183,8 @@ class _Static(Collector):
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    if not runtime.settings.metrics_enabled:
+async def metrics(service: MetricsDep, settings: SettingsDep) -> Response:
+    if not settings.metrics_enabled:
         return Response("Not Found\n", status_code=404, media_type="text/plain")
-    body = await anyio.to_thread.run_sync(lambda: render_metrics(runtime))
+    body = await anyio.to_thread.run_sync(lambda: render_metrics(service, settings))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tomllib
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -134,13 +133,13 @@ class Catalog:
         self,
         models: list[ModelEntry],
         default_model: str,
-        base_dir: Path,
+        base_dir: str,
         styles: dict[str, StylePreset] | None = None,
         qualities: dict[str, QualityPreset] | None = None,
     ) -> None:
         if not models:
             raise ValueError("the catalog lists no models")
-        self.base_dir = base_dir
+        self.base_dir = base_dir  # the folder relative sources are relative to (engine/sources.py)
         self.styles = styles or {}
         self.qualities = qualities or {}
         for m in models:
@@ -164,24 +163,24 @@ class Catalog:
         self.default_model = self._names[default_model.lower()]
 
     @classmethod
-    def load(cls, path: Path) -> Catalog:
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise ValueError(f"catalog file not found: {path}") from e
+    def parse(cls, text: str, *, base_dir: str, origin: str = "catalog") -> Catalog:
+        """A catalog from TOML text. `base_dir` is what relative sources are relative to (the catalog
+        file's folder); `origin` names the text in error messages (the file's path). Reads no files."""
+        where = origin if origin == "catalog" else f"catalog {origin}"
+        raw = tomllib.loads(text)
         models = []
         for name, body in (raw.get("models") or {}).items():
             try:
                 models.append(ModelEntry(name=name, **body))
             except ValidationError as e:
-                raise ValueError(f"catalog {path}: model {name!r}: {e}") from e
+                raise ValueError(f"{where}: model {name!r}: {e}") from e
         try:
             styles = {k: StylePreset(**v) for k, v in (raw.get("styles") or {}).items()}
             qualities = {k: QualityPreset(**v) for k, v in (raw.get("qualities") or {}).items()}
         except ValidationError as e:
-            raise ValueError(f"catalog {path}: presets: {e}") from e
+            raise ValueError(f"{where}: presets: {e}") from e
         default = raw.get("default_model", models[0].name if models else "")
-        return cls(models, default, path.parent, styles, qualities)
+        return cls(models, default, base_dir, styles, qualities)
 
     def styles_of(self, entry: ModelEntry) -> dict[str, StylePreset]:
         names = self.styles if entry.styles is None else entry.styles
@@ -211,10 +210,3 @@ class Catalog:
                 [FieldError(field, f"unknown model {name!r}; allowed: {allowed}")],
             )
         return self.models[canonical]
-
-    def source_path(self, entry: ModelEntry) -> str:
-        """An existing path (relative to the catalog file) resolves to it; anything else is a hub id."""
-        candidate = Path(entry.source).expanduser()
-        if not candidate.is_absolute():
-            candidate = self.base_dir / candidate
-        return str(candidate) if candidate.exists() else entry.source

@@ -6,12 +6,14 @@ status code of its own: the status lives here, once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class FieldError:
-    """One invalid input field, named as the client sent it (dialects may rename it on the way out)."""
+    """One invalid input field. Services name canonical fields (`aspect_ratio`); each dialect renames them
+    to its wire names (`aspectRatio`) when it renders the error (`EaselError.renamed`)."""
 
     field: str
     message: str
@@ -34,6 +36,22 @@ class EaselError(Exception):
     def param(self) -> str | None:
         """The first offending field, if any (OpenAI's `param`)."""
         return self.fields[0].field if self.fields else None
+
+    def renamed(self, names: Mapping[str, str]) -> EaselError:
+        """The same error with canonical field names replaced by a dialect's (`names`: canonical ->
+        wire), in its fields and in a message that starts with the first field's name."""
+        if not any(f.field in names for f in self.fields):
+            return self
+        first = self.fields[0].field
+        message = self.message
+        if first in names and message.startswith(f"{first}: "):
+            message = f"{names[first]}: {message[len(first) + 2 :]}"
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.message = message
+        new.fields = [FieldError(names.get(f.field, f.field), f.message) for f in self.fields]
+        Exception.__init__(new, message)
+        return new
 
 
 class ValidationFailed(EaselError):

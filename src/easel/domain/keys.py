@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import zlib
 from dataclasses import dataclass
+from datetime import datetime
+
+from easel.domain.errors import Forbidden
 
 PREFIX = "easel_sk_"
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_LEN, SECRET_LEN, CHECK_LEN = 10, 32, 6
 
 SCOPES = {
@@ -32,15 +34,11 @@ SCOPES = {
 DEFAULT_SCOPES = ("generations:write", "generations:read", "images:read", "images:write", "usage:read")
 
 
-def _random(n: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
-
-
 def _base62(value: int, width: int) -> str:
     out = []
     for _ in range(width):
         value, r = divmod(value, 62)
-        out.append(_ALPHABET[r])
+        out.append(ALPHABET[r])
     return "".join(reversed(out))
 
 
@@ -54,11 +52,10 @@ class ParsedKey:
     secret: str
 
 
-def new_key() -> tuple[str, ParsedKey]:
-    """A fresh key (shown once) and its parts."""
-    key_id, secret = _random(ID_LEN), _random(SECRET_LEN)
+def format_key(key_id: str, secret: str) -> str:
+    """The plaintext key of these parts (random ones are drawn by store/keys.py's `new_key`)."""
     body = f"{PREFIX}{key_id}_{secret}"
-    return body + checksum(body), ParsedKey(key_id, secret)
+    return body + checksum(body)
 
 
 def parse(key: str) -> ParsedKey | None:
@@ -82,3 +79,54 @@ def hash_secret(secret: str) -> str:
 
 def allows(granted: frozenset[str] | set[str], needed: str) -> bool:
     return "admin" in granted or needed in granted
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key's record (its secret only as a hash)."""
+
+    id: str
+    project_id: str
+    name: str
+    scopes: frozenset[str]
+    rate_limit_per_hour: int | None
+    budget_credits: float | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    secret_hash: str
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    id: str
+    name: str
+    budget_credits: float | None
+    rate_limit_per_hour: int | None
+    record_parameters: bool = True
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key of a project, with its scopes and limits. Every dialect's routes get one
+    from their auth dependency and hand it to the services."""
+
+    project_id: str
+    key_id: str | None
+    scopes: frozenset[str]
+    rate_limit_per_hour: int | None  # None: the server default; 0: unlimited
+    budget_credits: float | None
+
+    def require(self, scope: str) -> None:
+        if not allows(self.scopes, scope):
+            raise Forbidden(f"This API key lacks the {scope!r} scope")
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    @classmethod
+    def system(cls, project_id: str) -> Principal:
+        """The server itself acting for a project (the CLI, tests, `--no-auth`): every scope, no key."""
+        return cls(project_id, None, frozenset({"admin"}), 0, None)

@@ -7,6 +7,7 @@ rounded to the model's multiple (nearest, never below one multiple).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -64,3 +65,9 @@ def aspect_label(width: int, height: int) -> str:
             return name
     frac = Fraction(width, height)
     return f"{frac.numerator}:{frac.denominator}"
+
+
+def closest_aspect_ratio(width: int, height: int, allowed: list[str]) -> str:
+    """The allowed ratio nearest to width:height on a log scale (so a ratio and its inverse tie)."""
+    target = math.log(width / height)
+    return min(allowed, key=lambda a: abs(math.log(ASPECT_RATIOS[a][0] / ASPECT_RATIOS[a][1]) - target))

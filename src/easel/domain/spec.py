@@ -3,20 +3,30 @@
 A dialect fills in what its client said (`GenerationSpec(...)`, with unresolved conveniences such as
 `size="1792x1024"` or `aspect_ratio` + `image_size`); `resolve()` checks it against the model's catalog
 entry and returns a complete spec (canonical model name, width, height, steps, guidance, seed), which
-is what gets stored and what a worker runs. Resolution is pure and deterministic.
+is what gets stored and what a worker runs. Resolution is pure and deterministic: the seed of a request
+that names none is drawn by the service and handed in. Errors name the canonical fields (`aspect_ratio`,
+`source_image_ids`); each dialect renames them to its own wire names when it renders the error.
 """
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from easel.domain.catalog import Catalog, ModelEntry, Task
-from easel.domain.errors import FieldError, ValidationFailed
-from easel.domain.sizes import ASPECT_RATIOS, SIZE_PRESETS, aspect_label, dims_for, parse_wxh
+from easel.domain.errors import ValidationFailed
+from easel.domain.inputs import ImageInput, Role, count
+from easel.domain.sizes import (
+    ASPECT_RATIOS,
+    SIZE_PRESETS,
+    aspect_label,
+    closest_aspect_ratio,
+    dims_for,
+    parse_wxh,
+)
 
 MAX_SEED = 2**32 - 1
 
@@ -65,17 +75,19 @@ class GenerationSpec(BaseModel):
     webhook_url: str | None = None
     priority: int = 0
     record_parameters: bool = True  # write prompt, seed, steps... into the image files
+    # Size: the model's aspect ratio closest to the source image's (Wix), set once the source is decoded.
+    match_source_aspect: bool = False
 
-    def resolve(self, catalog: Catalog, names: dict[str, str] | None = None) -> GenerationSpec:
-        """Check against the catalog and fill every default. `names` maps canonical field names to the
-        dialect's wire names, so that errors name the field the client actually sent."""
-        wire = names or {}
-
-        def fail(fieldname: str, message: str) -> ValidationFailed:
-            name = wire.get(fieldname, fieldname)
-            return ValidationFailed(f"{name}: {message}", [FieldError(name, message)])
-
-        entry = catalog.resolve(self.model, wire.get("model", "model"))
+    def resolve(
+        self, catalog: Catalog, *, seed: int | None = None, inputs: Sequence[ImageInput] = ()
+    ) -> GenerationSpec:
+        """Check against the catalog and fill every default. `seed` is used when the spec names none;
+        `inputs` are the image inputs still to be imported (they count as source / mask images)."""
+        fail = ValidationFailed.for_field
+        chosen_seed = self.seed if self.seed is not None else seed
+        if chosen_seed is None:
+            raise ValueError("resolve() needs a seed when the spec has none (the service draws it)")
+        entry = catalog.resolve(self.model)
         prompt = self.prompt.strip()
         if not prompt:
             raise fail("prompt", "must not be empty")
@@ -96,9 +108,13 @@ class GenerationSpec(BaseModel):
             raise fail("strength", "must be greater than 0 and at most 1")
         if self.output_compression is not None and not 0 <= self.output_compression <= 100:
             raise fail("output_compression", "must be between 0 and 100")
-        if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and not self.source_image_ids:
+        sources = len(self.source_image_ids) + count(inputs, Role.SOURCE)
+        masks = (self.mask_image_id is not None) + count(inputs, Role.MASK)
+        if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and not sources:
             raise fail("source_image_ids", f"{self.task.value} needs a source image")
-        if self.task is Task.INPAINT and self.mask_image_id is None:
+        if masks > 1:
+            raise fail("mask_image_id", "one mask at most")
+        if self.task is Task.INPAINT and not masks:
             raise fail("mask_image_id", "inpaint needs a mask")
         styles, qualities = catalog.styles_of(entry), catalog.qualities_of(entry)
         if self.style is not None and self.style not in styles:
@@ -111,7 +127,6 @@ class GenerationSpec(BaseModel):
             )
 
         width, height, aspect = self._resolve_size(entry, fail)
-        seed = self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
         strength = self.strength
         if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and strength is None:
             strength = entry.defaults.strength
@@ -141,7 +156,7 @@ class GenerationSpec(BaseModel):
                 "size": None,
                 "aspect_ratio": aspect,
                 "image_size": None,
-                "seed": seed,
+                "seed": chosen_seed,
                 "steps": steps or entry.defaults.steps,
                 "guidance": guidance if guidance is not None else entry.defaults.guidance,
                 "strength": strength,
@@ -190,6 +205,17 @@ class GenerationSpec(BaseModel):
                 f"allowed: {', '.join(entry.aspect_ratios)}",
             )
         return width, height, label
+
+    def fit_source(self, catalog: Catalog, width: int, height: int) -> GenerationSpec:
+        """A resolved spec with `match_source_aspect`, sized in the model's aspect ratio closest to a
+        width x height source, at the spec's preset (the model's default when none was asked)."""
+        if not self.match_source_aspect:
+            return self
+        entry = catalog.resolve(self.model)
+        aspect = closest_aspect_ratio(width, height, entry.aspect_ratios)
+        long_side = min(SIZE_PRESETS[self.image_size or entry.defaults.image_size], entry.max_size)
+        w, h = dims_for(aspect, long_side, entry.multiple_of)
+        return self.model_copy(update={"width": w, "height": h, "aspect_ratio": aspect})
 
     @property
     def batch_key(self) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from easel.domain.catalog import Catalog, Task
+from easel.domain.catalog import Task
 from easel.domain.errors import ValidationFailed
-from easel.domain.spec import MAX_SEED, GenerationSpec
-from easel.engine.backends import make_backend
-from easel.engine.backends.base import BatchRequest, ImageTask, StepCallback
+from easel.domain.spec import GenerationSpec
+from easel.engine.backends import check_catalog, make_backend
+from easel.engine.backends.base import StepCallback
+from easel.engine.batch import BatchPart, build_batch, image_seeds
+from easel.engine.sources import model_source
 from easel.imaging import encode
 from easel.settings import Settings
 
@@ -17,22 +19,12 @@ def generate_images(
     """Resolve `spec` against the catalog, run it, return the resolved spec and (seed, encoded bytes)."""
     if spec.task is not Task.TEXT_TO_IMAGE:
         raise ValidationFailed.for_field("task", "only text-to-image runs without a server")
-    catalog = Catalog.load(settings.catalog)
+    catalog = settings.load_catalog()
+    check_catalog(catalog)
     resolved = spec.resolve(catalog)
     entry = catalog.resolve(resolved.model)
     assert resolved.seed is not None and resolved.width and resolved.height and resolved.steps
-    seeds = [(resolved.seed + i) % (MAX_SEED + 1) for i in range(resolved.n)]
-    request = BatchRequest(
-        model=entry,
-        source=catalog.source_path(entry),
-        task=resolved.task,
-        width=resolved.width,
-        height=resolved.height,
-        steps=resolved.steps,
-        guidance=resolved.guidance or 0.0,
-        strength=resolved.strength,
-        items=[ImageTask(resolved.prompt, resolved.negative_prompt, s) for s in seeds],
-    )
-    images = make_backend(entry.backend, settings.device).generate(request, on_step)
+    request = build_batch(entry, model_source(catalog, entry), [BatchPart(resolved)])
+    images = make_backend(entry.backend, settings).generate(request, on_step)
     encoded = [encode(im, resolved.output_format, resolved.output_compression).data for im in images]
-    return resolved, list(zip(seeds, encoded, strict=True))
+    return resolved, list(zip(image_seeds(resolved), encoded, strict=True))

@@ -21,9 +21,10 @@ from PIL.Image import Image as PILImage
 
 from easel.domain.catalog import Catalog, ModelEntry, Task
 from easel.domain.generation import ImageFile, Status
-from easel.domain.spec import MAX_SEED
 from easel.engine.backends import make_backend
-from easel.engine.backends.base import Backend, BatchRequest, ImageTask, Interrupted, ModelUnavailable
+from easel.engine.backends.base import Backend, BatchRequest, Interrupted, ModelUnavailable
+from easel.engine.batch import BatchPart, build_batch, image_seeds
+from easel.engine.sources import model_source
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.settings import Settings
@@ -85,7 +86,7 @@ class Worker:
 
     def backend(self, entry: ModelEntry) -> Backend:
         if entry.backend not in self._backends:
-            self._backends[entry.backend] = make_backend(entry.backend, self.settings.device)
+            self._backends[entry.backend] = make_backend(entry.backend, self.settings)
         return self._backends[entry.backend]
 
     # -- loop ------------------------------------------------------------------------------------------
@@ -215,8 +216,7 @@ class Worker:
     def _request(
         self, entry: ModelEntry, jobs: Sequence[ClaimedJob]
     ) -> tuple[BatchRequest, list[tuple[str, int, int]]]:
-        spec = jobs[0].spec
-        items: list[ImageTask] = []
+        parts: list[BatchPart] = []
         owners: list[tuple[str, int, int]] = []
         for job in jobs:
             s = job.spec
@@ -225,22 +225,9 @@ class Worker:
                 source = self._load_image(job.project_id, s.source_image_ids[0])
                 if s.mask_image_id:
                     mask = self._load_image(job.project_id, s.mask_image_id)
-            for idx in range(s.n):
-                seed = ((s.seed or 0) + idx) % (MAX_SEED + 1)
-                items.append(ImageTask(s.prompt, s.negative_prompt, seed, source, mask))
-                owners.append((job.id, idx, seed))
-        request = BatchRequest(
-            model=entry,
-            source=self.catalog.source_path(entry),
-            task=spec.task,
-            width=spec.width or entry.min_size,
-            height=spec.height or entry.min_size,
-            steps=spec.steps or entry.defaults.steps,
-            guidance=spec.guidance if spec.guidance is not None else entry.defaults.guidance,
-            strength=spec.strength,
-            items=items,
-        )
-        return request, owners
+            parts.append(BatchPart(s, source, mask))
+            owners.extend((job.id, idx, seed) for idx, seed in enumerate(image_seeds(s)))
+        return build_batch(entry, model_source(self.catalog, entry), parts), owners
 
     def _load_image(self, project_id: str, image_id: str) -> PILImage:
         import io

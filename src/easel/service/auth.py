@@ -1,48 +1,20 @@
-"""Authentication (API key -> principal) and authorisation (scopes)."""
+"""Authentication (API key -> principal), authorisation (scopes) and rate limits: `Access.authorize`
+is what every dialect's auth dependency calls."""
 
 from __future__ import annotations
 
 import hmac
 import threading
 import time
-from dataclasses import dataclass
 
-from easel.domain.errors import Forbidden, NotFound, Unauthorized
-from easel.domain.keys import allows, hash_secret, parse
+from easel.domain.errors import NotFound, RateLimited, Unauthorized
+from easel.domain.keys import SCOPES, Principal, hash_secret, parse
+from easel.service.ratelimit import RateDecision, RateLimiter
+from easel.settings import Settings
 from easel.store.keys import KeyStore
 from easel.store.tables import utcnow
 
 _TOUCH_EVERY_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a key of a project, with its scopes and limits."""
-
-    project_id: str
-    key_id: str | None
-    scopes: frozenset[str]
-    rate_limit_per_hour: int | None  # None: the server default; 0: unlimited
-    budget_credits: float | None
-
-    def require(self, scope: str) -> None:
-        if not allows(self.scopes, scope):
-            raise Forbidden(f"This API key lacks the {scope!r} scope")
-
-
-class Caller(str):
-    """A project id that also knows who is calling (its key's id and budget).
-
-    Dialects pass the project id through to the service as a plain string; this subclass lets the
-    service charge the right key without every dialect threading a principal through.
-    """
-
-    principal: Principal
-
-    def __new__(cls, principal: Principal) -> Caller:
-        self = super().__new__(cls, principal.project_id)
-        self.principal = principal
-        return self
 
 
 class Authenticator:
@@ -84,3 +56,49 @@ class Authenticator:
                 return
             self._touched[key_id] = mono
         self.keys.touch(key_id, utcnow())
+
+
+class Access:
+    """Who a request's credential is, whether it may act under a scope, and its rate limit."""
+
+    def __init__(
+        self, settings: Settings, auth: Authenticator, limiter: RateLimiter, default_project_id: str
+    ) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.limiter = limiter
+        self.default_project_id = default_project_id
+
+    def principal_for(self, credential: str | None) -> Principal:
+        """With auth disabled (loopback `--no-auth`) everyone is the local project's admin."""
+        if not self.settings.auth_enabled:
+            return Principal.system(self.default_project_id)
+        return self.auth.verify(credential)
+
+    def rate_limit(self, principal: Principal) -> RateDecision | None:
+        """Count one request of this principal; None when it is unlimited."""
+        limit = principal.rate_limit_per_hour
+        if limit is None:
+            limit = self.settings.rate_limit_per_hour
+        if limit == 0:
+            return None
+        bucket = f"key:{principal.key_id}" if principal.key_id else f"project:{principal.project_id}"
+        return self.limiter.hit(bucket, limit, self.settings.rate_limit_window_seconds)
+
+    def authorize(self, credential: str | None, scope: str) -> tuple[Principal, RateDecision | None]:
+        """The principal of a valid key (401) holding `scope` (403) within its rate limit. The decision
+        is returned even when the request is refused (RateLimited carries it in `decision`)."""
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
+        principal = self.principal_for(credential)
+        principal.require(scope)
+        decision = self.rate_limit(principal)
+        if decision is not None and not decision.allowed:
+            err = RateLimited(
+                f"Rate limit of {decision.limit} requests per {decision.window_seconds} s exceeded; "
+                f"retry in {decision.reset_seconds} s",
+                retry_after=decision.reset_seconds,
+            )
+            err.headers.update(decision.headers())
+            raise err
+        return principal, decision

@@ -40,6 +40,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 
 from easel.domain.errors import ValidationFailed
+from easel.domain.urls import MAX_URL_LENGTH
 from easel.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -49,7 +50,6 @@ ALLOWED_CONTENT_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-MAX_URL_LENGTH = 8192
 MAX_ADDRESSES_TRIED = 4  # of a host's (all vetted) addresses, when connections fail
 USER_AGENT = "Easel-ImageFetcher/1.0"
 
@@ -171,6 +171,22 @@ class _Target:
 
 VettedTarget = _Target  # the public name, for callers of ImageFetcher.vet_url
 
+_default_ssl: ssl.SSLContext | None = None
+_default_ssl_lock = threading.Lock()
+
+
+def ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
+    """What a client of a vetted target verifies with (image fetches, webhook deliveries): `verify` itself
+    when it is a context (tests pass one that trusts their own certificate authority) or False; else the
+    process's one default verifying context, built on first use (building one loads the CA bundle: ~50 ms)."""
+    global _default_ssl
+    if verify is not True:
+        return verify
+    with _default_ssl_lock:
+        if _default_ssl is None:
+            _default_ssl = httpx.create_ssl_context()
+        return _default_ssl
+
 
 class ImageFetcher:
     """Fetches images named by URL or data URI, safely. Built from settings; cheap to construct."""
@@ -186,8 +202,6 @@ class ImageFetcher:
         self.max_redirects = settings.fetch_max_redirects
         self.allow_hosts = frozenset(_norm_host(h) for h in settings.fetch_allow_hosts)
         self.verify = verify  # tests pass a context that trusts their own certificate authority
-        self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
-        self._ssl_lock = threading.Lock()
 
     # -- public --------------------------------------------------------------------------------------
 
@@ -347,7 +361,7 @@ class ImageFetcher:
         try:
             with (
                 httpx.Client(
-                    verify=self._ssl_context(),
+                    verify=ssl_context(self.verify),
                     trust_env=False,  # never an environment proxy: it would connect elsewhere
                     follow_redirects=False,
                     timeout=httpx.Timeout(remaining),
@@ -404,15 +418,6 @@ class ImageFetcher:
         return data
 
     # -- helpers -------------------------------------------------------------------------------------
-
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        """One verifying context for every fetch (building one loads the CA bundle: ~50 ms)."""
-        if self.verify is False:
-            return False
-        with self._ssl_lock:
-            if self._ssl is None:
-                self._ssl = httpx.create_ssl_context()
-            return self._ssl
 
     def _check_sniff(self, declared: str, data: bytes, field: str, what: str) -> None:
         if declared in GENERIC_CONTENT_TYPES and sniff_image(data) is None:

@@ -1,34 +1,57 @@
-"""GenerationService: create, read, list, cancel and delete generations; images in and out.
+"""GenerationService: the one way a generation is created (`submit`), and its reads, waits, cancel,
+retry and delete.
 
-Every dialect calls these methods. Validation against the catalog happens here, before anything is
-stored, so a request that fails validation leaves no trace.
+Every dialect's create route is parse -> `submit(principal, spec, inputs)` -> render. `submit` validates
+the spec against the catalog once (before anything is fetched or stored), imports the image inputs under
+the SSRF and decoding limits, enhances the prompt, checks budgets and persists the uploads and the job in
+one transaction, then rings the workers' doorbell. A request that fails leaves no record behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
-import io
 import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import anyio
+from PIL.Image import Image as PILImage
 
 from easel.domain.catalog import Catalog
 from easel.domain.enhance import TEMPLATES
-from easel.domain.errors import FieldError, NotFound, ValidationFailed
-from easel.domain.generation import Generation, Image, ImageFile, ListQuery
-from easel.domain.spec import GenerationSpec
-from easel.imaging import decode_upload
+from easel.domain.errors import NotFound, ValidationFailed
+from easel.domain.generation import Generation, ImageFile, ListQuery
+from easel.domain.inputs import ImageInput, MaskEncoding, Role
+from easel.domain.keys import Principal
+from easel.domain.spec import MAX_SEED, GenerationSpec
+from easel.imaging import decode_upload, mask_from_transparency
 from easel.service.enhance import PromptEnhancer
 from easel.service.events import EventHub
 from easel.service.fetch import ImageFetcher
+from easel.service.library import PreparedUpload, prepare_decoded
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import Doorbell
-from easel.store.repository import Repository, new_id
+from easel.store.repository import Repository
 
 log = logging.getLogger(__name__)
+
+
+def draw_seed() -> int:
+    """The seed of a request that names none, drawn once at creation (a retry reuses it)."""
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass
+class _Imported:
+    """The image inputs of one request, resolved to image ids (new uploads not stored yet)."""
+
+    source_ids: list[str]
+    mask_id: str | None
+    uploads: list[PreparedUpload]
+    first_source_size: tuple[int, int] | None
 
 
 class GenerationService:
@@ -40,6 +63,8 @@ class GenerationService:
         blobs: BlobStore,
         doorbell: Doorbell,
         events: EventHub,
+        fetcher: ImageFetcher,
+        enhancer: PromptEnhancer,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -47,71 +72,142 @@ class GenerationService:
         self.blobs = blobs
         self.doorbell = doorbell
         self.events = events
-        self.fetcher = ImageFetcher(settings)
-        self.enhancer = PromptEnhancer(settings)
+        self.fetcher = fetcher
+        self.enhancer = enhancer
 
-    # -- generations -------------------------------------------------------------------------------
+    # -- create ------------------------------------------------------------------------------------
 
-    def prepare(
-        self, project_id: str, spec: GenerationSpec, names: dict[str, str] | None = None
-    ) -> GenerationSpec:
-        """Validate and complete a spec without storing anything."""
-        wire = names or {}
-        resolved = spec.resolve(self.catalog, names)
-        for field, ids in (
-            ("source_image_ids", resolved.source_image_ids),
-            ("mask_image_id", [resolved.mask_image_id] if resolved.mask_image_id else []),
-        ):
-            for image_id in ids:
-                try:
-                    self.repo.get_image(project_id, image_id)
-                except NotFound as e:
-                    name = wire.get(field, field)
-                    raise ValidationFailed(
-                        f"{name}: image {image_id} not found",
-                        [FieldError(name, f"image {image_id} not found")],
-                    ) from e
-        if resolved.enhance:
-            template = resolved.enhance_template or "general"
-            if template not in TEMPLATES:
-                name = wire.get("enhance_template", "enhance_template")
-                raise ValidationFailed.for_field(
-                    name, f"unknown template {template!r}; allowed: {', '.join(TEMPLATES)}"
-                )
-            entry = self.catalog.resolve(resolved.model)
-            if entry.options.get("enhance", True):
-                resolved = resolved.model_copy(
-                    update={
-                        "prompt": self.enhancer.enhance(resolved.prompt, template)[0],
-                        "enhance_template": template,
-                    }
-                )
-        return resolved
-
-    def create(
-        self, project_id: str, spec: GenerationSpec, names: dict[str, str] | None = None
+    def submit(
+        self, principal: Principal, spec: GenerationSpec, inputs: Sequence[ImageInput] = ()
     ) -> Generation:
-        resolved = self.prepare(project_id, spec, names)
-        if resolved.record_parameters and not self.repo.records_parameters(str(project_id)):
+        """Validate, import the inputs, persist and queue a generation for `principal`'s project."""
+        project_id = principal.project_id
+        seed = spec.seed if spec.seed is not None else draw_seed()
+        resolved = spec.resolve(self.catalog, seed=seed, inputs=inputs)
+        template = self._template(resolved)
+        imported = self._import(project_id, resolved, inputs)
+        if imported.first_source_size is not None:
+            resolved = resolved.fit_source(self.catalog, *imported.first_source_size)
+        resolved = resolved.model_copy(
+            update={"source_image_ids": imported.source_ids, "mask_image_id": imported.mask_id}
+        )
+        if template is not None:
+            resolved = resolved.model_copy(
+                update={
+                    "prompt": self.enhancer.enhance(resolved.prompt, template)[0],
+                    "enhance_template": template,
+                }
+            )
+        if resolved.record_parameters and not self.repo.records_parameters(project_id):
             resolved = resolved.model_copy(update={"record_parameters": False})  # the project opted out
         entry = self.catalog.resolve(resolved.model)
-        principal = getattr(project_id, "principal", None)
-        gen = self.repo.create_generation(
-            str(project_id),
-            resolved,
-            max_attempts=self.settings.max_attempts,
-            credits=round(entry.credits_per_image * resolved.n, 6),
-            key_id=principal.key_id if principal is not None else None,
-            key_budget=principal.budget_credits if principal is not None else None,
-        )
+        for upload in imported.uploads:  # bytes first; the rows commit with the job
+            self.blobs.put(upload.record.storage_key, upload.png, "image/png")
+        try:
+            gen = self.repo.create_generation(
+                project_id,
+                resolved,
+                max_attempts=self.settings.max_attempts,
+                credits=round(entry.credits_per_image * resolved.n, 6),
+                key_id=principal.key_id,
+                key_budget=principal.budget_credits,
+                uploads=[u.record for u in imported.uploads],
+            )
+        except BaseException:
+            for upload in imported.uploads:
+                self.blobs.delete(upload.record.storage_key)
+            raise
         self.doorbell.ring()
         return gen
+
+    def _template(self, spec: GenerationSpec) -> str | None:
+        """The enhancement template to apply, None for none; an unknown template is a 400."""
+        if not spec.enhance:
+            return None
+        template = spec.enhance_template or "general"
+        if template not in TEMPLATES:
+            raise ValidationFailed.for_field(
+                "enhance_template", f"unknown template {template!r}; allowed: {', '.join(TEMPLATES)}"
+            )
+        return template if self.catalog.resolve(spec.model).options.get("enhance", True) else None
+
+    def _import(self, project_id: str, spec: GenerationSpec, inputs: Sequence[ImageInput]) -> _Imported:
+        """Resolve every image input to an id: stored ones are checked, bytes decoded, URLs fetched (after
+        everything local, so a request refused for its bytes fetches nothing). Nothing is stored here."""
+        for field, ids in (
+            ("source_image_ids", spec.source_image_ids),
+            ("mask_image_id", [spec.mask_image_id] if spec.mask_image_id else []),
+        ):
+            for stored in ids:
+                self._stored_size(project_id, stored, field)
+        decoded: dict[int, PILImage] = {}
+        sizes: dict[int, tuple[int, int]] = {}
+        for i, inp in enumerate(inputs):
+            if inp.image_id is not None:
+                sizes[i] = self._stored_size(project_id, inp.image_id, inp.field)
+            elif inp.data is not None:
+                decoded[i] = decode_upload(inp.data, inp.field)[0]
+        for i, inp in enumerate(inputs):
+            if inp.url is not None:
+                decoded[i] = decode_upload(self.fetcher.fetch(inp.url, field=inp.field), inp.field)[0]
+        sizes |= {i: im.size for i, im in decoded.items()}
+        sources = [i for i, inp in enumerate(inputs) if inp.role is Role.SOURCE]
+        first_size = sizes[sources[0]] if sources else None
+        uploads: dict[int, PreparedUpload] = {}
+        for i, image in decoded.items():
+            inp = inputs[i]
+            if inp.role is Role.MASK and inp.mask_encoding is MaskEncoding.TRANSPARENT:
+                if first_size is None:
+                    raise ValidationFailed.for_field(inp.field, "a mask needs a source image")
+                image = mask_from_transparency(image, first_size, inp.field)
+            uploads[i] = prepare_decoded(project_id, image)
+
+        def image_id(i: int) -> str:
+            found = inputs[i].image_id
+            return found if found is not None else uploads[i].record.id
+
+        masks = [image_id(i) for i, inp in enumerate(inputs) if inp.role is Role.MASK]
+        source_size = first_size if spec.match_source_aspect else None
+        if spec.match_source_aspect and source_size is None and spec.source_image_ids:
+            source_size = self._stored_size(project_id, spec.source_image_ids[0], "source_image_ids")
+        return _Imported(
+            source_ids=[*spec.source_image_ids, *(image_id(i) for i in sources)],
+            mask_id=spec.mask_image_id or (masks[0] if masks else None),
+            uploads=[uploads[i] for i in sorted(uploads)],
+            first_source_size=source_size,
+        )
+
+    def _stored_size(self, project_id: str, image_id: str, field: str) -> tuple[int, int]:
+        try:
+            img = self.repo.get_image(project_id, image_id)
+        except NotFound as e:
+            raise ValidationFailed.for_field(field, f"image {image_id} not found") from e
+        return img.width, img.height
+
+    def retry(self, principal: Principal, gid: str) -> Generation:
+        """Queue a failed or canceled generation again (same id, spec and seed: the same picture), budgets
+        checked again like a create; 409 in any other state."""
+        gen = self.repo.retry(principal.project_id, gid, extra_attempts=self.settings.max_attempts)
+        self.doorbell.ring()
+        return gen
+
+    # -- reads -------------------------------------------------------------------------------------
 
     def get(self, project_id: str, gid: str, include_deleted: bool = False) -> Generation:
         return self.repo.get_generation(project_id, gid, include_deleted=include_deleted)
 
+    def get_as(self, project_id: str, gid: str, what: str) -> Generation:
+        """A generation of this project; a 404 that names it as the dialect does (`job`, `execution`)."""
+        try:
+            return self.get(project_id, gid)
+        except NotFound:
+            raise NotFound(what, gid) from None
+
     def list(self, project_id: str, query: ListQuery) -> tuple[list[Generation], int]:
         return self.repo.list_generations(project_id, query)
+
+    def images_of(self, gen: Generation) -> builtins.list[ImageFile]:
+        return sorted(gen.images, key=lambda i: i.index)
 
     def cancel(self, project_id: str, gid: str) -> Generation:
         return self.repo.cancel(project_id, gid)
@@ -120,11 +216,13 @@ class GenerationService:
         for img in self.repo.soft_delete(project_id, gid):
             self.blobs.delete(img.storage_key)
 
-    async def wait(self, project_id: str, gid: str, seconds: float) -> Generation:
-        """The generation once finished, or as it stands after `seconds`. Woken by in-process
-        worker events; re-reads the store every second for workers in other processes."""
+    async def wait(self, project_id: str, gid: str, seconds: float, *, capped: bool = True) -> Generation:
+        """The generation once finished, or as it stands after `seconds` (capped by
+        EASEL_MAX_WAIT_SECONDS unless `capped` is False). Woken by in-process worker events; re-reads
+        the store every second for workers in other processes."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(seconds, self.settings.max_wait_seconds)
+        limit = min(seconds, self.settings.max_wait_seconds) if capped else seconds
+        deadline = loop.time() + limit
         with self.events.subscribe(gid) as queue:
             while True:
                 gen = await anyio.to_thread.run_sync(self.get, project_id, gid)
@@ -138,47 +236,6 @@ class GenerationService:
                 except TimeoutError:
                     pass
 
-    # -- images ------------------------------------------------------------------------------------
-
-    def get_image(self, project_id: str | None, image_id: str) -> Image:
-        return self.repo.get_image(project_id, image_id)
-
-    def image_bytes(self, image: Image) -> bytes:
-        return self.blobs.get(image.storage_key)
-
-    def upload_image(
-        self, project_id: str, data: bytes, *, folder: str | None = None, field: str = "image"
-    ) -> Image:
-        """Store a client's image: decoded with limits, re-encoded as PNG (dropping EXIF and metadata)."""
-        image, _mime = decode_upload(data, field)
-        buf = io.BytesIO()
-        if image.mode not in ("RGB", "RGBA", "L", "LA"):
-            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        image.save(buf, "PNG")
-        png = buf.getvalue()
-        image_id = new_id()
-        key = f"{project_id}/uploads/{image_id}.png"
-        self.blobs.put(key, png, "image/png")
-        record = ImageFile(
-            id=image_id,
-            index=0,
-            seed=None,
-            storage_key=key,
-            mime="image/png",
-            width=image.width,
-            height=image.height,
-            bytes=len(png),
-            sha256=hashlib.sha256(png).hexdigest(),
-        )
-        return self.repo.add_upload(project_id, record, folder)
-
-    def import_image_url(self, project_id: str, url: str, *, field: str, folder: str | None = None) -> Image:
-        """Store the image a client named by URL (http/https, fetched with the SSRF rules of
-        service/fetch.py) or data URI (decoded locally), exactly like an upload. Every refusal is a
-        ValidationFailed naming `field`."""
-        data = self.fetcher.fetch(url, field=field)
-        return self.upload_image(project_id, data, folder=folder, field=field)
-
     # -- integer task numbers (dialects whose ids are integers) -------------------------------------
 
     def task_number(self, project_id: str, gid: str) -> int:
@@ -189,30 +246,8 @@ class GenerationService:
         """The generation behind a task number of this project (404 otherwise)."""
         return self.get(project_id, self.repo.generation_by_number(project_id, number))
 
-    # -- retry ---------------------------------------------------------------------------------------
+    # -- health --------------------------------------------------------------------------------------
 
-    def retry(self, project_id: str, gid: str) -> Generation:
-        """Queue a failed or canceled generation again (same id and seed; 409 otherwise)."""
-        gen = self.repo.retry(str(project_id), gid, extra_attempts=self.settings.max_attempts)
-        self.doorbell.ring()
-        return gen
-
-    # -- media library -------------------------------------------------------------------------------
-
-    def folders(self, project_id: str) -> builtins.list[tuple[str | None, int]]:
-        return self.repo.folders(str(project_id))
-
-    def list_images(
-        self, project_id: str, *, folder: str | None, any_folder: bool, limit: int, offset: int
-    ) -> tuple[builtins.list[Image], int]:
-        return self.repo.list_images(
-            str(project_id), folder=folder, any_folder=any_folder, limit=limit, offset=offset
-        )
-
-    def move_image(self, project_id: str, image_id: str, folder: str | None) -> Image:
-        return self.repo.move_image(str(project_id), image_id, folder)
-
-    def delete_image(self, project_id: str, image_id: str) -> None:
-        """Soft-delete the record, then remove the bytes (signed links to it stop working)."""
-        img = self.repo.delete_image(str(project_id), image_id)
-        self.blobs.delete(img.storage_key)
+    def health(self) -> dict[str, str]:
+        """`{"status": "ok", "database": <dialect>}` once the database answers a query."""
+        return {"status": "ok", "database": self.repo.ping()}

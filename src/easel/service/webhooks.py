@@ -32,9 +32,10 @@ from datetime import datetime, timedelta
 import httpx
 
 from easel.domain.errors import ValidationFailed
-from easel.service.fetch import ImageFetcher, VettedTarget
+from easel.domain.webhooks import EVENT_TYPES, MAX_ATTEMPTS, Delivery, Endpoint, Message
+from easel.service.fetch import ImageFetcher, VettedTarget, ssl_context
 from easel.settings import Settings
-from easel.store.outbox import EVENT_TYPES, MAX_ATTEMPTS, Delivery, Endpoint, Message, WebhookStore
+from easel.store.outbox import WebhookStore
 from easel.store.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,6 @@ class WebhookDispatcher:
         # A claim outlives the attempt (URL check + request) by a margin; after it, the message is due again.
         self.lease = timedelta(seconds=settings.fetch_timeout_seconds + 2 * self.timeout + 30)
         self._verify = verify
-        self._ssl: ssl.SSLContext | None = verify if isinstance(verify, ssl.SSLContext) else None
-        self._ssl_lock = threading.Lock()
         self._stop = threading.Event()
         self.wake_event = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -273,7 +272,7 @@ class WebhookDispatcher:
         extensions = {"sni_hostname": target.sni} if target.sni else {}
         with (
             httpx.Client(
-                verify=self._ssl_context(),
+                verify=ssl_context(self._verify),
                 trust_env=False,  # never an environment proxy: it would connect elsewhere
                 follow_redirects=False,  # a redirect is a failed attempt, never followed
                 timeout=httpx.Timeout(timeout),
@@ -302,14 +301,6 @@ class WebhookDispatcher:
             where = resp.headers.get("location", "")
             return AttemptResult("retry", code, f"redirect to {where!r} not followed", text)
         return AttemptResult("retry", code, f"HTTP {code}", text)
-
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        if self._verify is False:
-            return False
-        with self._ssl_lock:
-            if self._ssl is None:
-                self._ssl = httpx.create_ssl_context()
-            return self._ssl
 
 
 def _safe(url: str) -> str:

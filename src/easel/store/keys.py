@@ -2,57 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Row, select, update
 
 from easel.domain.errors import NotFound
-from easel.domain.keys import hash_secret, new_key
+from easel.domain.keys import (
+    ALPHABET,
+    ID_LEN,
+    SECRET_LEN,
+    KeyInfo,
+    ParsedKey,
+    ProjectInfo,
+    format_key,
+    hash_secret,
+)
 from easel.store.tables import api_keys, projects, utcnow
 
 
-@dataclass(frozen=True)
-class KeyInfo:
-    id: str
-    project_id: str
-    name: str
-    scopes: frozenset[str]
-    rate_limit_per_hour: int | None
-    budget_credits: float | None
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-    secret_hash: str
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "projectId": self.project_id,
-            "name": self.name,
-            "scopes": sorted(self.scopes),
-            "rateLimitPerHour": self.rate_limit_per_hour,
-            "budgetCredits": self.budget_credits,
-            "createdAt": self.created_at.isoformat(),
-            "lastUsedAt": _iso(self.last_used_at),
-            "expiresAt": _iso(self.expires_at),
-            "revokedAt": _iso(self.revoked_at),
-        }
+def new_key() -> tuple[str, ParsedKey]:
+    """A fresh key (shown once) and its parts."""
+    key_id, secret = _random(ID_LEN), _random(SECRET_LEN)
+    return format_key(key_id, secret), ParsedKey(key_id, secret)
 
 
-@dataclass(frozen=True)
-class ProjectInfo:
-    id: str
-    name: str
-    budget_credits: float | None
-    rate_limit_per_hour: int | None
-    record_parameters: bool = True
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.isoformat()
+def _random(n: int) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(n))
 
 
 def _key(row: Row[Any]) -> KeyInfo:

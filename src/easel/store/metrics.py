@@ -8,41 +8,13 @@ and the two all-time totals count the failed rows and the generated image rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Engine, func, select
 
 from easel.domain.generation import Status
+from easel.domain.metrics import FinishedJob, MetricsSnapshot, QueueRow
 from easel.store.tables import generations, images, utcnow
-
-
-@dataclass(frozen=True)
-class QueueRow:
-    status: str
-    model: str
-    jobs: int
-    oldest_created_at: datetime | None
-
-
-@dataclass(frozen=True)
-class FinishedJob:
-    model: str
-    status: str
-    error_code: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime
-    processing_ms: int | None
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    now: datetime
-    queue: list[QueueRow]
-    images_by_model: dict[str, int]
-    failed: dict[tuple[str, str], int]  # (model, error_code) -> failed jobs
-    recent: list[FinishedJob]  # jobs that ended within the window
 
 
 def read_snapshot(engine: Engine, window: timedelta) -> MetricsSnapshot:

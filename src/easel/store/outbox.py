@@ -15,10 +15,8 @@ due again by itself. The result of an attempt is written only while the claim to
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +25,20 @@ from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from easel.domain.errors import NotFound
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
+from easel.domain.webhooks import (
+    DELIVERED,
+    DISABLED,
+    EVENT_OF_STATUS,
+    FAILED_STATE,
+    MAX_ATTEMPTS,
+    PENDING,
+    Attempt,
+    Delivery,
+    Endpoint,
+    EventRenderer,
+    GenerationEvent,
+    Message,
+)
 from easel.store.db import is_postgres
 from easel.store.tables import (
     utcnow,
@@ -36,16 +48,6 @@ from easel.store.tables import (
     webhook_secrets,
 )
 
-SUCCEEDED, FAILED, CANCELED = "generation.succeeded", "generation.failed", "generation.canceled"
-EVENT_TYPES = (SUCCEEDED, FAILED, CANCELED)
-EVENT_OF_STATUS = {Status.SUCCEEDED: SUCCEEDED, Status.FAILED: FAILED, Status.CANCELED: CANCELED}
-
-# Attempts per message: the first, then one per retry delay of service/webhooks.py's schedule.
-MAX_ATTEMPTS = 8
-
-PENDING, DELIVERED, FAILED_STATE, DISABLED = "pending", "delivered", "failed", "disabled"
-MESSAGE_STATES = (PENDING, DELIVERED, FAILED_STATE, DISABLED)
-
 
 def new_secret() -> str:
     """A Standard Webhooks secret: `whsec_` + base64 of 32 random bytes."""
@@ -54,52 +56,6 @@ def new_secret() -> str:
 
 def _id(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b")
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-
-
-def generation_payload(
-    event: str,
-    *,
-    generation_id: str,
-    project_id: str,
-    spec: GenerationSpec,
-    images: Sequence[ImageFile],
-    error_code: str | None,
-    error_message: str | None,
-    now: datetime,
-) -> str:
-    """The JSON body of a generation event (docs/webhooks.md), serialised once: every attempt of the
-    message sends these exact bytes."""
-    status = event.split(".", 1)[1]
-    data = {
-        "id": generation_id,
-        "object": "generation",
-        "projectId": project_id,
-        "status": status,
-        "model": spec.model,
-        "prompt": spec.original_prompt or spec.prompt,
-        "n": spec.n,
-        "images": [
-            {
-                "id": im.id,
-                "index": im.index,
-                "width": im.width,
-                "height": im.height,
-                "mimeType": im.mime,
-                "seed": im.seed,
-                "path": f"/api/v1/images/{im.id}",
-            }
-            for im in sorted(images, key=lambda i: i.index)
-        ],
-        "error": None if error_code is None else {"code": error_code, "message": error_message},
-        "meta": spec.meta,
-        "finishedAt": _iso(now),
-    }
-    body = {"type": event, "timestamp": _iso(now), "data": data}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 def record_generation_event(
@@ -113,6 +69,7 @@ def record_generation_event(
     error_code: str | None = None,
     error_message: str | None = None,
     now: datetime | None = None,
+    render: EventRenderer,
 ) -> list[str]:
     """Queue the webhook messages of a job that has just ended, in the caller's transaction: one for
     the request's own `webhook_url` (if any) and one per enabled endpoint of the project whose event
@@ -132,15 +89,8 @@ def record_generation_event(
     targets += [(e.id, e.url) for e in endpoints if not e.event_types or event in e.event_types]
     if not targets:
         return []
-    body = generation_payload(
-        event,
-        generation_id=generation_id,
-        project_id=project_id,
-        spec=spec,
-        images=images,
-        error_code=error_code,
-        error_message=error_message,
-        now=now,
+    body = render(
+        GenerationEvent(event, generation_id, project_id, spec, images, error_code, error_message, now)
     )
     rows = [
         {
@@ -162,73 +112,6 @@ def record_generation_event(
     ]
     conn.execute(insert(webhook_messages), rows)
     return [str(r["id"]) for r in rows]
-
-
-# -- records ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    id: str
-    project_id: str
-    url: str
-    description: str | None
-    event_types: list[str]
-    secret: str
-    previous_secret: str | None
-    previous_secret_expires_at: datetime | None
-    enabled: bool
-    disabled_reason: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class Attempt:
-    attempt: int
-    url: str
-    started_at: datetime
-    duration_ms: int
-    status_code: int | None
-    outcome: str
-    error: str | None
-    response_body: str | None
-
-
-@dataclass(frozen=True)
-class Message:
-    id: str
-    project_id: str
-    endpoint_id: str | None
-    generation_id: str | None
-    url: str
-    event_type: str
-    body: str
-    status: str
-    attempts: int
-    max_attempts: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    delivered_at: datetime | None
-    attempt_log: list[Attempt] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One claimed attempt: what to send where, signed with which secrets."""
-
-    message_id: str
-    project_id: str
-    endpoint_id: str | None
-    url: str
-    body: str
-    attempt: int  # 1-based number of this attempt
-    max_attempts: int
-    claim_token: str
-    secrets: list[str]  # the current secret first; a rotated-out one while its grace lasts
 
 
 def _endpoint(row: Row[Any]) -> Endpoint:

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Select, and_, case, func, insert, or_
 
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
+from easel.domain.webhooks import EventRenderer
 from easel.store.db import is_postgres
 from easel.store.outbox import record_generation_event
 from easel.store.repository import ended, image_row, notify_workers
@@ -42,8 +43,9 @@ class ClaimedJob:
 
 
 class JobQueue:
-    def __init__(self, engine: Engine, *, lease_seconds: float) -> None:
+    def __init__(self, engine: Engine, *, lease_seconds: float, render_event: EventRenderer) -> None:
         self.engine = engine
+        self.render_event = render_event  # webhook bodies (api/native/protocol.webhook_payload)
         self.lease = timedelta(seconds=lease_seconds)
         self._skip_locked = is_postgres(engine)
 
@@ -89,6 +91,7 @@ class JobQueue:
             record_generation_event(
                 conn,
                 Status.FAILED,
+                render=self.render_event,
                 generation_id=r.id,
                 project_id=r.project_id,
                 spec=spec,
@@ -208,6 +211,7 @@ class JobQueue:
             record_generation_event(
                 conn,
                 Status.SUCCEEDED,
+                render=self.render_event,
                 generation_id=job.id,
                 project_id=job.project_id,
                 spec=job.spec,
@@ -223,6 +227,7 @@ class JobQueue:
             record_generation_event(
                 conn,
                 Status.FAILED,
+                render=self.render_event,
                 generation_id=job.id,
                 project_id=job.project_id,
                 spec=job.spec,

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, text, u
 from easel.domain.errors import NotFound, QuotaExceeded
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
 from easel.domain.spec import GenerationSpec
+from easel.domain.webhooks import EventRenderer
 from easel.store.outbox import record_generation_event
 from easel.store.tables import generation_keys, generations, images, projects, task_numbers, utcnow
 
@@ -128,8 +129,9 @@ def generation_from_row(row: Row[Any], imgs: Sequence[Image] = (), position: int
 class Repository:
     """Records of projects, generations and images."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, render_event: EventRenderer) -> None:
         self.engine = engine
+        self.render_event = render_event  # webhook bodies (api/native/protocol.webhook_payload)
 
     # -- projects ----------------------------------------------------------------------------------
 
@@ -162,36 +164,29 @@ class Repository:
         credits: float,
         key_id: str | None = None,
         key_budget: float | None = None,
+        uploads: Sequence[ImageFile] = (),
     ) -> Generation:
-        """Queue a generation. Budgets (the project's, and the key's) are checked in the same
+        """Queue a generation, with the rows of its uploaded image inputs (their bytes already stored).
+        Budgets (the project's, and the key's) are checked in the same
         transaction, with the project row locked on PostgreSQL, so concurrent creates cannot overspend;
         over budget raises QuotaExceeded and nothing is written."""
         now = utcnow()
         gid = new_id()
         with self.engine.begin() as conn:
-            lock = select(projects.c.budget_credits).where(projects.c.id == project_id)
-            if conn.dialect.name == "postgresql":
-                lock = lock.with_for_update()
-            budget = conn.execute(lock).scalar()
-            if budget is not None:
-                spent = self._spent(conn, generations.c.project_id == project_id)
-                if spent + credits > budget:
-                    raise QuotaExceeded(
-                        f"This generation costs {credits:g} credits; the project has "
-                        f"{max(0.0, budget - spent):g} of its {budget:g} left"
+            self._check_budget(conn, project_id, credits, key_id, key_budget, "this API key")
+            for img in uploads:  # the request's image inputs, in the same transaction
+                conn.execute(
+                    images.insert().values(
+                        **image_row(
+                            img,
+                            project_id=project_id,
+                            generation_id=None,
+                            folder=None,
+                            uploaded=True,
+                            now=now,
+                        )
                     )
-            if key_id is not None and key_budget is not None:
-                spent = self._spent(
-                    conn,
-                    generations.c.id.in_(
-                        select(generation_keys.c.generation_id).where(generation_keys.c.key_id == key_id)
-                    ),
                 )
-                if spent + credits > key_budget:
-                    raise QuotaExceeded(
-                        f"This generation costs {credits:g} credits; this API key has "
-                        f"{max(0.0, key_budget - spent):g} of its {key_budget:g} left"
-                    )
             conn.execute(
                 generations.insert().values(
                     id=gid,
@@ -215,6 +210,48 @@ class Repository:
                 conn.execute(generation_keys.insert().values(generation_id=gid, key_id=key_id))
             notify_workers(conn)
             return self._load(conn, project_id, gid, include_deleted=False)
+
+    def _check_budget(
+        self,
+        conn: Connection,
+        project_id: str,
+        credits: float,
+        key_id: str | None,
+        key_budget: float | None,
+        key_words: str,
+    ) -> None:
+        """QuotaExceeded unless `credits` more fit the project's budget and the key's (`key_words` names
+        the key in the message). Locks the project row on PostgreSQL so concurrent creates cannot
+        overspend; on SQLite the write transaction already serialises them."""
+        lock = select(projects.c.budget_credits).where(projects.c.id == project_id)
+        if conn.dialect.name == "postgresql":
+            lock = lock.with_for_update()
+        budget = conn.execute(lock).scalar()
+        if budget is not None:
+            spent = self._spent(conn, generations.c.project_id == project_id)
+            if spent + credits > budget:
+                raise QuotaExceeded(
+                    f"This generation costs {credits:g} credits; the project has "
+                    f"{max(0.0, budget - spent):g} of its {budget:g} left"
+                )
+        if key_id is not None and key_budget is not None:
+            spent = self._spent(
+                conn,
+                generations.c.id.in_(
+                    select(generation_keys.c.generation_id).where(generation_keys.c.key_id == key_id)
+                ),
+            )
+            if spent + credits > key_budget:
+                raise QuotaExceeded(
+                    f"This generation costs {credits:g} credits; {key_words} has "
+                    f"{max(0.0, key_budget - spent):g} of its {key_budget:g} left"
+                )
+
+    def ping(self) -> str:
+        """Run a trivial query; the database's dialect name (for the health check)."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return self.engine.dialect.name
 
     @staticmethod
     def _spent(conn: Connection, where: Any) -> float:
@@ -332,6 +369,7 @@ class Repository:
                 record_generation_event(
                     conn,
                     Status.CANCELED,
+                    render=self.render_event,
                     generation_id=gid,
                     project_id=project_id,
                     spec=gen.spec,
@@ -354,6 +392,7 @@ class Repository:
                 record_generation_event(
                     conn,
                     Status.CANCELED,
+                    render=self.render_event,
                     generation_id=gid,
                     project_id=project_id,
                     spec=gen.spec,
@@ -438,34 +477,19 @@ class Repository:
                     f"Only a failed or canceled generation can be retried; this one is {gen.status.value}",
                     "not_retryable",
                 )
-            lock = select(projects.c.budget_credits).where(projects.c.id == project_id)
-            if conn.dialect.name == "postgresql":
-                lock = lock.with_for_update()
-            budget = conn.execute(lock).scalar()
-            if budget is not None:
-                spent = self._spent(conn, generations.c.project_id == project_id)
-                if spent + gen.credits > budget:
-                    raise QuotaExceeded(
-                        f"This generation costs {gen.credits:g} credits; the project has "
-                        f"{max(0.0, budget - spent):g} of its {budget:g} left"
-                    )
             key = conn.execute(
                 select(api_keys.c.id, api_keys.c.budget_credits)
                 .join(generation_keys, generation_keys.c.key_id == api_keys.c.id)
                 .where(generation_keys.c.generation_id == gid)
             ).first()
-            if key is not None and key.budget_credits is not None:
-                spent = self._spent(
-                    conn,
-                    generations.c.id.in_(
-                        select(generation_keys.c.generation_id).where(generation_keys.c.key_id == key.id)
-                    ),
-                )
-                if spent + gen.credits > key.budget_credits:
-                    raise QuotaExceeded(
-                        f"This generation costs {gen.credits:g} credits; its API key has "
-                        f"{max(0.0, key.budget_credits - spent):g} of its {key.budget_credits:g} left"
-                    )
+            self._check_budget(
+                conn,
+                project_id,
+                gen.credits,
+                key.id if key is not None else None,
+                key.budget_credits if key is not None else None,
+                "its API key",
+            )
             res = conn.execute(
                 update(generations)
                 .where(

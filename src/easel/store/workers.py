@@ -8,22 +8,12 @@ row is recent. Only the worker itself writes its row, so update-then-insert is r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from easel.domain.metrics import WorkerRecord
 from easel.store.tables import utcnow, workers
-
-
-@dataclass(frozen=True)
-class WorkerRecord:
-    id: str
-    hostname: str
-    pid: int
-    models: list[str]
-    started_at: datetime
-    last_seen_at: datetime
 
 
 class WorkerRegistry:

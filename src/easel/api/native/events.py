@@ -1,4 +1,4 @@
-"""Progress of a generation as server-sent events, and retry of a failed one (native API).
+"""Progress of a generation as server-sent events (native API).
 
 `GET /api/v1/generations/{id}/events` streams `text/event-stream`:
 
@@ -19,23 +19,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key
-from easel.api.errors import dialect_route
-from easel.api.idempotency import idempotent
-from easel.api.native.router import _gen, render_error  # _gen: the generation exactly as GET shows it
+from easel.api.deps import EventsDep, GenerationsDep, LinksDep
+from easel.api.native.common import GenRead, generation_body, native_router
 from easel.domain.generation import Generation, Status
 from easel.service.events import JobEvent
 
-router = APIRouter(prefix="/api/v1", route_class=dialect_route(render_error), tags=["native"])
-
-GenRead = Annotated[str, Depends(authenticated(bearer_or_api_key, "generations:read"))]
-GenWrite = Annotated[str, Depends(authenticated(bearer_or_api_key, "generations:write"))]
+router = native_router()
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
@@ -80,16 +75,21 @@ class _Stream:
 
 @router.get("/generations/{generation_id}/events")
 async def generation_events(
-    generation_id: str, request: Request, runtime: RuntimeDep, project: GenRead
+    generation_id: str,
+    request: Request,
+    svc: GenerationsDep,
+    events: EventsDep,
+    links: LinksDep,
+    principal: GenRead,
 ) -> StreamingResponse:
-    svc = runtime.generations
+    project = principal.project_id
     await anyio.to_thread.run_sync(svc.get, project, generation_id)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         told = _Stream()
         yield "retry: 1000\n\n"
-        with runtime.events.subscribe(generation_id) as queue:
+        with events.subscribe(generation_id) as queue:
 
             def hub_events() -> tuple[list[str], bool]:
                 """The events waiting in the hub's queue, and whether one said the job finished."""
@@ -114,7 +114,7 @@ async def generation_events(
                 for chunk in chunks:
                     yield chunk
                 if gen.status.finished:
-                    yield told.event(FINAL_EVENT[gen.status], _gen(request, runtime, gen))
+                    yield told.event(FINAL_EVENT[gen.status], generation_body(request, links, gen))
                     return
                 for chunk in told.state(gen):
                     yield chunk
@@ -144,16 +144,3 @@ def _from_hub(told: _Stream, ev: JobEvent) -> list[str]:
     if ev.kind == "progress":
         return told.progress(int(ev.data["step"]), int(ev.data["total"]))
     return []
-
-
-@router.post("/generations/{generation_id}/retry")
-async def retry_generation(
-    generation_id: str,
-    request: Request,
-    runtime: RuntimeDep,
-    project: GenWrite,
-    _idempotent: Annotated[None, Depends(idempotent)],
-) -> dict[str, Any]:
-    """Queue a failed or canceled generation again: the same id, spec and seed (so the same picture)."""
-    gen = await anyio.to_thread.run_sync(runtime.generations.retry, project, generation_id)
-    return {"success": True, "data": _gen(request, runtime, gen)}

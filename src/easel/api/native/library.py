@@ -10,21 +10,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key, image_url
-from easel.api.errors import dialect_route
+from easel.api.deps import LibraryDep, LinksDep, image_url
+from easel.api.native.common import ImagesDelete, ImagesRead, ImagesWrite, native_router, page
 from easel.api.native.protocol import image_json
-from easel.api.native.router import render_error
+from easel.domain.errors import Forbidden
 from easel.domain.generation import Image
-from easel.runtime import Runtime
+from easel.service.library import ImageGone
+from easel.service.links import LinkService
 
-router = APIRouter(prefix="/api/v1", route_class=dialect_route(render_error), tags=["native"])
-
-ImagesRead = Annotated[str, Depends(authenticated(bearer_or_api_key, "images:read"))]
-ImagesWrite = Annotated[str, Depends(authenticated(bearer_or_api_key, "images:write"))]
-ImagesDelete = Annotated[str, Depends(authenticated(bearer_or_api_key, "images:delete"))]
+router = native_router()
 
 
 class MoveImage(BaseModel):
@@ -33,55 +30,99 @@ class MoveImage(BaseModel):
     folder: str | None = Field(min_length=1, max_length=200)  # null: out of every folder
 
 
-def _image(request: Request, runtime: Runtime, img: Image) -> dict[str, Any]:
-    body = image_json(img, image_url(request, runtime, img.id))
+def _image(request: Request, links: LinkService, img: Image) -> dict[str, Any]:
+    body = image_json(img, image_url(request, links, img.id))
     body["source"] = "generated" if img.generation_id else "uploaded"
     return body
 
 
+@router.post("/images", status_code=201)
+async def upload_image(
+    request: Request,
+    library: LibraryDep,
+    links: LinksDep,
+    principal: ImagesWrite,
+    file: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
+    folder: Annotated[str | None, Form(max_length=200)] = None,
+) -> dict[str, Any]:
+    data = await file.read()
+    img = await anyio.to_thread.run_sync(
+        lambda: library.upload(principal.project_id, data, folder=folder, field="file")
+    )
+    return {"success": True, "data": image_json(img, image_url(request, links, img))}
+
+
+@router.get("/images/{image_id}")
+async def get_image(
+    image_id: str, request: Request, library: LibraryDep, links: LinksDep, principal: ImagesRead
+) -> dict[str, Any]:
+    img = await anyio.to_thread.run_sync(library.get, principal.project_id, image_id)
+    return {"success": True, "data": image_json(img, image_url(request, links, img))}
+
+
+@router.get("/images/{image_id}/file")
+async def image_file(
+    image_id: str, library: LibraryDep, links: LinksDep, expires: int = 0, signature: str = ""
+) -> Response:
+    """The image bytes. The signed link is the credential, so browsers and <img> tags can use it."""
+    if not links.verify(image_id, expires, signature):
+        raise Forbidden("This image link is invalid or has expired")
+    img = await anyio.to_thread.run_sync(library.get, None, image_id)
+    try:
+        data = await anyio.to_thread.run_sync(library.data, img)
+    except ImageGone:
+        raise Forbidden("This image is no longer available") from None
+    return Response(
+        data,
+        media_type=img.mime,
+        headers={
+            "Cache-Control": "private, max-age=3600",
+            "ETag": f'"{img.sha256}"',
+            "Content-Disposition": f'inline; filename="{img.id}.{img.mime.split("/")[1]}"',
+        },
+    )
+
+
 @router.get("/folders")
-async def list_folders(runtime: RuntimeDep, project: ImagesRead) -> dict[str, Any]:
+async def list_folders(library: LibraryDep, principal: ImagesRead) -> dict[str, Any]:
     """The project's folders with their image counts, by name; `name: null` counts unfiled images."""
-    found = await anyio.to_thread.run_sync(runtime.generations.folders, project)
+    found = await anyio.to_thread.run_sync(library.folders, principal.project_id)
     return {"success": True, "data": [{"name": name, "imageCount": count} for name, count in found]}
 
 
 @router.get("/images")
 async def list_images(
     request: Request,
-    runtime: RuntimeDep,
-    project: ImagesRead,
+    library: LibraryDep,
+    links: LinksDep,
+    principal: ImagesRead,
     folder: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Images newest first: all of them, those in `folder`, or with `folder=` (empty) the unfiled ones."""
     imgs, total = await anyio.to_thread.run_sync(
-        lambda: runtime.generations.list_images(
-            project, folder=folder or None, any_folder=folder is None, limit=limit, offset=offset
+        lambda: library.list(
+            principal.project_id, folder=folder or None, any_folder=folder is None, limit=limit, offset=offset
         )
     )
-    return {
-        "success": True,
-        "data": [_image(request, runtime, i) for i in imgs],
-        "pagination": {
-            "limit": limit,
-            "offset": offset,
-            "total": total,
-            "hasMore": offset + len(imgs) < total,
-        },
-    }
+    return page([_image(request, links, i) for i in imgs], limit, offset, total)
 
 
 @router.patch("/images/{image_id}")
 async def move_image(
-    image_id: str, body: MoveImage, request: Request, runtime: RuntimeDep, project: ImagesWrite
+    image_id: str,
+    body: MoveImage,
+    request: Request,
+    library: LibraryDep,
+    links: LinksDep,
+    principal: ImagesWrite,
 ) -> dict[str, Any]:
-    img = await anyio.to_thread.run_sync(runtime.generations.move_image, project, image_id, body.folder)
-    return {"success": True, "data": _image(request, runtime, img)}
+    img = await anyio.to_thread.run_sync(library.move, principal.project_id, image_id, body.folder)
+    return {"success": True, "data": _image(request, links, img)}
 
 
 @router.delete("/images/{image_id}")
-async def delete_image(image_id: str, runtime: RuntimeDep, project: ImagesDelete) -> dict[str, Any]:
-    await anyio.to_thread.run_sync(runtime.generations.delete_image, project, image_id)
+async def delete_image(image_id: str, library: LibraryDep, principal: ImagesDelete) -> dict[str, Any]:
+    await anyio.to_thread.run_sync(library.delete, principal.project_id, image_id)
     return {"success": True, "message": "Image deleted"}

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from easel.api.wire import is_http_url
+from easel.api.wire import iso
 from easel.domain.catalog import Task
 from easel.domain.generation import Generation, Image, Status
+from easel.domain.inputs import ImageInput, Role
+from easel.domain.keys import KeyInfo, ProjectInfo
 from easel.domain.spec import GenerationSpec, OutputFormat
+from easel.domain.urls import MAX_URL_LENGTH, is_http_url
+from easel.domain.webhooks import GenerationEvent
 
 # Canonical status -> the generations document's names (it has no canceled; we add it).
 STATUS_NAMES: dict[Status, str] = {
@@ -28,7 +32,7 @@ WIRE_NAMES = {
     "negative_prompt": "negativePrompt",
     "aspect_ratio": "aspectRatio",
     "image_size": "imageSize",
-    "source_image_ids": "sourceImageId",  # or sourceImageUrl
+    "source_image_ids": "sourceImageId",  # inputs by URL are named sourceImageUrl / maskImageUrl
     "mask_image_id": "maskImageId",
     "enhance_template": "enhancementOptions.template",
     "output_compression": "outputCompression",
@@ -72,7 +76,9 @@ class CreateGenerationRequest(_Wire):
     folder: str | None = Field(None, max_length=200)
     meta: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(0, ge=-100, le=100)
-    webhook: str | None = Field(None, max_length=2048)  # POSTed when the job ends (docs/webhooks.md)
+    webhook: str | None = Field(
+        None, max_length=MAX_URL_LENGTH
+    )  # POSTed when the job ends (docs/webhooks.md)
 
     @field_validator("webhook")
     @classmethod
@@ -106,8 +112,6 @@ class CreateGenerationRequest(_Wire):
             strength=self.strength,
             style=self.style,
             quality=self.quality,
-            source_image_ids=[self.source_image_id] if self.source_image_id else [],
-            mask_image_id=self.mask_image_id,
             enhance=self.auto_enhance,
             enhance_template=self.enhancement_options.template if self.enhancement_options else None,
             output_format=self.output_format,
@@ -119,9 +123,18 @@ class CreateGenerationRequest(_Wire):
             record_parameters=self.record_parameters,
         )
 
-
-def iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    def inputs(self) -> list[ImageInput]:
+        """The image inputs: stored images by id, or images by URL / data URI (imported by submit)."""
+        found = []
+        for role, image_id, url, id_field, url_field in (
+            (Role.SOURCE, self.source_image_id, self.source_image_url, "sourceImageId", "sourceImageUrl"),
+            (Role.MASK, self.mask_image_id, self.mask_image_url, "maskImageId", "maskImageUrl"),
+        ):
+            if image_id:
+                found.append(ImageInput.stored(role, image_id, id_field))
+            if url:
+                found.append(ImageInput.from_url(role, url, url_field))
+        return found
 
 
 def image_json(img: Image, url: str) -> dict[str, Any]:
@@ -189,4 +202,63 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "startedAt": iso(gen.started_at),
         "finishedAt": iso(gen.finished_at),
         "deletedAt": iso(gen.deleted_at),
+    }
+
+
+def webhook_payload(event: GenerationEvent) -> str:
+    """The JSON body of a generation event (docs/webhooks.md), serialised once: every attempt of the
+    message sends these exact bytes. The outbox (store/outbox.py) stores what this returns."""
+    spec = event.spec
+    data = {
+        "id": event.generation_id,
+        "object": "generation",
+        "projectId": event.project_id,
+        "status": event.type.split(".", 1)[1],
+        "model": spec.model,
+        "prompt": spec.original_prompt or spec.prompt,
+        "n": spec.n,
+        "images": [
+            {
+                "id": im.id,
+                "index": im.index,
+                "width": im.width,
+                "height": im.height,
+                "mimeType": im.mime,
+                "seed": im.seed,
+                "path": f"/api/v1/images/{im.id}",
+            }
+            for im in sorted(event.images, key=lambda i: i.index)
+        ],
+        "error": None
+        if event.error_code is None
+        else {"code": event.error_code, "message": event.error_message},
+        "meta": spec.meta,
+        "finishedAt": iso(event.at),
+    }
+    body = {"type": event.type, "timestamp": iso(event.at), "data": data}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def key_json(k: KeyInfo) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "projectId": k.project_id,
+        "name": k.name,
+        "scopes": sorted(k.scopes),
+        "rateLimitPerHour": k.rate_limit_per_hour,
+        "budgetCredits": k.budget_credits,
+        "createdAt": iso(k.created_at),
+        "lastUsedAt": iso(k.last_used_at),
+        "expiresAt": iso(k.expires_at),
+        "revokedAt": iso(k.revoked_at),
+    }
+
+
+def project_json(p: ProjectInfo) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "budgetCredits": p.budget_credits,
+        "rateLimitPerHour": p.rate_limit_per_hour,
+        "recordParameters": p.record_parameters,
     }

@@ -8,22 +8,18 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from easel.api.deps import RuntimeDep, authenticated, bearer_or_api_key
-from easel.api.errors import dialect_route
-from easel.api.native.protocol import iso
-from easel.api.native.router import render_error
+from easel.api.deps import WebhooksDep
+from easel.api.native.common import Admin, GenRead, GenWrite, native_router, page
+from easel.api.wire import iso
 from easel.domain.errors import ValidationFailed
-from easel.store.outbox import MESSAGE_STATES, Endpoint, Message
+from easel.domain.urls import MAX_URL_LENGTH
+from easel.domain.webhooks import MESSAGE_STATES, Endpoint, Message
 
-router = APIRouter(prefix="/api/v1/webhooks", route_class=dialect_route(render_error), tags=["webhooks"])
-
-Admin = Annotated[str, Depends(authenticated(bearer_or_api_key, "admin"))]
-GenRead = Annotated[str, Depends(authenticated(bearer_or_api_key, "generations:read"))]
-GenWrite = Annotated[str, Depends(authenticated(bearer_or_api_key, "generations:write"))]
+router = native_router("/api/v1/webhooks", "webhooks")
 
 
 class _Wire(BaseModel):
@@ -31,7 +27,7 @@ class _Wire(BaseModel):
 
 
 class CreateEndpoint(_Wire):
-    url: str = Field(min_length=1, max_length=2048)
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
     event_types: list[str] = Field(default_factory=list)  # [] = every event
     description: str | None = Field(None, max_length=200)
 
@@ -101,52 +97,56 @@ def _secret_json(secret: str, previous: str | None, expires: datetime | None) ->
 
 
 @router.post("/endpoints", status_code=201)
-async def create_endpoint(body: CreateEndpoint, runtime: RuntimeDep, project: Admin) -> dict[str, Any]:
+async def create_endpoint(body: CreateEndpoint, webhooks: WebhooksDep, caller: Admin) -> dict[str, Any]:
     """A project endpoint: every matching event of the project is POSTed to it. The secret is shown
     here and on rotation only."""
     ep = await anyio.to_thread.run_sync(
-        lambda: runtime.webhooks.create_endpoint(project, body.url, body.event_types, body.description)
+        lambda: webhooks.create_endpoint(caller.project_id, body.url, body.event_types, body.description)
     )
     return {"success": True, "data": _endpoint_json(ep, with_secret=True)}
 
 
 @router.get("/endpoints")
-async def list_endpoints(runtime: RuntimeDep, project: Admin) -> dict[str, Any]:
-    eps = await anyio.to_thread.run_sync(runtime.webhooks.store.endpoints, project)
+async def list_endpoints(webhooks: WebhooksDep, caller: Admin) -> dict[str, Any]:
+    eps = await anyio.to_thread.run_sync(webhooks.store.endpoints, caller.project_id)
     return {"success": True, "data": [_endpoint_json(e) for e in eps]}
 
 
 @router.get("/endpoints/{endpoint_id}")
-async def get_endpoint(endpoint_id: str, runtime: RuntimeDep, project: Admin) -> dict[str, Any]:
-    ep = await anyio.to_thread.run_sync(runtime.webhooks.store.endpoint, project, endpoint_id)
+async def get_endpoint(endpoint_id: str, webhooks: WebhooksDep, caller: Admin) -> dict[str, Any]:
+    ep = await anyio.to_thread.run_sync(webhooks.store.endpoint, caller.project_id, endpoint_id)
     return {"success": True, "data": _endpoint_json(ep)}
 
 
 @router.patch("/endpoints/{endpoint_id}")
 async def update_endpoint(
-    endpoint_id: str, body: UpdateEndpoint, runtime: RuntimeDep, project: Admin
+    endpoint_id: str, body: UpdateEndpoint, webhooks: WebhooksDep, caller: Admin
 ) -> dict[str, Any]:
     """Enable (after a 410 disabled it) or disable an endpoint; change its event filter."""
-    svc = runtime.webhooks
+    svc = webhooks
     events = None if body.event_types is None else svc.check_events(body.event_types)
     ep = await anyio.to_thread.run_sync(
         lambda: svc.store.update_endpoint(
-            project, endpoint_id, enabled=body.enabled, event_types=events, description=body.description
+            caller.project_id,
+            endpoint_id,
+            enabled=body.enabled,
+            event_types=events,
+            description=body.description,
         )
     )
     return {"success": True, "data": _endpoint_json(ep)}
 
 
 @router.delete("/endpoints/{endpoint_id}")
-async def delete_endpoint(endpoint_id: str, runtime: RuntimeDep, project: Admin) -> dict[str, Any]:
-    await anyio.to_thread.run_sync(runtime.webhooks.store.delete_endpoint, project, endpoint_id)
+async def delete_endpoint(endpoint_id: str, webhooks: WebhooksDep, caller: Admin) -> dict[str, Any]:
+    await anyio.to_thread.run_sync(webhooks.store.delete_endpoint, caller.project_id, endpoint_id)
     return {"success": True, "message": "Webhook endpoint deleted"}
 
 
 @router.post("/endpoints/{endpoint_id}/rotate-secret")
-async def rotate_endpoint_secret(endpoint_id: str, runtime: RuntimeDep, project: Admin) -> dict[str, Any]:
+async def rotate_endpoint_secret(endpoint_id: str, webhooks: WebhooksDep, caller: Admin) -> dict[str, Any]:
     """A new secret; the old one still signs (a second signature) for the grace period."""
-    ep = await anyio.to_thread.run_sync(runtime.webhooks.rotate_endpoint_secret, project, endpoint_id)
+    ep = await anyio.to_thread.run_sync(webhooks.rotate_endpoint_secret, caller.project_id, endpoint_id)
     return {"success": True, "data": _endpoint_json(ep, with_secret=True)}
 
 
@@ -154,15 +154,15 @@ async def rotate_endpoint_secret(endpoint_id: str, runtime: RuntimeDep, project:
 
 
 @router.get("/secret")
-async def request_secret(runtime: RuntimeDep, project: Admin) -> dict[str, Any]:
+async def request_secret(webhooks: WebhooksDep, caller: Admin) -> dict[str, Any]:
     """The secret that signs this project's per-request webhooks (the `webhook` field of a request)."""
-    found = await anyio.to_thread.run_sync(runtime.webhooks.store.project_secret, project)
+    found = await anyio.to_thread.run_sync(webhooks.store.project_secret, caller.project_id)
     return {"success": True, "data": _secret_json(*found)}
 
 
 @router.post("/secret/rotate")
-async def rotate_request_secret(runtime: RuntimeDep, project: Admin) -> dict[str, Any]:
-    found = await anyio.to_thread.run_sync(runtime.webhooks.rotate_project_secret, project)
+async def rotate_request_secret(webhooks: WebhooksDep, caller: Admin) -> dict[str, Any]:
+    found = await anyio.to_thread.run_sync(webhooks.rotate_project_secret, caller.project_id)
     return {"success": True, "data": _secret_json(*found)}
 
 
@@ -171,8 +171,8 @@ async def rotate_request_secret(runtime: RuntimeDep, project: Admin) -> dict[str
 
 @router.get("/messages")
 async def list_messages(
-    runtime: RuntimeDep,
-    project: GenRead,
+    webhooks: WebhooksDep,
+    caller: GenRead,
     generation_id: Annotated[str | None, Query(alias="generationId")] = None,
     endpoint_id: Annotated[str | None, Query(alias="endpointId")] = None,
     status: str | None = None,
@@ -184,8 +184,8 @@ async def list_messages(
             "status", f"unknown status {status!r}; allowed: {', '.join(MESSAGE_STATES)}"
         )
     msgs, total = await anyio.to_thread.run_sync(
-        lambda: runtime.webhooks.store.messages(
-            project,
+        lambda: webhooks.store.messages(
+            caller.project_id,
             generation_id=generation_id,
             endpoint_id=endpoint_id,
             status=status,
@@ -193,26 +193,17 @@ async def list_messages(
             offset=offset,
         )
     )
-    return {
-        "success": True,
-        "data": [_message_json(m) for m in msgs],
-        "pagination": {
-            "limit": limit,
-            "offset": offset,
-            "total": total,
-            "hasMore": offset + len(msgs) < total,
-        },
-    }
+    return page([_message_json(m) for m in msgs], limit, offset, total)
 
 
 @router.get("/messages/{message_id}")
-async def get_message(message_id: str, runtime: RuntimeDep, project: GenRead) -> dict[str, Any]:
-    msg = await anyio.to_thread.run_sync(runtime.webhooks.store.message, project, message_id)
+async def get_message(message_id: str, webhooks: WebhooksDep, caller: GenRead) -> dict[str, Any]:
+    msg = await anyio.to_thread.run_sync(webhooks.store.message, caller.project_id, message_id)
     return {"success": True, "data": _message_json(msg, detail=True)}
 
 
 @router.post("/messages/{message_id}/redeliver", status_code=202)
-async def redeliver(message_id: str, runtime: RuntimeDep, project: GenWrite) -> dict[str, Any]:
+async def redeliver(message_id: str, webhooks: WebhooksDep, caller: GenWrite) -> dict[str, Any]:
     """Send the message again now: same webhook-id, same body, a fresh timestamp and signature."""
-    msg = await anyio.to_thread.run_sync(runtime.webhooks.redeliver, project, message_id)
+    msg = await anyio.to_thread.run_sync(webhooks.redeliver, caller.project_id, message_id)
     return {"success": True, "data": _message_json(msg, detail=True)}

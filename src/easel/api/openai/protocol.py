@@ -3,6 +3,9 @@ canonical model. Field names are OpenAI's (snake_case). See docs/api/openai.md f
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -11,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from easel.domain.catalog import Catalog, ModelEntry, Task
 from easel.domain.errors import EaselError, ValidationFailed
 from easel.domain.generation import Generation
+from easel.domain.inputs import ImageInput, MaskEncoding, Role
 from easel.domain.spec import GenerationSpec, OutputFormat
 
 # The model OpenAI's API and the AIGNE document use when a request names none; used when the catalog
@@ -21,8 +25,7 @@ DEFAULT_MODEL = "dall-e-2"
 VARIATION_PROMPT = "a variation of this image"
 # OpenAI accepts up to 16 images per edit.
 MAX_INPUT_IMAGES = 16
-# Placeholder ids used to validate a spec before its uploads are stored.
-PENDING_IMAGE = "pending-upload"
+IMAGE_FIELDS = ("image", "image[]")
 
 # Canonical spec field -> OpenAI wire field, so validation errors name what the client sent (`param`).
 WIRE_NAMES = {
@@ -127,14 +130,41 @@ class GenerateRequest(_Output):
             return []
         return [self.image] if isinstance(self.image, str) else list(self.image)
 
-    def to_spec(self, catalog: Catalog, image_ids: list[str]) -> GenerationSpec:
+    def to_spec(self, catalog: Catalog) -> GenerationSpec:
         return GenerationSpec(
             prompt=self.prompt,
-            task=Task.IMAGE_TO_IMAGE if image_ids else Task.TEXT_TO_IMAGE,
+            task=Task.IMAGE_TO_IMAGE if self.images else Task.TEXT_TO_IMAGE,
             style=self.style,
-            source_image_ids=image_ids,
             **self._output_fields(catalog),
         )
+
+    def inputs(self, own_link: Callable[[str], str | None]) -> list[ImageInput]:
+        """AIGNE's `image`: a link this server issued for one of its images (`own_link` gives its id),
+        another URL or a data: URI (fetched by the service with its SSRF rules), or plain base64."""
+        refs = self.images
+        if len(refs) > MAX_INPUT_IMAGES:
+            raise ValidationFailed.for_field("image", f"at most {MAX_INPUT_IMAGES} images")
+        found = []
+        for raw in refs:
+            ref = raw.strip()
+            if ref[:7].lower() == "http://" or ref[:8].lower() == "https://":
+                image_id = own_link(ref)
+                found.append(
+                    ImageInput.stored(Role.SOURCE, image_id, "image")
+                    if image_id
+                    else ImageInput.from_url(Role.SOURCE, ref, "image")
+                )
+            elif ref[:5].lower() == "data:":
+                found.append(ImageInput.from_url(Role.SOURCE, ref, "image"))
+            else:
+                try:
+                    data = base64.b64decode("".join(ref.split()), validate=True)
+                except (binascii.Error, ValueError):
+                    raise ValidationFailed.for_field(
+                        "image", "must be base64, a data: URI or an image URL"
+                    ) from None
+                found.append(ImageInput.upload(Role.SOURCE, data, "image"))
+        return found
 
 
 class EditRequest(_Output):
@@ -143,27 +173,43 @@ class EditRequest(_Output):
     prompt: str
     input_fidelity: Literal["high", "low"] | None = None
 
-    def to_spec(self, catalog: Catalog, image_ids: list[str], mask_id: str | None) -> GenerationSpec:
+    def to_spec(self, catalog: Catalog, with_mask: bool) -> GenerationSpec:
         return GenerationSpec(
             prompt=self.prompt,
-            task=Task.INPAINT if mask_id else Task.IMAGE_TO_IMAGE,
-            source_image_ids=image_ids,
-            mask_image_id=mask_id,
+            task=Task.INPAINT if with_mask else Task.IMAGE_TO_IMAGE,
             **self._output_fields(catalog),
         )
+
+    @staticmethod
+    def inputs(files: list[tuple[str, bytes]]) -> list[ImageInput]:
+        """The files of an edit: `image` / `image[]` (1 to 16 sources) and at most one `mask`, whose
+        transparent pixels mark the area to edit."""
+        images = [data for name, data in files if name in IMAGE_FIELDS]
+        masks = [data for name, data in files if name == "mask"]
+        if not images:
+            raise ValidationFailed.for_field("image", "at least one image file is required")
+        if len(images) > MAX_INPUT_IMAGES:
+            raise ValidationFailed.for_field("image", f"at most {MAX_INPUT_IMAGES} images")
+        if len(masks) > 1:
+            raise ValidationFailed.for_field("mask", "one mask at most")
+        return [ImageInput.upload(Role.SOURCE, data, "image") for data in images] + [
+            ImageInput.upload(Role.MASK, data, "mask", MaskEncoding.TRANSPARENT) for data in masks
+        ]
 
 
 class VariationRequest(_Common):
     """POST /v1/images/variations (multipart; the file `image` is handled apart)."""
 
-    def to_spec(self, catalog: Catalog, image_id: str) -> GenerationSpec:
+    def to_spec(self, catalog: Catalog) -> GenerationSpec:
         return GenerationSpec(
-            prompt=VARIATION_PROMPT,
-            task=Task.VARIATION,
-            source_image_ids=[image_id],
-            enhance=False,
-            **self._spec_fields(catalog),
+            prompt=VARIATION_PROMPT, task=Task.VARIATION, enhance=False, **self._spec_fields(catalog)
         )
+
+    @staticmethod
+    def inputs(files: list[tuple[str, bytes]]) -> list[ImageInput]:
+        if len(files) != 1:
+            raise ValidationFailed.for_field("image", "exactly one image file is required")
+        return [ImageInput.upload(Role.SOURCE, files[0][1], "image")]
 
 
 def default_model(catalog: Catalog) -> str | None:

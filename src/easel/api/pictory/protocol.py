@@ -7,17 +7,18 @@ Field messages follow Pictory's (Joi's) wording: `"prompt" is required`,
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from easel.api.wire import is_http_url
+from easel.api.wire import iso
 from easel.domain.catalog import Catalog, Task
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.generation import Generation, Status
+from easel.domain.inputs import ImageInput, Role
 from easel.domain.spec import GenerationSpec
+from easel.domain.urls import is_http_url
 
 MODELS = ("seedream3.0", "flux-schnell", "nanobanana", "nanobanana-pro")
 DEFAULT_MODEL = "seedream3.0"
@@ -32,9 +33,6 @@ STATUS_NAMES: dict[Status, str] = {
     Status.FAILED: "failed",
     Status.CANCELED: "failed",
 }
-
-# Stands in for the reference image in the catalog check made before it is fetched.
-PENDING_REFERENCE = "pending-reference"
 
 WIRE_NAMES = {
     "aspect_ratio": "aspectRatio",
@@ -61,7 +59,7 @@ class CreateImageRequest(BaseModel):
 
     def check(self, catalog: Catalog) -> None:
         """The document's rules, every failing field at once (Pictory answers with a `fields` list), then
-        the catalog's, all before the reference image is fetched."""
+        the service checks the catalog's, all before the reference image is fetched."""
         errors = []
         if len(self.prompt.strip()) < PROMPT_MIN:
             errors.append(FieldError("prompt", f"length must be at least {PROMPT_MIN} characters long"))
@@ -83,31 +81,27 @@ class CreateImageRequest(BaseModel):
             errors.append(FieldError("webhook", "must be a valid uri"))
         if errors:
             raise ValidationFailed("Request body validation failed.", errors)
-        # The catalog's own checks too, before anything is fetched.
-        self.to_spec(catalog, PENDING_REFERENCE if self.reference_image_url else None).resolve(
-            catalog, WIRE_NAMES
-        )
 
     @property
     def model_name(self) -> str:
         return self.model or DEFAULT_MODEL
 
-    def to_spec(self, catalog: Catalog, reference_image_id: str | None) -> GenerationSpec:
+    def to_spec(self, catalog: Catalog) -> GenerationSpec:
         model = self.model_name
         return GenerationSpec(
             prompt=self.prompt,
             model=model,
-            task=Task.IMAGE_TO_IMAGE if reference_image_id else Task.TEXT_TO_IMAGE,
+            task=Task.IMAGE_TO_IMAGE if self.reference_image_url else Task.TEXT_TO_IMAGE,
             # "Defaults to the first supported aspect ratio of the chosen model."
             aspect_ratio=self.aspect_ratio or catalog.resolve(model).aspect_ratios[0],
             style=self.style,
-            source_image_ids=[reference_image_id] if reference_image_id else [],
             webhook_url=self.webhook,
         )
 
-
-def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    def inputs(self) -> list[ImageInput]:
+        """The reference image: the source of an image-to-image job, fetched by the service."""
+        url = self.reference_image_url
+        return [ImageInput.from_url(Role.SOURCE, url, "referenceImageUrl")] if url else []
 
 
 def created_json(gen: Generation) -> dict[str, Any]:
@@ -133,9 +127,9 @@ def job_json(gen: Generation, url_for: Callable[[str], str]) -> dict[str, Any]:
         "url": images[0]["url"] if images else None,
         "images": images,
         "credits": gen.credits,
-        "createdAt": _iso(gen.created_at),
-        "updatedAt": _iso(gen.updated_at),
-        "completedAt": _iso(gen.finished_at),
+        "createdAt": iso(gen.created_at),
+        "updatedAt": iso(gen.updated_at),
+        "completedAt": iso(gen.finished_at),
     }
     if gen.status in (Status.FAILED, Status.CANCELED):
         data["error"] = {

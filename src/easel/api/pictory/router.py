@@ -13,14 +13,15 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import RuntimeDep, authenticated, generation_as, image_links, raw_header
-from easel.api.errors import dialect_route
+from easel.api.deps import GenerationsDep, LinksDep, ServicesDep, authenticated, image_links, raw_header
 from easel.api.idempotency import idempotent
 from easel.api.pictory.protocol import WIRE_NAMES, CreateImageRequest, created_json, job_json
+from easel.api.routing import dialect_route
 from easel.domain.errors import EaselError, FieldError
+from easel.domain.keys import Principal
 
-Writer = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:write"))]
-Reader = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:read"))]
+Writer = Annotated[Principal, Depends(authenticated(raw_header("authorization"), "generations:write"))]
+Reader = Annotated[Principal, Depends(authenticated(raw_header("authorization"), "generations:read"))]
 
 # Request-parsing messages in Joi's words, the way Pictory's own validation words them.
 _JOI = {
@@ -56,34 +57,26 @@ def render_error(err: EaselError) -> Response:
 
 
 router = APIRouter(
-    prefix="/pictoryapis/v1/aistudio", route_class=dialect_route(render_error), tags=["pictory"]
+    prefix="/pictoryapis/v1/aistudio", route_class=dialect_route(render_error, WIRE_NAMES), tags=["pictory"]
 )
 
 
 @router.post("/images")
 async def create_image(
     body: CreateImageRequest,
-    runtime: RuntimeDep,
-    project: Writer,
+    svc: ServicesDep,
+    principal: Writer,
     _idempotent: Annotated[None, Depends(idempotent)],
 ) -> dict[str, Any]:
-    body.check(runtime.catalog)
-    svc = runtime.generations
-    reference = None
-    if body.reference_image_url is not None:
-        url = body.reference_image_url
-        image = await anyio.to_thread.run_sync(
-            lambda: svc.import_image_url(project, url, field="referenceImageUrl")
-        )
-        reference = image.id
-    spec = body.to_spec(runtime.catalog, reference)
-    gen = await anyio.to_thread.run_sync(lambda: svc.create(project, spec, WIRE_NAMES))
+    body.check(svc.catalog)
+    spec = body.to_spec(svc.catalog)
+    gen = await anyio.to_thread.run_sync(svc.generations.submit, principal, spec, body.inputs())
     return created_json(gen)
 
 
 @router.get("/images/{job_id}")
 async def get_image_job(
-    job_id: str, request: Request, runtime: RuntimeDep, project: Reader
+    job_id: str, request: Request, generations: GenerationsDep, links: LinksDep, principal: Reader
 ) -> dict[str, Any]:
-    gen = await generation_as(runtime, project, job_id, "job")
-    return job_json(gen, image_links(request, runtime, gen.images))
+    gen = await anyio.to_thread.run_sync(generations.get_as, principal.project_id, job_id, "job")
+    return job_json(gen, image_links(request, links, gen.images))

@@ -9,11 +9,11 @@ read into one model. Model tiers small/medium/large are the catalog entries plac
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from easel.api.wire import iso
 from easel.domain.catalog import Catalog
 from easel.domain.errors import ValidationFailed
 from easel.domain.generation import Generation, Status
@@ -99,10 +99,6 @@ class GenerateImageRequest(BaseModel):
         )
 
 
-def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-
-
 def created_json(number: int) -> dict[str, Any]:
     return {"image_generation_task": {"id": number}}
 
@@ -132,8 +128,8 @@ def task_json(number: int, gen: Generation, url_for: Callable[[str], str]) -> di
             "image_urls": urls,
             "credits": gen.credits,
             "error": error,
-            "created_at": _iso(gen.created_at),
-            "updated_at": _iso(gen.updated_at),
-            "finished_at": _iso(gen.finished_at),
+            "created_at": iso(gen.created_at),
+            "updated_at": iso(gen.updated_at),
+            "finished_at": iso(gen.finished_at),
         }
     }

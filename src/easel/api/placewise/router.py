@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from easel.api.deps import RuntimeDep, authenticated, image_links, raw_header
-from easel.api.errors import dialect_route
+from easel.api.deps import GenerationsDep, LinksDep, ServicesDep, authenticated, image_links, raw_header
+from easel.api.forms import read_form
 from easel.api.idempotency import idempotent
 from easel.api.placewise.protocol import (
     SLUG_HEADER,
@@ -26,10 +26,13 @@ from easel.api.placewise.protocol import (
     created_json,
     task_json,
 )
+from easel.api.routing import dialect_route
 from easel.domain.errors import EaselError, NotFound, ValidationFailed
+from easel.domain.keys import Principal
 
-Writer = Annotated[str, Depends(authenticated(raw_header("x-client-authorization"), "generations:write"))]
-Reader = Annotated[str, Depends(authenticated(raw_header("x-client-authorization"), "generations:read"))]
+_KEY = raw_header("x-client-authorization")
+Writer = Annotated[Principal, Depends(authenticated(_KEY, "generations:write"))]
+Reader = Annotated[Principal, Depends(authenticated(_KEY, "generations:read"))]
 SlugHeader = Annotated[str | None, Header(alias=SLUG_HEADER)]
 
 
@@ -39,7 +42,9 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=err.status)
 
 
-router = APIRouter(prefix="/v1/ml/general", route_class=dialect_route(render_error), tags=["placewise"])
+router = APIRouter(
+    prefix="/v1/ml/general", route_class=dialect_route(render_error, WIRE_NAMES), tags=["placewise"]
+)
 
 
 def _slug(value: str | None) -> str:
@@ -54,17 +59,9 @@ async def _read_body(request: Request) -> dict[str, Any]:
     """The parameters of a multipart/form-data, urlencoded or JSON body, as one dict."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        form = await request.form()
-        params: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if not isinstance(value, str):
-                raise ValidationFailed.for_field(key, "must be a text field, not a file")
-            if key in params:
-                raise ValidationFailed.for_field(key, "given more than once")
-            # An empty optional form field means "not given"; an empty prompt stays (and is refused).
-            if value != "" or key == "prompt":
-                params[key] = value
-        return params
+        fields, _ = await read_form(request)
+        # An empty optional form field means "not given"; an empty prompt stays (and is refused).
+        return {k: v for k, v in fields.items() if v != "" or k == "prompt"}
     if ctype in ("application/json", ""):
         raw = await request.body()
         try:
@@ -90,8 +87,8 @@ _BODY_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "appl
 )
 async def generate_image(
     request: Request,
-    runtime: RuntimeDep,
-    project: Writer,
+    svc: ServicesDep,
+    principal: Writer,
     _idempotent: Annotated[None, Depends(idempotent)],
     slug_header: SlugHeader = None,
 ) -> dict[str, Any]:
@@ -100,29 +97,34 @@ async def generate_image(
         body = GenerateImageRequest.model_validate(await _read_body(request))
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
-    svc = runtime.generations
-    spec = body.to_spec(runtime.catalog, slug)
+    spec = body.to_spec(svc.catalog, slug)
+    generations = svc.generations
 
     def create() -> int:
-        gen = svc.create(project, spec, WIRE_NAMES)
-        return svc.task_number(project, gen.id)
+        gen = generations.submit(principal, spec)
+        return generations.task_number(principal.project_id, gen.id)
 
     return created_json(await anyio.to_thread.run_sync(create))
 
 
 @router.get("/image_generation_tasks/{task_id}")
 async def get_task(
-    task_id: str, request: Request, runtime: RuntimeDep, project: Reader, slug_header: SlugHeader = None
+    task_id: str,
+    request: Request,
+    generations: GenerationsDep,
+    links: LinksDep,
+    principal: Reader,
+    slug_header: SlugHeader = None,
 ) -> dict[str, Any]:
     slug = _slug(slug_header)
     if not task_id.isdigit() or len(task_id) > 18:
         raise NotFound("task", task_id)
     number = int(task_id)
     try:
-        gen = await anyio.to_thread.run_sync(runtime.generations.generation_by_number, project, number)
+        gen = await anyio.to_thread.run_sync(generations.generation_by_number, principal.project_id, number)
     except NotFound:
         raise NotFound("task", task_id) from None
     # Another club's task does not exist for this one.
     if gen.meta.get("loyaltyClubSlug") != slug:
         raise NotFound("task", task_id)
-    return task_json(number, gen, image_links(request, runtime, gen.images))
+    return task_json(number, gen, image_links(request, links, gen.images))

@@ -8,18 +8,17 @@ AI Media" folder; GetGeneratedImage reports IN_PROGRESS, READY (imageUrl and fil
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from easel.api.wire import is_http_url
-from easel.domain.catalog import Catalog, Task
+from easel.domain.catalog import Task
 from easel.domain.errors import FieldError, ValidationFailed
-from easel.domain.generation import Generation, Image, Status
-from easel.domain.sizes import ASPECT_RATIOS
+from easel.domain.generation import Generation, Status
+from easel.domain.inputs import ImageInput, Role
 from easel.domain.spec import GenerationSpec
+from easel.domain.urls import is_http_url
 
 FOLDER = "Social Marketing AI Media"
 MAX_USER_INPUT = 3000
@@ -33,9 +32,6 @@ STATUS_NAMES: dict[Status, str] = {
     Status.CANCELED: "FAILED",
 }
 
-# Stands in for the source image in the catalog check made before it is fetched (resolve() needs one named).
-PENDING_SOURCE = "pending-source"
-
 # Canonical spec field -> wire field, so errors from the catalog check name what the client sent.
 WIRE_NAMES = {"prompt": "userInput", "source_image_ids": "imageUrl"}
 
@@ -48,9 +44,9 @@ class GenerateImageRequest(BaseModel):
     user_input: str = Field(alias="userInput")
     image_url: str = Field(alias="imageUrl")
 
-    def check(self, catalog: Catalog) -> None:
+    def check(self) -> None:
         """The document's rules (userInput maxLength 3000, imageUrl format WEB_URL), every failing field at
-        once, then the catalog's, all before the source image is fetched."""
+        once; the catalog's are checked by the service, all before the source image is fetched."""
         errors = []
         if not self.user_input.strip():
             errors.append(FieldError("userInput", "must not be empty"))
@@ -61,27 +57,15 @@ class GenerateImageRequest(BaseModel):
         if errors:
             summary = "; ".join(f"{e.field}: {e.message}" for e in errors)
             raise ValidationFailed(f"Invalid request: {summary}", errors)
-        self._spec(PENDING_SOURCE, None).resolve(catalog, WIRE_NAMES)
 
-    def to_spec(self, catalog: Catalog, source: Image) -> GenerationSpec:
+    def to_spec(self) -> GenerationSpec:
         """Image-to-image on the default model, in the source photo's shape (the model's closest ratio)."""
-        allowed = catalog.resolve(None).aspect_ratios
-        return self._spec(source.id, closest_aspect_ratio(source.width, source.height, allowed))
-
-    def _spec(self, source_image_id: str, aspect_ratio: str | None) -> GenerationSpec:
         return GenerationSpec(
-            prompt=self.user_input,
-            task=Task.IMAGE_TO_IMAGE,
-            source_image_ids=[source_image_id],
-            aspect_ratio=aspect_ratio,
-            folder=FOLDER,
+            prompt=self.user_input, task=Task.IMAGE_TO_IMAGE, match_source_aspect=True, folder=FOLDER
         )
 
-
-def closest_aspect_ratio(width: int, height: int, allowed: list[str]) -> str:
-    """The allowed ratio nearest to width:height on a log scale (so a ratio and its inverse tie)."""
-    target = math.log(width / height)
-    return min(allowed, key=lambda a: abs(math.log(ASPECT_RATIOS[a][0] / ASPECT_RATIOS[a][1]) - target))
+    def inputs(self) -> list[ImageInput]:
+        return [ImageInput.from_url(Role.SOURCE, self.image_url, "imageUrl")]
 
 
 def generate_image_json(gen: Generation) -> dict[str, Any]:

@@ -13,20 +13,16 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from easel.api.deps import RuntimeDep, authenticated, generation_as, image_links, raw_header
-from easel.api.errors import dialect_route
+from easel.api.deps import GenerationsDep, LinksDep, authenticated, image_links, raw_header
 from easel.api.idempotency import idempotent
-from easel.api.wix.protocol import (
-    WIRE_NAMES,
-    GenerateImageRequest,
-    generate_image_json,
-    generated_image_json,
-)
+from easel.api.routing import dialect_route
+from easel.api.wix.protocol import WIRE_NAMES, GenerateImageRequest, generate_image_json, generated_image_json
 from easel.domain.errors import EaselError
+from easel.domain.keys import Principal
 
 # Wix apps send their key as the whole Authorization header.
-Writer = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:write"))]
-Reader = Annotated[str, Depends(authenticated(raw_header("authorization"), "generations:read"))]
+Writer = Annotated[Principal, Depends(authenticated(raw_header("authorization"), "generations:write"))]
+Reader = Annotated[Principal, Depends(authenticated(raw_header("authorization"), "generations:read"))]
 
 
 def render_error(err: EaselError) -> Response:
@@ -39,30 +35,26 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse({"message": err.message, "details": details}, status_code=err.status)
 
 
-router = APIRouter(prefix="/social-publisher/v1", route_class=dialect_route(render_error), tags=["wix"])
+router = APIRouter(
+    prefix="/social-publisher/v1", route_class=dialect_route(render_error, WIRE_NAMES), tags=["wix"]
+)
 
 
 @router.post("/generate-image")
 async def generate_image(
     body: GenerateImageRequest,
-    runtime: RuntimeDep,
-    project: Writer,
+    generations: GenerationsDep,
+    principal: Writer,
     _idempotent: Annotated[None, Depends(idempotent)],
 ) -> dict[str, Any]:
-    body.check(runtime.catalog)
-    svc = runtime.generations
-    source = await anyio.to_thread.run_sync(
-        lambda: svc.import_image_url(project, body.image_url, field="imageUrl")
-    )
-    gen = await anyio.to_thread.run_sync(
-        lambda: svc.create(project, body.to_spec(runtime.catalog, source), WIRE_NAMES)
-    )
+    body.check()
+    gen = await anyio.to_thread.run_sync(generations.submit, principal, body.to_spec(), body.inputs())
     return generate_image_json(gen)
 
 
 @router.get("/generated-image/{execution_id}")
 async def get_generated_image(
-    execution_id: str, request: Request, runtime: RuntimeDep, project: Reader
+    execution_id: str, request: Request, generations: GenerationsDep, links: LinksDep, principal: Reader
 ) -> dict[str, Any]:
-    gen = await generation_as(runtime, project, execution_id, "execution")
-    return generated_image_json(gen, image_links(request, runtime, gen.images))
+    gen = await anyio.to_thread.run_sync(generations.get_as, principal.project_id, execution_id, "execution")
+    return generated_image_json(gen, image_links(request, links, gen.images))

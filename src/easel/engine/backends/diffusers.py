@@ -20,6 +20,7 @@ from PIL.Image import Image as PILImage
 from easel.domain.catalog import Task
 from easel.engine.backends.base import BatchRequest, Interrupted, ModelUnavailable, StepCallback
 from easel.imaging import resample_filter
+from easel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ def load_pipeline(source: str, device: str, options: dict[str, Any]) -> Any:
 
 
 class DiffusersBackend:
-    def __init__(self, device: str = "auto", max_loaded: int = 2) -> None:
-        self.device = pick_device(device)
+    def __init__(self, settings: Settings, max_loaded: int = 2) -> None:
+        self.device = pick_device(settings.device)
         self.max_loaded = max_loaded
         self._pipes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()

@@ -1,0 +1,63 @@
+"""OpenAI's answers are synchronous: submit the job, wait for it (up to EASEL_OPENAI_TIMEOUT_SECONDS) and
+answer with its images, or with an error that tells OpenAI's SDKs not to retry (a retry would create a
+second job)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from fastapi import Request
+
+from easel.api.deps import image_url
+from easel.api.openai.protocol import ResponseFormat, images_response
+from easel.domain.errors import EaselError, TimedOut
+from easel.domain.generation import Status
+from easel.domain.inputs import ImageInput
+from easel.domain.keys import Principal
+from easel.domain.spec import GenerationSpec
+from easel.service.container import Services
+
+NO_RETRY = {"x-should-retry": "false"}
+
+
+async def generate(
+    request: Request,
+    svc: Services,
+    principal: Principal,
+    spec: GenerationSpec,
+    inputs: Sequence[ImageInput],
+    fmt: ResponseFormat,
+) -> dict[str, Any]:
+    generations = svc.generations
+    gen = await anyio.to_thread.run_sync(generations.submit, principal, spec, inputs)
+    timeout = svc.settings.openai_timeout_seconds
+    gen = await generations.wait(principal.project_id, gen.id, timeout, capped=False)
+    if gen.status is Status.FAILED:
+        raise EaselError(
+            gen.error_message or "The generation failed",
+            status=500,
+            code=gen.error_code or "generation_failed",
+            headers=dict(NO_RETRY),
+        )
+    if gen.status is Status.CANCELED:
+        raise EaselError(
+            f"Generation {gen.id} was canceled", status=500, code="canceled", headers=dict(NO_RETRY)
+        )
+    if gen.status is not Status.SUCCEEDED:
+        err = TimedOut(
+            f"Generation {gen.id} did not finish within {timeout:g} seconds; it is still "
+            f"{'queued' if gen.status is Status.QUEUED else 'running'} and can be fetched with "
+            f"GET /api/v1/generations/{gen.id}"
+        )
+        err.headers.update(NO_RETRY)
+        raise err
+    images = generations.images_of(gen)
+    if fmt is ResponseFormat.URL:
+        values = [image_url(request, svc.links, img) for img in images]
+    else:
+        blobs = await anyio.to_thread.run_sync(lambda: [svc.library.data(img) for img in images])
+        values = [base64.b64encode(b).decode("ascii") for b in blobs]
+    return images_response(gen, fmt, values)

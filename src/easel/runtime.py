@@ -24,7 +24,7 @@ from easel.service.idempotency import Idempotency
 from easel.service.library import LibraryService
 from easel.service.links import LinkService
 from easel.service.metrics import MetricsService
-from easel.service.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateDecision, RateLimiter
+from easel.service.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
 from easel.service.webhooks import WebhookDispatcher, WebhookService
 from easel.settings import Settings
 from easel.storage.base import BlobStore
@@ -137,12 +137,6 @@ class Runtime:
     def principal(self, project_id: str | None = None) -> Principal:
         """The server acting for a project (default: the local one), as the CLI and tests do."""
         return Principal.system(project_id or self.default_project_id)
-
-    def principal_for(self, credential: str | None) -> Principal:
-        return self.services.access.principal_for(credential)
-
-    def rate_limit(self, principal: Principal) -> RateDecision | None:
-        return self.services.access.rate_limit(principal)
 
     def bootstrap_admin_key(self) -> Path | None:
         """On first start, an admin key for the local project, written to <data_dir>/admin-key.txt (0600).

@@ -125,5 +125,5 @@ def test_a_stopped_worker_is_gone_and_a_silent_one_is_not_live(api, runtime) -> 
 
 
 def test_metrics_can_be_turned_off(api, runtime) -> None:
-    runtime.settings = runtime.settings.model_copy(update={"metrics_enabled": False})
+    runtime.services.settings = runtime.settings.model_copy(update={"metrics_enabled": False})
     assert api.get("/metrics").status_code == 404

@@ -227,7 +227,7 @@ def test_internal_error_is_the_documented_500(
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runtime.generations, "create", boom)
+    monkeypatch.setattr(runtime.generations, "submit", boom)
     r = api.post(URL, json=EXAMPLE)
     assert r.status_code == 500 and r.json() == {"message": "Internal Server Error"}
 

@@ -15,8 +15,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from easel.domain.generation import ImageFile
 from easel.domain.spec import GenerationSpec
-from easel.runtime import Runtime
 from easel.domain.webhooks import MAX_ATTEMPTS
+from easel.runtime import Runtime
 from easel.store.repository import new_id
 from easel.store.tables import utcnow, webhook_messages
 from webhook_receiver import Received, Receiver

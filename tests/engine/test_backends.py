@@ -116,8 +116,8 @@ def test_a_registered_backend_serves_a_catalog_entry_through_the_worker(
     runtime = Runtime.build(settings)
     try:
         pid = runtime.default_project_id
-        gen = runtime.generations.submit(runtime.principal(pid), GenerationSpec(prompt="a cat", size="64x64", n=2, seed=MAX_SEED)
-        )
+        spec = GenerationSpec(prompt="a cat", size="64x64", n=2, seed=MAX_SEED)
+        gen = runtime.generations.submit(runtime.principal(pid), spec)
         worker = runtime.make_worker()
         assert worker.run_once()
         final = runtime.repo.get_generation(pid, gen.id)

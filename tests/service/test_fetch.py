@@ -686,20 +686,20 @@ def test_overlong_url_refused(net: Net) -> None:
 
 
 def test_import_image_url(net: Net, server: Server, runtime: Any) -> None:
-    from easel.service.generations import GenerationService
+    from easel.service.library import LibraryService
 
-    service: GenerationService = runtime.generations
+    service: LibraryService = runtime.services.library
     service.fetcher = fetcher(fetch_allow_hosts=["127.0.0.1"])
     project = runtime.default_project_id
-    img = service.import_image_url(project, server.url("/img.png"), field="init_image", folder="in")
+    img = service.import_url(project, server.url("/img.png"), field="init_image", folder="in")
     assert (img.width, img.height, img.mime) == (8, 8, "image/png")
-    assert Image.open(io.BytesIO(service.image_bytes(img))).size == (8, 8)
-    img2 = service.import_image_url(project, data_uri(PNG), field="init_image")
+    assert Image.open(io.BytesIO(service.data(img))).size == (8, 8)
+    img2 = service.import_url(project, data_uri(PNG), field="init_image")
     assert img2.id != img.id
     with pytest.raises(ValidationFailed) as info:
-        service.import_image_url(project, "http://10.0.0.1/x.png", field="init_image")
+        service.import_url(project, "http://10.0.0.1/x.png", field="init_image")
     assert info.value.fields[0].field == "init_image"
     with pytest.raises(ValidationFailed) as info:  # fetched, but not an image: the decoder refuses it
-        service.import_image_url(project, data_uri(b"\x89PNG\r\n\x1a\nnot really"), field="init_image")
+        service.import_url(project, data_uri(b"\x89PNG\r\n\x1a\nnot really"), field="init_image")
     assert info.value.fields[0].field == "init_image"
     assert net.blocked_connects(allowed={"127.0.0.1"}) == []

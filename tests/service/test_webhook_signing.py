@@ -14,6 +14,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from easel.domain.errors import ValidationFailed
+from easel.domain.webhooks import MAX_ATTEMPTS, Delivery
 from easel.service.fetch import ImageFetcher
 from easel.service.webhooks import (
     RETRY_MULTIPLIERS,
@@ -23,7 +24,6 @@ from easel.service.webhooks import (
     signature_header,
 )
 from easel.settings import Settings
-from easel.domain.webhooks import MAX_ATTEMPTS, Delivery
 from easel.store.outbox import new_secret
 from webhook_receiver import Receiver
 

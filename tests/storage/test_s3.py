@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from easel.engine.worker import image_key
 from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.factory import make_blob_store
+from easel.storage.keys import generated_image_key as image_key
 from easel.storage.local import LocalBlobStore
 from helpers import open_image, png_bytes
 from s3_support import s3_settings

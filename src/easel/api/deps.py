@@ -4,7 +4,7 @@ the caller's `Principal`, each dialect reading the key from where its clients se
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -30,51 +30,23 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def _generations(request: Request) -> GenerationService:
-    return services(request).generations
+def _member(name: str) -> Callable[[Request], Any]:
+    def dependency(request: Request) -> Any:
+        return getattr(services(request), name)
+
+    dependency.__name__ = f"{name}_service"
+    return dependency
 
 
-def _library(request: Request) -> LibraryService:
-    return services(request).library
-
-
-def _links(request: Request) -> LinkService:
-    return services(request).links
-
-
-def _admin(request: Request) -> AdminService:
-    return services(request).admin
-
-
-def _webhooks(request: Request) -> WebhookService:
-    return services(request).webhooks
-
-
-def _idempotency(request: Request) -> Idempotency:
-    return services(request).idempotency
-
-
-def _events(request: Request) -> EventHub:
-    return services(request).events
-
-
-def _metrics(request: Request) -> MetricsService:
-    return services(request).metrics
-
-
-def _settings(request: Request) -> Settings:
-    return services(request).settings
-
-
-GenerationsDep = Annotated[GenerationService, Depends(_generations)]
-LibraryDep = Annotated[LibraryService, Depends(_library)]
-LinksDep = Annotated[LinkService, Depends(_links)]
-AdminDep = Annotated[AdminService, Depends(_admin)]
-WebhooksDep = Annotated[WebhookService, Depends(_webhooks)]
-IdempotencyDep = Annotated[Idempotency, Depends(_idempotency)]
-EventsDep = Annotated[EventHub, Depends(_events)]
-MetricsDep = Annotated[MetricsService, Depends(_metrics)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
+GenerationsDep = Annotated[GenerationService, Depends(_member("generations"))]
+LibraryDep = Annotated[LibraryService, Depends(_member("library"))]
+LinksDep = Annotated[LinkService, Depends(_member("links"))]
+AdminDep = Annotated[AdminService, Depends(_member("admin"))]
+WebhooksDep = Annotated[WebhookService, Depends(_member("webhooks"))]
+IdempotencyDep = Annotated[Idempotency, Depends(_member("idempotency"))]
+EventsDep = Annotated[EventHub, Depends(_member("events"))]
+MetricsDep = Annotated[MetricsService, Depends(_member("metrics"))]
+SettingsDep = Annotated[Settings, Depends(_member("settings"))]
 
 
 # How a dialect's clients send their key: each dialect picks its extractor (Bearer, X-API-Key, a raw

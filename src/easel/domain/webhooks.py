@@ -20,8 +20,9 @@ EVENT_OF_STATUS = {Status.SUCCEEDED: SUCCEEDED, Status.FAILED: FAILED, Status.CA
 # Attempts per message: the first, then one per retry delay of service/webhooks.py's schedule.
 MAX_ATTEMPTS = 8
 
-PENDING, DELIVERED, FAILED_STATE, DISABLED = "pending", "delivered", "failed", "disabled"
-MESSAGE_STATES = (PENDING, DELIVERED, FAILED_STATE, DISABLED)
+# A message waiting for its next attempt is "pending" (OUTSTANDING).
+OUTSTANDING, DELIVERED, FAILED_STATE, DISABLED = "pending", "delivered", "failed", "disabled"
+MESSAGE_STATES = (OUTSTANDING, DELIVERED, FAILED_STATE, DISABLED)
 
 
 @dataclass(frozen=True)

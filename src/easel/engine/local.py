@@ -10,6 +10,7 @@ from easel.engine.backends.base import StepCallback
 from easel.engine.batch import BatchPart, build_batch, image_seeds
 from easel.engine.sources import model_source
 from easel.imaging import encode
+from easel.service.generations import draw_seed
 from easel.settings import Settings
 
 
@@ -21,7 +22,8 @@ def generate_images(
         raise ValidationFailed.for_field("task", "only text-to-image runs without a server")
     catalog = settings.load_catalog()
     check_catalog(catalog)
-    resolved = spec.resolve(catalog)
+    seed = spec.seed if spec.seed is not None else draw_seed()
+    resolved = spec.resolve(catalog, seed=seed)
     entry = catalog.resolve(resolved.model)
     assert resolved.seed is not None and resolved.width and resolved.height and resolved.steps
     request = build_batch(entry, model_source(catalog, entry), [BatchPart(resolved)])

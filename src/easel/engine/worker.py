@@ -29,6 +29,7 @@ from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.settings import Settings
 from easel.storage.base import BlobStore
+from easel.storage.keys import generated_image_key
 from easel.store.notify import Doorbell
 from easel.store.queue import DEADLINE_EXCEEDED, ClaimedJob, JobQueue
 from easel.store.repository import Repository, new_id
@@ -36,11 +37,6 @@ from easel.store.tables import utcnow
 from easel.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
-
-
-def image_key(project_id: str, generation_id: str, index: int, ext: str) -> str:
-    """Deterministic: a re-run of the same job overwrites its images instead of adding new ones."""
-    return f"{project_id}/{generation_id}/{index}.{ext}"
 
 
 @dataclass
@@ -245,7 +241,7 @@ class Worker:
         for idx, seed, img in images:
             params = generation_params(spec, seed) if spec.record_parameters else None
             enc = encode(img, spec.output_format, spec.output_compression, params)
-            key = image_key(job.project_id, job.id, idx, spec.output_format.value)
+            key = generated_image_key(job.project_id, job.id, idx, spec.output_format.value)
             self.blobs.put(key, enc.data, enc.mime)
             records.append(
                 ImageFile(

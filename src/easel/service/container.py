@@ -21,7 +21,7 @@ from easel.service.webhooks import WebhookService
 from easel.settings import Settings
 
 
-@dataclass(frozen=True)
+@dataclass
 class Services:
     settings: Settings
     catalog: Catalog

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 import httpx
 
 from easel.domain.errors import ValidationFailed
-from easel.domain.webhooks import EVENT_TYPES, MAX_ATTEMPTS, Delivery, Endpoint, Message
+from easel.domain.webhooks import EVENT_TYPES, MAX_ATTEMPTS, MESSAGE_STATES, Delivery, Endpoint, Message
 from easel.service.fetch import ImageFetcher, VettedTarget, ssl_context
 from easel.settings import Settings
 from easel.store.outbox import WebhookStore
@@ -105,6 +105,60 @@ class WebhookService:
         self.fetcher.vet_url(url, field="url")
         events = self.check_events(event_types)
         return self.store.create_endpoint(project_id, url.strip(), events, description)
+
+    def endpoints(self, project_id: str) -> list[Endpoint]:
+        return self.store.endpoints(project_id)
+
+    def endpoint(self, project_id: str, endpoint_id: str) -> Endpoint:
+        return self.store.endpoint(project_id, endpoint_id)
+
+    def update_endpoint(
+        self,
+        project_id: str,
+        endpoint_id: str,
+        *,
+        enabled: bool | None = None,
+        event_types: Sequence[str] | None = None,
+        description: str | None = None,
+    ) -> Endpoint:
+        """Enable (after a 410 disabled it) or disable an endpoint; change its event filter."""
+        events = None if event_types is None else self.check_events(event_types)
+        return self.store.update_endpoint(
+            project_id, endpoint_id, enabled=enabled, event_types=events, description=description
+        )
+
+    def delete_endpoint(self, project_id: str, endpoint_id: str) -> None:
+        self.store.delete_endpoint(project_id, endpoint_id)
+
+    def project_secret(self, project_id: str) -> tuple[str, str | None, datetime | None]:
+        return self.store.project_secret(project_id)
+
+    def messages(
+        self,
+        project_id: str,
+        *,
+        generation_id: str | None,
+        endpoint_id: str | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Message], int]:
+        """The delivery log, newest first; `status` one of MESSAGE_STATES (400 otherwise)."""
+        if status is not None and status not in MESSAGE_STATES:
+            raise ValidationFailed.for_field(
+                "status", f"unknown status {status!r}; allowed: {', '.join(MESSAGE_STATES)}"
+            )
+        return self.store.messages(
+            project_id,
+            generation_id=generation_id,
+            endpoint_id=endpoint_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+        )
+
+    def message(self, project_id: str, message_id: str) -> Message:
+        return self.store.message(project_id, message_id)
 
     def rotate_endpoint_secret(self, project_id: str, endpoint_id: str) -> Endpoint:
         return self.store.rotate_endpoint_secret(project_id, endpoint_id, self.grace)

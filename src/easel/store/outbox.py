@@ -31,7 +31,7 @@ from easel.domain.webhooks import (
     EVENT_OF_STATUS,
     FAILED_STATE,
     MAX_ATTEMPTS,
-    PENDING,
+    OUTSTANDING,
     Attempt,
     Delivery,
     Endpoint,
@@ -101,7 +101,7 @@ def record_generation_event(
             "url": url,
             "event_type": event,
             "body": body,
-            "status": PENDING,
+            "status": OUTSTANDING,
             "attempts": 0,
             "max_attempts": MAX_ATTEMPTS,
             "next_attempt_at": now,
@@ -209,7 +209,9 @@ class WebhookStore:
         with self.engine.begin() as conn:
             conn.execute(
                 update(webhook_messages)
-                .where(webhook_messages.c.endpoint_id == endpoint_id, webhook_messages.c.status == PENDING)
+                .where(
+                    webhook_messages.c.endpoint_id == endpoint_id, webhook_messages.c.status == OUTSTANDING
+                )
                 .values(status=DISABLED, last_error="endpoint deleted", next_attempt_at=None, updated_at=now)
             )
             conn.execute(webhook_endpoints.delete().where(webhook_endpoints.c.id == endpoint_id))
@@ -285,7 +287,7 @@ class WebhookStore:
         now = utcnow()
         q = (
             select(webhook_messages)
-            .where(webhook_messages.c.status == PENDING, webhook_messages.c.next_attempt_at <= now)
+            .where(webhook_messages.c.status == OUTSTANDING, webhook_messages.c.next_attempt_at <= now)
             .order_by(webhook_messages.c.next_attempt_at, webhook_messages.c.id)
             .limit(limit)
         )
@@ -363,13 +365,13 @@ class WebhookStore:
         `next_attempt_at`), `failed` or `disabled` (410: the endpoint is disabled too). False when the
         claim was lost (the message was taken over after its lease ran out)."""
         now = utcnow()
-        state = {"delivered": DELIVERED, "retry": PENDING, "failed": FAILED_STATE, "disabled": DISABLED}[
+        state = {"delivered": DELIVERED, "retry": OUTSTANDING, "failed": FAILED_STATE, "disabled": DISABLED}[
             outcome
         ]
         values: dict[str, Any] = {
             "status": state,
             "claim_token": None,
-            "next_attempt_at": next_attempt_at if state == PENDING else None,
+            "next_attempt_at": next_attempt_at if state == OUTSTANDING else None,
             "last_status_code": status_code,
             "last_error": error,
             "updated_at": now,
@@ -415,7 +417,7 @@ class WebhookStore:
         with self.engine.connect() as conn:
             value: datetime | None = conn.execute(
                 select(func.min(webhook_messages.c.next_attempt_at)).where(
-                    webhook_messages.c.status == PENDING
+                    webhook_messages.c.status == OUTSTANDING
                 )
             ).scalar()
             return value
@@ -480,7 +482,7 @@ class WebhookStore:
                 update(webhook_messages)
                 .where(webhook_messages.c.id == message_id)
                 .values(
-                    status=PENDING,
+                    status=OUTSTANDING,
                     next_attempt_at=now,
                     max_attempts=max(msg.max_attempts, msg.attempts + 1),
                     updated_at=now,

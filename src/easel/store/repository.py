@@ -175,18 +175,7 @@ class Repository:
         with self.engine.begin() as conn:
             self._check_budget(conn, project_id, credits, key_id, key_budget, "this API key")
             for img in uploads:  # the request's image inputs, in the same transaction
-                conn.execute(
-                    images.insert().values(
-                        **image_row(
-                            img,
-                            project_id=project_id,
-                            generation_id=None,
-                            folder=None,
-                            uploaded=True,
-                            now=now,
-                        )
-                    )
-                )
+                self._insert_upload(conn, project_id, img, None, now)
             conn.execute(
                 generations.insert().values(
                     id=gid,
@@ -416,19 +405,15 @@ class Repository:
 
     def add_upload(self, project_id: str, img: ImageFile, folder: str | None) -> Image:
         with self.engine.begin() as conn:
-            conn.execute(
-                images.insert().values(
-                    **image_row(
-                        img,
-                        project_id=project_id,
-                        generation_id=None,
-                        folder=folder,
-                        uploaded=True,
-                        now=utcnow(),
-                    )
-                )
-            )
+            self._insert_upload(conn, project_id, img, folder, utcnow())
         return self.get_image(project_id, img.id)
+
+    @staticmethod
+    def _insert_upload(
+        conn: Connection, project_id: str, img: ImageFile, folder: str | None, now: datetime
+    ) -> None:
+        row = image_row(img, project_id=project_id, generation_id=None, folder=folder, uploaded=True, now=now)
+        conn.execute(images.insert().values(**row))
 
     # -- integer task numbers (dialects with integer ids) --------------------------------------------
 

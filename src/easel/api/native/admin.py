@@ -11,34 +11,30 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from easel.api.deps import AdminDep
 from easel.api.native.common import Admin, UsageRead, native_router
 from easel.api.native.protocol import key_json, project_json
+from easel.api.wire import CamelWire
 from easel.domain.keys import DEFAULT_SCOPES
 
 router = native_router(tag="admin")
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class CreateProject(_Wire):
+class CreateProject(CamelWire):
     name: str = Field(min_length=1, max_length=200)
     budget_credits: float | None = Field(None, ge=0)
     rate_limit_per_hour: int | None = Field(None, ge=0)
 
 
-class UpdateProject(_Wire):
+class UpdateProject(CamelWire):
     budget_credits: float | None = Field(None, ge=0)
     rate_limit_per_hour: int | None = Field(None, ge=0)
     record_parameters: bool | None = None  # None: unchanged
 
 
-class CreateKey(_Wire):
+class CreateKey(CamelWire):
     name: str = Field("key", min_length=1, max_length=200)
     project_id: str | None = None
     scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))

@@ -11,11 +11,12 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import File, Form, Query, Request, Response, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from easel.api.deps import LibraryDep, LinksDep, image_url
 from easel.api.native.common import ImagesDelete, ImagesRead, ImagesWrite, native_router, page
 from easel.api.native.protocol import image_json
+from easel.api.wire import StrictWire
 from easel.domain.errors import Forbidden
 from easel.domain.generation import Image
 from easel.service.library import ImageGone
@@ -24,9 +25,7 @@ from easel.service.links import LinkService
 router = native_router()
 
 
-class MoveImage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MoveImage(StrictWire):
     folder: str | None = Field(min_length=1, max_length=200)  # null: out of every folder
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator
 
-from easel.api.wire import iso
+from easel.api.wire import CamelWire, iso
 from easel.domain.catalog import Task
 from easel.domain.generation import Generation, Image, Status
 from easel.domain.inputs import ImageInput, Role
 from easel.domain.keys import KeyInfo, ProjectInfo
 from easel.domain.spec import GenerationSpec, OutputFormat
 from easel.domain.urls import MAX_URL_LENGTH, is_http_url
-from easel.domain.webhooks import GenerationEvent
+from easel.domain.webhooks import Endpoint, GenerationEvent, Message
 
 # Canonical status -> the generations document's names (it has no canceled; we add it).
 STATUS_NAMES: dict[Status, str] = {
@@ -40,15 +40,11 @@ WIRE_NAMES = {
 }
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class EnhancementOptions(_Wire):
+class EnhancementOptions(CamelWire):
     template: str = "general"
 
 
-class CreateGenerationRequest(_Wire):
+class CreateGenerationRequest(CamelWire):
     prompt: str
     negative_prompt: str | None = None
     model: str | None = None
@@ -262,3 +258,58 @@ def project_json(p: ProjectInfo) -> dict[str, Any]:
         "rateLimitPerHour": p.rate_limit_per_hour,
         "recordParameters": p.record_parameters,
     }
+
+
+def endpoint_json(ep: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
+    out = {
+        "id": ep.id,
+        "url": ep.url,
+        "description": ep.description,
+        "eventTypes": ep.event_types,
+        "enabled": ep.enabled,
+        "disabledReason": ep.disabled_reason,
+        "previousSecretExpiresAt": iso(ep.previous_secret_expires_at),
+        "createdAt": iso(ep.created_at),
+        "updatedAt": iso(ep.updated_at),
+    }
+    if with_secret:
+        out["secret"] = ep.secret
+    return out
+
+
+def message_json(m: Message, *, detail: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": m.id,
+        "eventType": m.event_type,
+        "generationId": m.generation_id,
+        "endpointId": m.endpoint_id,
+        "url": m.url,
+        "status": m.status,
+        "attempts": m.attempts,
+        "maxAttempts": m.max_attempts,
+        "nextAttemptAt": iso(m.next_attempt_at),
+        "lastStatusCode": m.last_status_code,
+        "lastError": m.last_error,
+        "createdAt": iso(m.created_at),
+        "deliveredAt": iso(m.delivered_at),
+    }
+    if detail:
+        out["payload"] = json.loads(m.body)
+        out["attemptLog"] = [
+            {
+                "attempt": a.attempt,
+                "url": a.url,
+                "startedAt": iso(a.started_at),
+                "durationMs": a.duration_ms,
+                "statusCode": a.status_code,
+                "outcome": a.outcome,
+                "error": a.error,
+                "responseBody": a.response_body,
+            }
+            for a in m.attempt_log
+        ]
+    return out
+
+
+def secret_json(secret: str, previous: str | None, expires: datetime | None) -> dict[str, Any]:
+    return {"secret": secret, "previousSecretExpiresAt": iso(expires) if previous else None}

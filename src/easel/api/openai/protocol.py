@@ -9,8 +9,9 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from easel.api.wire import StrictWire
 from easel.domain.catalog import Catalog, ModelEntry, Task
 from easel.domain.errors import EaselError, ValidationFailed
 from easel.domain.generation import Generation
@@ -46,12 +47,7 @@ class ResponseFormat(StrEnum):
     B64_JSON = "b64_json"
 
 
-class _Wire(BaseModel):
-    # OpenAI rejects unknown parameters with a 400; so do we (the documented extensions aside).
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Common(_Wire):
+class _Common(StrictWire):
     """What every Images route accepts."""
 
     model: str | None = None

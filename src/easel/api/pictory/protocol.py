@@ -9,10 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
-
-from easel.api.wire import iso
+from easel.api.wire import CamelWire, iso
 from easel.domain.catalog import Catalog, Task
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.generation import Generation, Status
@@ -45,10 +42,8 @@ def _one_of(values: tuple[str, ...] | list[str]) -> str:
     return f"must be one of [{', '.join(values)}]"
 
 
-class CreateImageRequest(BaseModel):
+class CreateImageRequest(CamelWire):
     """POST /pictoryapis/v1/aistudio/images, in the document's field order."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     prompt: str
     model: str | None = None

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from easel.api.wire import iso
+from easel.api.wire import StrictWire, iso
 from easel.domain.catalog import Catalog
 from easel.domain.errors import ValidationFailed
 from easel.domain.generation import Generation, Status
@@ -57,10 +57,8 @@ def creativity_guidance(creativity: int, default_guidance: float) -> float:
     return round(default_guidance * (1.5 - 0.25 * creativity), 4)
 
 
-class GenerateImageRequest(BaseModel):
+class GenerateImageRequest(StrictWire):
     """POST /v1/ml/general/generate_image, in the document's field order."""
-
-    model_config = ConfigDict(extra="forbid")
 
     prompt: str
     model_type: ModelType = "small"

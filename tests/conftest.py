@@ -1,8 +1,9 @@
 """Shared fixtures: isolated databases (SQLite and PostgreSQL), a tiny model, a runtime, an API client.
 
 Every test that touches the store runs twice: on SQLite (a fresh file) and on PostgreSQL (a fresh
-schema in the local server, dropped afterwards). PostgreSQL is required: set
-EASEL_TEST_POSTGRES_URL to point elsewhere; set EASEL_TEST_SKIP_POSTGRES=1 only to skip it knowingly.
+schema, dropped afterwards, in the server at EASEL_TEST_POSTGRES_URL, default the local one, or in a
+throwaway server the session starts when nothing answers there: tests/pg_support.py). PostgreSQL is
+required; set EASEL_TEST_SKIP_POSTGRES=1 only to skip it knowingly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from pg_support import start_postgres, stop_postgres
 from s3_support import s3_settings, start_rgw, stop_rgw
 from support import key_headers, write_catalog
 
@@ -38,8 +40,6 @@ def _patient_httpx() -> None:
 
 _patient_httpx()
 
-PG_URL = os.environ.get("EASEL_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
-SKIP_PG = os.environ.get("EASEL_TEST_SKIP_POSTGRES") == "1"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
@@ -78,22 +78,32 @@ def bucket(rgw: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str
     return name
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The PostgreSQL server of this session: EASEL_TEST_POSTGRES_URL (default the local server) when it
+    answers, else a throwaway one started now and removed at the end (tests/pg_support.py)."""
+    url, server = start_postgres()
+    try:
+        yield url
+    finally:
+        stop_postgres(server)
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'easel.db'}"
         return
-    if SKIP_PG:
-        pytest.skip("EASEL_TEST_SKIP_POSTGRES=1")
     from sqlalchemy import create_engine, text
 
+    pg_url: str = request.getfixturevalue("postgres_url")
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
+    admin = create_engine(pg_url)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
+    sep = "&" if "?" in pg_url else "?"
     try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+        yield f"{pg_url}{sep}options=-csearch_path%3D{schema}"
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

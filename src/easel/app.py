@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from easel import __version__
 from easel.api.metrics import router as metrics_router
@@ -26,6 +27,28 @@ from easel.runtime import Runtime
 from easel.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# CORS (EASEL_CORS_ORIGINS): the request headers Easel's dialects read, and the response headers a
+# browser page may read (rate limits, Retry-After, idempotent replays, Prefer: wait).
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "X-Client-Authorization",
+    "X-Loyalty-Club-Slug",
+    "Idempotency-Key",
+    "Prefer",
+    "Content-Type",
+]
+CORS_EXPOSE_HEADERS = [
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Preference-Applied",
+]
 
 
 def create_app(
@@ -61,7 +84,26 @@ def create_app(
             if runtime is None:
                 rt.close()
 
-    app = FastAPI(title="Easel", version=__version__, lifespan=lifespan)
+    # Read now (not at import): the middleware and the docs routes are fixed when the app is built.
+    settings = settings or (runtime.settings if runtime is not None else Settings())
+    docs = settings.docs_enabled  # EASEL_DOCS_ENABLED: /docs, /redoc and /openapi.json
+    app = FastAPI(
+        title="Easel",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    if settings.cors_origins:  # EASEL_CORS_ORIGINS; none: no CORS headers (same-origin pages only)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=600,
+        )
     app.include_router(native_router)
     app.include_router(admin_router)
     app.include_router(webhooks_router)

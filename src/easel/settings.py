@@ -64,6 +64,16 @@ class Settings(BaseSettings):
         120.0, gt=0, description="How long the (synchronous) OpenAI Images routes wait for a job."
     )
 
+    # Browsers (app.py; docs/operations.md). NoDecode: a comma list, not JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port], or *) whose browser pages may call the API; "
+        "empty = same-origin only (no CORS headers).",
+    )
+    docs_enabled: bool = Field(
+        True, description="Serve the interactive API docs (/docs, /redoc) and the schema (/openapi.json)."
+    )
+
     # Metrics (api/metrics.py; docs/operations.md)
     metrics_enabled: bool = Field(
         True, description="Serve GET /metrics (no API key: keep it off the public network)."
@@ -135,7 +145,7 @@ class Settings(BaseSettings):
         True, description="With S3: hand out presigned S3 URLs instead of Easel's signed links."
     )
 
-    @field_validator("worker_models", "fetch_allow_hosts", mode="before")
+    @field_validator("worker_models", "fetch_allow_hosts", "cors_origins", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):

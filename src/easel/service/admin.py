@@ -1,7 +1,13 @@
 """Projects, API keys and the usage report.
 
 An admin key manages its own project's keys; an admin key of the `local` project (the server owner,
-created on first start) manages every project. Another project's ids are a 404.
+created on first start) manages every project. Another project's ids are a 404, exactly like ids that
+do not exist (a key id answers "key <id> not found" either way, so a 404 never tells that a key exists
+or which project holds it).
+
+A project's budget and rate limit are the server admin's to set: a project admin may change its
+project's `record_parameters`, but changing its budget or rate limit is a 403, and so is giving one of
+its keys a rate limit above the project's (or unlimited) when the project has one.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class AdminService:
         self.repo = repo
         self.default_project_id = default_project_id
 
+    def _is_server_admin(self, caller: Principal) -> bool:
+        return caller.project_id == self.default_project_id
+
     def _may_manage(self, caller: Principal, project_id: str) -> None:
         """Server admins (admins of the local project) manage every project; others only their own."""
         if caller.project_id not in (project_id, self.default_project_id):
@@ -44,7 +53,7 @@ class AdminService:
     def create_project(
         self, caller: Principal, name: str, budget_credits: float | None, rate_limit_per_hour: int | None
     ) -> ProjectInfo:
-        if caller.project_id != self.default_project_id:
+        if not self._is_server_admin(caller):
             raise Forbidden("Only the server's admin (the local project) creates projects")
         pid = self.repo.ensure_project(name)
         return self.keys.set_project_limits(
@@ -63,9 +72,24 @@ class AdminService:
         rate_limit_per_hour: int | None = _UNSET,
         record_parameters: bool | None = None,
     ) -> ProjectInfo:
-        """PATCH: a limit not given keeps its value (None sets "no limit")."""
+        """PATCH: a limit not given keeps its value (None sets "no limit"). Only the server admin changes
+        a budget or a rate limit (sending the current value is no change)."""
         self._may_manage(caller, project_id)
         current = self.keys.project(project_id)
+        if not self._is_server_admin(caller):
+            changed = [
+                name
+                for name, given, now in (
+                    ("budget_credits", budget_credits, current.budget_credits),
+                    ("rate_limit_per_hour", rate_limit_per_hour, current.rate_limit_per_hour),
+                )
+                if given is not _UNSET and given != now
+            ]
+            if changed:
+                raise Forbidden(
+                    f"Only the server's admin (the local project) changes a project's budget and rate "
+                    f"limit ({', '.join(changed)})"
+                )
         return self.keys.set_project_limits(
             project_id,
             budget_credits=current.budget_credits if budget_credits is _UNSET else budget_credits,
@@ -96,7 +120,14 @@ class AdminService:
             raise ValidationFailed.for_field(
                 "scopes", f"unknown scopes {unknown}; allowed: {', '.join(SCOPES)}"
             )
-        self.keys.project(target)  # 404 for a project that does not exist
+        project = self.keys.project(target)  # 404 for a project that does not exist
+        cap = project.rate_limit_per_hour
+        over = rate_limit_per_hour is not None and not 0 < rate_limit_per_hour <= (cap or 0)
+        if cap and over and not self._is_server_admin(caller):
+            raise Forbidden(
+                f"A key's rate limit may not exceed its project's ({cap} per window; 0 is unlimited): "
+                "only the server's admin raises it"
+            )
         return self.keys.create(
             target,
             name,
@@ -112,7 +143,11 @@ class AdminService:
         return self.keys.all(target)
 
     def revoke_key(self, caller: Principal, key_id: str) -> KeyInfo:
-        self._may_manage(caller, self.keys.get(key_id).project_id)
+        """Another project's key is "not found", exactly like an unknown id."""
+        try:
+            self._may_manage(caller, self.keys.get(key_id).project_id)
+        except NotFound:
+            raise NotFound("key", key_id) from None
         return self.keys.revoke(key_id)
 
     # -- usage ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Admin and usage routes of the native API: projects, keys, usage report.
 
 An admin key manages its own project's keys; an admin key of the `local` project (the server owner,
-created on first start) manages every project.
+created on first start) manages every project and alone sets budgets and rate limits (the rules are in
+service/admin.py).
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ only when a PostgreSQL variant of a test runs (a SQLite-only selection never sta
   server answers there.
 - Otherwise a throwaway server is started for the session: `initdb` (trust auth) in a fresh temporary
   folder, `postgres` on a free port of 127.0.0.1 with its Unix socket in that folder, a database
-  `test`; it is stopped and the folder removed when the session ends (EASEL_TEST_KEEP_POSTGRES=1 keeps
-  it and prints where). Server binaries are looked for in EASEL_TEST_POSTGRES_BINDIR, `pg_config
-  --bindir`, /usr/lib/postgresql/<newest>/bin, /usr/local/pgsql/bin, /opt/homebrew and then PATH. As
-  root, the server runs as the `postgres` user (or `nobody`): PostgreSQL refuses to run as root.
+  `test`; it is stopped and the folder removed when the session ends. The server is the session's
+  child and is told to die with it (Linux PR_SET_PDEATHSIG), so a killed run leaves no server behind;
+  the next session removes such a run's folder. Server binaries are looked for in
+  EASEL_TEST_POSTGRES_BINDIR, `pg_config --bindir`, /usr/lib/postgresql/<newest>/bin,
+  /usr/local/pgsql/bin, /opt/homebrew and then PATH. As root, the server runs as the `postgres` user
+  (or `nobody`): PostgreSQL refuses to run as root.
 - No binaries at all: as root (or with passwordless sudo) on Debian/Ubuntu, Debian's `postgresql`
   package is installed with apt-get, once, like scripts/ceph-rgw.sh installs Ceph
   (EASEL_TEST_POSTGRES_NO_INSTALL=1 forbids it). When that is not possible the PostgreSQL variants FAIL
@@ -28,6 +30,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -53,6 +56,7 @@ class Throwaway:
     bindir: Path
     user: str | None  # the system user it runs as (None: ours)
     port: int
+    process: subprocess.Popen[bytes] | None = None  # the postmaster, our child
 
 
 def _version_key(path: str) -> tuple[float, ...]:
@@ -60,7 +64,7 @@ def _version_key(path: str) -> tuple[float, ...]:
 
 
 def find_bindir() -> Path | None:
-    """A folder holding initdb, pg_ctl and postgres, or None."""
+    """A folder holding initdb and postgres, or None."""
     candidates: list[str] = []
     if os.environ.get("EASEL_TEST_POSTGRES_BINDIR"):
         candidates.append(os.environ["EASEL_TEST_POSTGRES_BINDIR"])
@@ -74,7 +78,7 @@ def find_bindir() -> Path | None:
         if shutil.which("initdb"):
             candidates.append(str(Path(shutil.which("initdb") or "").resolve().parent))
     for c in candidates:
-        if c and all((Path(c) / t).is_file() for t in ("initdb", "pg_ctl", "postgres")):
+        if c and all((Path(c) / t).is_file() for t in ("initdb", "postgres")):
             return Path(c)
     return None
 
@@ -108,7 +112,7 @@ def _listening(url: str) -> bool:
 
 def _install() -> None:
     """Debian's PostgreSQL server, with apt-get (root or passwordless sudo)."""
-    why = "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found"
+    why = "no PostgreSQL server binaries (initdb, postgres) found"
     if os.environ.get("EASEL_TEST_POSTGRES_NO_INSTALL") == "1":
         raise RuntimeError(f"{why} and EASEL_TEST_POSTGRES_NO_INSTALL=1")
     if os.environ.get("EASEL_TEST_POSTGRES_BINDIR"):
@@ -169,6 +173,45 @@ def _as(user: str | None) -> dict[str, object]:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "cwd": "/"}
 
 
+def _traversable(path: Path) -> bool:
+    """Whether every folder above `path` lets any user through (the server may run as another user)."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
+def _base_dir(user: str | None) -> Path:
+    """A fresh folder for the cluster: in the temp dir, or /tmp when the server's user could not reach
+    it or its socket path would be too long (108 bytes on Linux)."""
+    parent = Path(tempfile.gettempdir())
+    if (user is not None and not _traversable(parent)) or len(str(parent)) > 60:
+        parent = Path("/tmp")
+    return Path(tempfile.mkdtemp(prefix="easel-pg-", dir=parent))
+
+
+def _die_with_us() -> None:
+    """In the server's process before exec: SIGQUIT (immediate shutdown) when this session dies, so a
+    killed test run leaves no server behind (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
+
+
+def sweep_leftovers() -> None:
+    """Remove the folders of throwaway servers whose session died (its pid in `owner` is gone)."""
+    for d in Path(tempfile.gettempdir()).glob("easel-pg-*"), Path("/tmp").glob("easel-pg-*"):
+        for base in d:
+            try:
+                pid = int((base / "owner").read_text())
+            except (OSError, ValueError):
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(base, ignore_errors=True)
+            except PermissionError:
+                pass
+
+
 def start_throwaway() -> tuple[str, Throwaway]:
     """initdb + start a server in a temporary folder; its URL (database `test`)."""
     bindir = find_bindir()
@@ -176,9 +219,11 @@ def start_throwaway() -> tuple[str, Throwaway]:
         _install()
         bindir = find_bindir()
         if bindir is None:
-            raise RuntimeError("installed PostgreSQL but still found no initdb/pg_ctl/postgres")
+            raise RuntimeError("installed PostgreSQL but still found no initdb/postgres")
+    sweep_leftovers()
     user = _run_as()
-    base = Path(tempfile.mkdtemp(prefix="easel-pg-"))
+    base = _base_dir(user)
+    (base / "owner").write_text(str(os.getpid()))
     if user is not None:
         pw = pwd.getpwnam(user)
         os.chown(base, pw.pw_uid, pw.pw_gid)
@@ -200,48 +245,40 @@ def start_throwaway() -> tuple[str, Throwaway]:
         )
     server = Throwaway(base, bindir, user, 0)
     # A throwaway cluster: no durability (fsync off), room for the multi-process tests' connections.
-    options = (
-        f"-c listen_addresses=127.0.0.1 -k {base} -c max_connections=300 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off"
-    )
+    options = [
+        *("-c", "listen_addresses=127.0.0.1", "-k", str(base), "-c", "max_connections=300"),
+        *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+    ]
     for _ in range(5):  # a free port can be taken between our check and the server's bind
         server.port = _free_port()
-        proc = subprocess.run(
-            [
-                bindir / "pg_ctl",
-                "-D",
-                data,
-                "-l",
-                log,
-                "-w",
-                "-t",
-                str(int(START_TIMEOUT)),
-                "-s",
-                "-o",
-                f"-p {server.port} {options}",
-                "start",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=START_TIMEOUT + 30,
-            **_as(user),  # type: ignore[arg-type]
-        )
-        if proc.returncode == 0:
-            break
-        log_text = log.read_text(errors="replace") if log.exists() else ""
-        if "already in use" not in log_text:
-            stop_throwaway(server)
-            raise RuntimeError(
-                f"pg_ctl start failed (exit {proc.returncode}):\n{proc.stderr}\n{log_text[-4000:]}"
+        with log.open("ab") as out:
+            server.process = subprocess.Popen(
+                [bindir / "postgres", "-D", data, "-p", str(server.port), *options],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_us,
+                **_as(user),  # type: ignore[arg-type]
             )
+        url = f"postgresql+psycopg://{DB_USER}@127.0.0.1:{server.port}/postgres"
+        deadline = time.monotonic() + START_TIMEOUT
+        while server.process.poll() is None and _answers(url) is not None:
+            if time.monotonic() > deadline:
+                stop_throwaway(server)
+                raise RuntimeError(f"postgres did not answer in {START_TIMEOUT:g} s:\n{_tail(log)}")
+            time.sleep(0.1)
+        if server.process.poll() is None:
+            break
+        if "already in use" not in _tail(log):
+            stop_throwaway(server)
+            raise RuntimeError(f"postgres exited with {server.process.returncode}:\n{_tail(log)}")
     else:
         stop_throwaway(server)
-        raise RuntimeError("pg_ctl start: no free port after 5 tries")
-    root = f"postgresql+psycopg://{DB_USER}@127.0.0.1:{server.port}/postgres"
+        raise RuntimeError("postgres: no free port after 5 tries")
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(root, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
@@ -254,22 +291,20 @@ def start_throwaway() -> tuple[str, Throwaway]:
     return f"postgresql+psycopg://{DB_USER}@127.0.0.1:{server.port}/{DB_NAME}", server
 
 
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
+
+
 def stop_throwaway(server: Throwaway) -> None:
-    """Stop the server (fast: it is thrown away) and delete its folder."""
-    if os.environ.get("EASEL_TEST_KEEP_POSTGRES") == "1" and server.port:
-        print(
-            f"PostgreSQL: kept the throwaway server on 127.0.0.1:{server.port} ({server.dir}); stop it "
-            f"with: {server.bindir}/pg_ctl -D {server.dir}/data stop"
-        )
-        return
-    data = server.dir / "data"
-    if (data / "postmaster.pid").exists():
-        subprocess.run(
-            [server.bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "-s", "stop"],
-            capture_output=True,
-            timeout=60,
-            **_as(server.user),  # type: ignore[arg-type]
-        )
+    """Stop the server (fast shutdown: it is thrown away) and delete its folder."""
+    p = server.process
+    if p is not None and p.poll() is None:
+        p.send_signal(signal.SIGINT)  # fast shutdown: disconnect clients, no checkpoint wait
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=30)
     shutil.rmtree(server.dir, ignore_errors=True)
 
 

@@ -169,6 +169,11 @@ def test_cors_origins_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert Settings().cors_origins == ["https://a.example", "http://localhost:3000"]
     monkeypatch.setenv("EASEL_CORS_ORIGINS", "")
     assert Settings().cors_origins == []
+    for bad in ("https://app.example/", "app.example", "https://app.example/path"):
+        monkeypatch.setenv("EASEL_CORS_ORIGINS", f"*,{bad}")
+        with pytest.raises(ValueError, match="not an origin"):
+            Settings()
+    monkeypatch.delenv("EASEL_CORS_ORIGINS")
     monkeypatch.setenv("EASEL_DOCS_ENABLED", "false")
     assert Settings().docs_enabled is False
 

@@ -80,15 +80,15 @@ class AdminService:
             changed = [
                 name
                 for name, given, now in (
-                    ("budget_credits", budget_credits, current.budget_credits),
-                    ("rate_limit_per_hour", rate_limit_per_hour, current.rate_limit_per_hour),
+                    ("budget", budget_credits, current.budget_credits),
+                    ("rate limit", rate_limit_per_hour, current.rate_limit_per_hour),
                 )
                 if given is not _UNSET and given != now
             ]
             if changed:
                 raise Forbidden(
                     f"Only the server's admin (the local project) changes a project's budget and rate "
-                    f"limit ({', '.join(changed)})"
+                    f"limit (this request changes its {' and '.join(changed)})"
                 )
         return self.keys.set_project_limits(
             project_id,

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from easel.api.deps import GenerationsDep, LinksDep, ServicesDep
+from easel.api.health import readiness
 from easel.api.idempotency import idempotent
 from easel.api.native.common import GenRead, GenWrite, generation_body, native_router, page
 from easel.api.native.protocol import STATUS_BY_NAME, CreateGenerationRequest
@@ -110,5 +112,6 @@ async def list_models(svc: ServicesDep, _principal: GenRead) -> dict[str, Any]:
 
 
 @router.get("/healthz")
-async def healthz(generations: GenerationsDep) -> dict[str, Any]:
-    return await anyio.to_thread.run_sync(generations.health)
+async def healthz(request: Request) -> JSONResponse:
+    """Readiness (api/health.py): 503 when the database does not answer or the in-process worker died."""
+    return await readiness(request)

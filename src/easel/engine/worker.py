@@ -204,7 +204,7 @@ class Worker:
         beat = _Heartbeat(self.queue, pending, self.settings.heartbeat_interval, on_beat=self.report_alive)
         beat.start()
         try:
-            failed = self._attempt(entry, jobs, pending)
+            failed = self._attempt(entry, jobs)
             if failed is not None and len(jobs) > 1:
                 held, _ = failed
                 log.warning(
@@ -218,7 +218,7 @@ class Worker:
                         for j in held[i:]:
                             self._guarded(self.queue.release, j)
                         break
-                    alone = self._attempt(entry, [job], pending)
+                    alone = self._attempt(entry, [job])
                     if alone is not None:
                         self._fail_generation(alone[0], alone[1])
                     pending[:] = [j for j in pending if j.id != job.id]
@@ -229,7 +229,7 @@ class Worker:
             self._finish_events(jobs)
 
     def _attempt(
-        self, entry: ModelEntry, jobs: list[ClaimedJob], pending: list[ClaimedJob]
+        self, entry: ModelEntry, jobs: list[ClaimedJob]
     ) -> tuple[list[ClaimedJob], Exception] | None:
         """One pipeline call for `jobs`, then each job's images stored and the job completed. Returns
         the jobs still held and the error when the pipeline call itself failed (the caller decides:

@@ -7,6 +7,7 @@ import errno
 import re
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,9 @@ def db_error() -> OperationalError:
 
 
 class Picky:
-    """The tiny backend, except that a batch holding the prompt `bad` raises, as a tokenizer does for a
-    prompt it cannot encode (a lone surrogate: "TextEncodeInput must be Union[...]")."""
+    """The tiny backend, where the prompt `bad` becomes one with a lone surrogate, which the real CLIP
+    tokenizer rejects ("TypeError: TextEncodeInput must be Union[...]"), failing the whole call. (The
+    stored prompt stays `bad`: PostgreSQL's JSON cannot hold a lone surrogate.)"""
 
     def __init__(self, inner: Any, before: Any = None) -> None:
         self.inner, self.before = inner, before
@@ -48,9 +50,8 @@ class Picky:
         self.batches.append(prompts)
         if self.before is not None:
             self.before(prompts)
-        if "bad" in prompts:
-            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, ...]]")
-        return self.inner.generate(request, on_step)
+        items = [replace(it, prompt="a \ud800 b") if it.prompt == "bad" else it for it in request.items]
+        return self.inner.generate(replace(request, items=items), on_step)
 
 
 def test_one_bad_prompt_fails_alone_and_its_batch_mates_succeed(runtime: Any, caplog: Any) -> None:
@@ -82,6 +83,7 @@ def test_one_bad_prompt_fails_alone_and_its_batch_mates_succeed(runtime: Any, ca
     [logged] = [r for r in caplog.records if m.group(1) in r.getMessage()]
     assert bad.id in logged.getMessage() and logged.exc_info is not None
     assert any("running its 3 remaining jobs one by one" in r.getMessage() for r in caplog.records)
+    assert "TypeError: TextEncodeInput must be Union" in caplog.text  # the real tokenizer's error
     assert worker.stats.images == 2
 
 

@@ -111,7 +111,14 @@ async def list_models(svc: ServicesDep, _principal: GenRead) -> dict[str, Any]:
     return {"success": True, "data": [cat.describe(m) for m in cat.models.values()]}
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    responses={
+        200: {"description": "Ready: the database answers and the in-process worker (if any) runs"},
+        503: {"description": "Not ready: the database does not answer or the in-process worker died"},
+    },
+)
 async def healthz(request: Request) -> JSONResponse:
-    """Readiness (api/health.py): 503 when the database does not answer or the in-process worker died."""
+    """Readiness: `status` ok, or 503 `unavailable` when the database does not answer or this server's
+    worker has died; `worker` is running, dead or none, `workers` the live workers fleet-wide."""
     return await readiness(request)

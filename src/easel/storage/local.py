@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -31,7 +32,8 @@ class LocalBlobStore:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:  # a full disk, an I/O error: no half-written file stays behind
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (the write's own error is the one to raise)
+                tmp.unlink(missing_ok=True)
             raise
 
     def get(self, key: str) -> bytes:

@@ -6,13 +6,13 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from easel import __version__
+from easel.api.health import readiness
 from easel.api.metrics import router as metrics_router
 from easel.api.native.admin import router as admin_router
 from easel.api.native.events import router as events_router
@@ -69,6 +69,7 @@ def create_app(
             thread = threading.Thread(target=worker.run_forever, name="easel-worker", daemon=True)
             thread.start()
         app.state.worker = worker
+        app.state.worker_thread = thread  # readiness: /healthz is a 503 once this thread has died
         dispatcher = rt.make_webhook_dispatcher() if rt.settings.webhooks_enabled else None
         if dispatcher is not None:
             dispatcher.start()
@@ -116,7 +117,7 @@ def create_app(
     app.include_router(metrics_router)  # GET /metrics; 404 unless EASEL_METRICS_ENABLED
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(app.state.services.generations.health)
+    async def healthz(request: Request) -> JSONResponse:
+        return await readiness(request)
 
     return app

@@ -305,6 +305,38 @@ def test_a_failed_job_is_a_500_with_its_message(oai) -> None:
     assert err.response.headers["x-should-retry"] == "false"
 
 
+def test_a_generation_error_is_a_500_with_a_stable_message(
+    live_server_no_worker, runtime, admin_key, caplog
+) -> None:
+    """The exception's text stays in the log, next to the error id the client gets."""
+    import re
+    import threading
+
+    class Broken:
+        def generate(self, request: Any, on_step: Any) -> Any:
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, ...]]")
+
+    worker = runtime.make_worker(backend=Broken())
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    client = openai.OpenAI(base_url=f"{live_server_no_worker}/v1", api_key=admin_key, max_retries=0)
+    with caplog.at_level("ERROR", logger="easel.engine.worker"):
+        thread.start()
+        try:
+            with pytest.raises(openai.InternalServerError) as exc:
+                client.images.generate(prompt="x", size="256x256")
+        finally:
+            worker.stop()
+            thread.join(30)
+    err = exc.value
+    assert err.status_code == 500 and err.type == "server_error" and err.code == "generation_failed"
+    assert err.response.headers["x-should-retry"] == "false"
+    message = err.response.json()["error"]["message"]
+    m = re.fullmatch(r"The model failed to generate this image \(error id ([0-9a-f]{12})\)", message)
+    assert m and "TextEncodeInput" not in err.response.text
+    [logged] = [r for r in caplog.records if m.group(1) in r.getMessage()]
+    assert logged.exc_info is not None and "TextEncodeInput must be Union" in caplog.text
+
+
 def test_timeout_is_a_504_naming_the_job(live_server_no_worker, runtime, admin_key) -> None:
     runtime.settings.openai_timeout_seconds = 0.2
     client = openai.OpenAI(base_url=f"{live_server_no_worker}/v1", api_key=admin_key, max_retries=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -79,7 +80,7 @@ def test_cancel_running_stops_at_next_step(runtime) -> None:
     assert runtime.blobs.keys(f"{runtime.default_project_id}/{gen.id}") == []
 
 
-def test_backend_error_fails_the_job_with_a_message(runtime) -> None:
+def test_backend_error_fails_the_job_with_a_stable_message_and_a_logged_id(runtime, caplog) -> None:
     class Broken:
         calls = 0
 
@@ -87,10 +88,17 @@ def test_backend_error_fails_the_job_with_a_message(runtime) -> None:
             raise RuntimeError("out of memory")
 
     gen = make(runtime, "x", size="64x64")
-    runtime.make_worker(backend=Broken()).run_once()  # type: ignore[arg-type]
+    with caplog.at_level("ERROR", logger="easel.engine.worker"):
+        runtime.make_worker(backend=Broken()).run_once()  # type: ignore[arg-type]
     final = get(runtime, gen.id)
     assert final.status is Status.FAILED and final.error_code == "generation_failed"
-    assert "out of memory" in (final.error_message or "")
+    m = re.fullmatch(
+        r"The model failed to generate this image \(error id ([0-9a-f]{12})\)", final.error_message or ""
+    )
+    assert m, final.error_message  # the exception's text is not the client's business
+    [logged] = [r for r in caplog.records if m.group(1) in r.getMessage()]
+    assert gen.id in logged.getMessage() and logged.exc_info is not None
+    assert "RuntimeError: out of memory" in caplog.text  # the traceback, next to the id
 
 
 @pytest.mark.parametrize(

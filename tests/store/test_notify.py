@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from easel.domain.generation import Status
@@ -83,3 +84,37 @@ def test_postgres_notify_wakes_a_worker_elsewhere(runtime) -> None:
     finally:
         worker.stop()
         thread.join(30)
+
+
+def test_a_lost_listen_connection_is_opened_again(runtime, caplog) -> None:
+    """The database restarts (here: the LISTEN connection is terminated): the idle worker opens it again
+    and is still woken by NOTIFY; its loop never stops."""
+    if runtime.repo.engine.dialect.name != "postgresql":
+        import pytest
+
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    from sqlalchemy import text
+
+    runtime.settings.idle_check_seconds = 600
+    worker = runtime.make_worker()
+    old = worker._listener.pg
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    try:
+        with runtime.repo.engine.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": old.conn.info.backend_pid})
+        deadline = time.monotonic() + 30
+        while worker._listener.pg is old or worker._listener.pg is None:
+            assert time.monotonic() < deadline, "the LISTEN connection was not opened again"
+            time.sleep(0.02)
+        spec = GenerationSpec(prompt="x", size="64x64").resolve(runtime.catalog, seed=7)
+        gen = runtime.repo.create_generation(runtime.default_project_id, spec, max_attempts=3, credits=0)
+        deadline = time.monotonic() + 60
+        while runtime.repo.get_generation(runtime.default_project_id, gen.id).status is not Status.SUCCEEDED:
+            assert time.monotonic() < deadline, "NOTIFY did not wake the worker after the reconnect"
+            time.sleep(0.02)
+        assert thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert "the LISTEN connection was lost" in caplog.text

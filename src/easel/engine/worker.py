@@ -16,10 +16,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from PIL.Image import Image as PILImage
 
 from easel.domain.catalog import Catalog, ModelEntry, Task
+from easel.domain.errors import EaselError
+from easel.domain.failures import (
+    DEADLINE_EXCEEDED,
+    GENERATION_FAILED,
+    MODEL_UNAVAILABLE,
+    STORAGE_ERROR,
+    generation_failed_message,
+    storage_error_message,
+)
 from easel.domain.generation import ImageFile, Status
 from easel.engine.backends import make_backend
 from easel.engine.backends.base import Backend, BatchRequest, Interrupted, ModelUnavailable
@@ -28,15 +38,27 @@ from easel.engine.sources import model_source
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.settings import Settings
-from easel.storage.base import BlobStore
+from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.keys import generated_image_key
 from easel.store.notify import Doorbell
-from easel.store.queue import DEADLINE_EXCEEDED, ClaimedJob, JobQueue
+from easel.store.queue import ClaimedJob, JobQueue
 from easel.store.repository import Repository, new_id
 from easel.store.tables import utcnow
 from easel.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
+
+BACKOFF_SECONDS = 0.5  # the worker loop's first pause after an error; doubled while errors repeat
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class StorageFault(Exception):
+    """Reading a job's input bytes failed (the blob store itself, not a missing image)."""
+
+
+def new_error_id() -> str:
+    """The id a client-facing error message carries; the log line with the traceback carries it too."""
+    return uuid.uuid4().hex[:12]
 
 
 @dataclass
@@ -88,12 +110,23 @@ class Worker:
     # -- loop ------------------------------------------------------------------------------------------
 
     def run_forever(self) -> None:
+        """Claim and run batches until stopped. Nothing a batch or the database raises ends the loop: an
+        error is logged and the loop goes on after a pause that doubles while errors repeat (up to
+        MAX_BACKOFF_SECONDS), so a database that is down or a full disk does not kill the worker."""
         log.info("worker %s ready (models: %s)", self.id, self.models or "all")
+        failures = 0
         try:
             while not self._stop.is_set():
-                self.report_alive()
-                if not self.run_once():
-                    self._listener.wait(self._idle_timeout())
+                try:
+                    self.report_alive()
+                    if not self.run_once():
+                        self._listener.wait(self._idle_timeout())
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    pause = min(MAX_BACKOFF_SECONDS, BACKOFF_SECONDS * 2 ** (failures - 1))
+                    log.exception("worker loop error (%d in a row); retrying in %.1f s", failures, pause)
+                    self._stop.wait(pause)
         finally:
             self._listener.close()
             try:
@@ -148,9 +181,16 @@ class Worker:
     # -- one batch -------------------------------------------------------------------------------------
 
     def _run_batch(self, jobs: list[ClaimedJob]) -> None:
+        """Run a claimed batch as one pipeline call. When that call fails (any error but a stop or an
+        unavailable model) and the batch holds several jobs, each job runs again alone, so one bad
+        job (say, a prompt the tokenizer rejects) fails by itself and its batch mates still succeed."""
         spec = jobs[0].spec
-        entry = self.catalog.resolve(spec.model)
-        started = time.monotonic()
+        try:
+            entry = self.catalog.resolve(spec.model)
+        except Exception as e:  # the model left the catalog after the job was queued
+            self._fail_generation(jobs, e)
+            self._finish_events(jobs)
+            return
         log.info(
             "batch: %d jobs, %d images, model=%s %dx%d steps=%s",
             len(jobs),
@@ -160,14 +200,48 @@ class Worker:
             spec.height,
             spec.steps,
         )
-        active = list(jobs)
-        beat = _Heartbeat(self.queue, active, self.settings.heartbeat_interval, on_beat=self.report_alive)
+        pending = list(jobs)  # the jobs whose leases the heartbeat extends: those not finished yet
+        beat = _Heartbeat(self.queue, pending, self.settings.heartbeat_interval, on_beat=self.report_alive)
         beat.start()
-        timeout = timedelta(seconds=self.settings.job_timeout_seconds)
         try:
-            request, owners = self._request(entry, jobs)
+            failed = self._attempt(entry, jobs)
+            if failed is not None and len(jobs) > 1:
+                held, _ = failed
+                log.warning(
+                    "batch of %d jobs failed; running its %d remaining jobs one by one",
+                    len(jobs),
+                    len(held),
+                )
+                pending[:] = list(held)
+                for i, job in enumerate(held):
+                    if self._stop.is_set():  # graceful stop: the rest go back to the queue
+                        for j in held[i:]:
+                            self._guarded(self.queue.release, j)
+                        break
+                    alone = self._attempt(entry, [job])
+                    if alone is not None:
+                        self._fail_generation(alone[0], alone[1])
+                    pending[:] = [j for j in pending if j.id != job.id]
+            elif failed is not None:
+                self._fail_generation(*failed)
+        finally:
+            beat.stop()
+            self._finish_events(jobs)
 
-            def on_step(step: int, total: int) -> bool:
+    def _attempt(
+        self, entry: ModelEntry, jobs: list[ClaimedJob]
+    ) -> tuple[list[ClaimedJob], Exception] | None:
+        """One pipeline call for `jobs`, then each job's images stored and the job completed. Returns
+        the jobs still held and the error when the pipeline call itself failed (the caller decides:
+        each alone, or failed); None when every job got its end here (succeeded, failed, canceled,
+        released)."""
+        started = time.monotonic()
+        active = list(jobs)
+        timeout = timedelta(seconds=self.settings.job_timeout_seconds)
+        fault: list[Exception] = []  # a database error in a progress write
+
+        def on_step(step: int, total: int) -> bool:
+            try:
                 now = utcnow()
                 late = [j for j in active if (j.started_at or now) + timeout < now]
                 if late:  # past the deadline: fail them at this step, run on with the rest
@@ -176,27 +250,32 @@ class Worker:
                         self.queue.fail(j, DEADLINE_EXCEEDED, message)
                     active[:] = [j for j in active if j not in late]
                 held = self.queue.progress(active, step, total)
-                active[:] = [j for j in active if j.id in held]
-                for j in active:
-                    self.publish(JobEvent(j.id, "progress", {"step": step, "total": total}))
-                return bool(active) and not self._stop.is_set()
+            except Exception as e:  # the database: stop here, the jobs go back to the queue
+                fault.append(e)
+                return False
+            active[:] = [j for j in active if j.id in held]
+            for j in active:
+                self.publish(JobEvent(j.id, "progress", {"step": step, "total": total}))
+            return bool(active) and not self._stop.is_set()
 
+        try:
+            request, owners = self._request(entry, jobs)
             images = self.backend(entry).generate(request, on_step)
         except Interrupted:
-            if self._stop.is_set():
+            if fault:
+                log.error("progress write failed; releasing %d jobs", len(active), exc_info=fault[0])
+            if self._stop.is_set() or fault:
                 for j in active:
-                    self.queue.release(j)
-            self._finish_events(jobs)
-            return
+                    self._guarded(self.queue.release, j)
+            return None
         except ModelUnavailable as e:
-            self._fail_all(active, "model_unavailable", str(e))
-            return
+            for j in active:  # the message is written for clients: what to download or fix
+                self._guarded(self.queue.fail, j, MODEL_UNAVAILABLE, str(e))
+            return None
         except Exception as e:
-            log.exception("batch failed")
-            self._fail_all(active, "generation_failed", f"{type(e).__name__}: {e}")
-            return
-        finally:
-            beat.stop()
+            if len(jobs) > 1:
+                log.exception("batch of %d jobs failed", len(jobs))
+            return list(active), e
 
         elapsed_ms = int((time.monotonic() - started) * 1000)
         self.stats.batches += 1
@@ -207,7 +286,7 @@ class Worker:
             by_job.setdefault(owner, []).append((idx, seed, img))
         for job in active:
             self._store(job, by_job[job.id], elapsed_ms)
-        self._finish_events(jobs)
+        return None
 
     def _request(
         self, entry: ModelEntry, jobs: Sequence[ClaimedJob]
@@ -230,46 +309,102 @@ class Worker:
 
         from PIL import Image
 
-        record = self.repo.get_image(project_id, image_id)
-        with Image.open(io.BytesIO(self.blobs.get(record.storage_key))) as im:
+        try:
+            data = self.blobs.get(self.repo.get_image(project_id, image_id).storage_key)
+        except (BlobNotFound, EaselError):  # the input is gone (deleted): the job fails
+            raise
+        except Exception as e:  # the blob store or the database
+            raise StorageFault(f"could not read image {image_id}") from e
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             return im.copy()
 
     def _store(self, job: ClaimedJob, images: list[tuple[int, int, PILImage]], elapsed_ms: int) -> None:
+        """Write a job's images, then complete it. A storage or database error fails this job alone
+        (`storage_error`), with the bytes it had written removed; when even that write fails, the job
+        keeps its lease until it expires and is then run again."""
         spec = job.spec
-        records = []
-        for idx, seed, img in images:
-            params = generation_params(spec, seed) if spec.record_parameters else None
-            enc = encode(img, spec.output_format, spec.output_compression, params)
-            key = generated_image_key(job.project_id, job.id, idx, spec.output_format.value)
-            self.blobs.put(key, enc.data, enc.mime)
-            records.append(
-                ImageFile(
-                    id=new_id(),
-                    index=idx,
-                    seed=seed,
-                    storage_key=key,
-                    mime=enc.mime,
-                    width=enc.width,
-                    height=enc.height,
-                    bytes=len(enc.data),
-                    sha256=enc.sha256,
+        try:
+            encoded = [
+                (idx, seed, encode(img, spec.output_format, spec.output_compression, params))
+                for idx, seed, img in images
+                for params in [generation_params(spec, seed) if spec.record_parameters else None]
+            ]
+        except Exception as e:
+            self._fail_generation([job], e)
+            return
+        records: list[ImageFile] = []
+        try:
+            for idx, seed, enc in encoded:
+                key = generated_image_key(job.project_id, job.id, idx, spec.output_format.value)
+                records.append(
+                    ImageFile(
+                        id=new_id(),
+                        index=idx,
+                        seed=seed,
+                        storage_key=key,
+                        mime=enc.mime,
+                        width=enc.width,
+                        height=enc.height,
+                        bytes=len(enc.data),
+                        sha256=enc.sha256,
+                    )
                 )
-            )
-        if self.queue.complete(job, records, elapsed_ms):
+                self.blobs.put(key, enc.data, enc.mime)
+            completed = self.queue.complete(job, records, elapsed_ms)
+        except Exception:
+            error_id = new_error_id()
+            log.exception("could not store job %s (error id %s)", job.id, error_id)
+            if self._guarded(self.queue.fail, job, STORAGE_ERROR, storage_error_message(error_id)):
+                self._discard(records)
+            return
+        if completed:
             self.stats.images += len(records)
             return
         # The job was canceled or taken over meanwhile. A job another worker now runs keeps the keys
         # (it writes the same ones); a canceled or failed one leaves no orphaned blobs behind.
-        current = self.repo.get_generation(job.project_id, job.id, include_deleted=True)
+        try:
+            current = self.repo.get_generation(job.project_id, job.id, include_deleted=True)
+        except Exception:
+            log.exception("could not read job %s after losing its lease", job.id)
+            return
         if current.status in (Status.CANCELED, Status.FAILED) or current.deleted_at is not None:
-            for r in records:
-                self.blobs.delete(r.storage_key)
+            self._discard(records)
 
-    def _fail_all(self, jobs: Sequence[ClaimedJob], code: str, message: str) -> None:
+    def _discard(self, records: Sequence[ImageFile]) -> None:
+        for r in records:
+            try:
+                self.blobs.delete(r.storage_key)
+            except Exception:
+                log.exception("could not delete blob %s", r.storage_key)
+
+    def _fail_generation(self, jobs: Sequence[ClaimedJob], error: Exception) -> None:
+        """Fail jobs whose generation raised: clients get a stable message with an error id; the log
+        has the same id with the traceback. A storage error reading their inputs is `storage_error`."""
+        error_id = new_error_id()
+        storage = isinstance(error, StorageFault)
+        log.error(
+            "%s for jobs %s (error id %s)",
+            "storage error" if storage else "generation failed",
+            ", ".join(j.id for j in jobs),
+            error_id,
+            exc_info=error,
+        )
+        if storage:
+            code, message = STORAGE_ERROR, storage_error_message(error_id)
+        else:
+            code, message = GENERATION_FAILED, generation_failed_message(error_id)
         for j in jobs:
-            self.queue.fail(j, code, message)
-        self._finish_events(jobs)
+            self._guarded(self.queue.fail, j, code, message)
+
+    def _guarded(self, write: Callable[..., bool], job: ClaimedJob, *args: Any) -> bool:
+        """A fenced queue write (fail, release) that logs a database error instead of raising it: the
+        job then keeps its lease until it expires and is claimed again."""
+        try:
+            return write(job, *args)
+        except Exception:
+            log.exception("could not record the end of job %s; its lease will expire", job.id)
+            return False
 
     def _finish_events(self, jobs: Sequence[ClaimedJob]) -> None:
         for j in jobs:

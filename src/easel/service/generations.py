@@ -249,5 +249,10 @@ class GenerationService:
     # -- health --------------------------------------------------------------------------------------
 
     def health(self) -> dict[str, str]:
-        """`{"status": "ok", "database": <dialect>}` once the database answers a query."""
-        return {"status": "ok", "database": self.repo.ping()}
+        """`{"status": "ok", "database": <dialect>}` once the database answers a query;
+        `{"status": "unavailable", "database": "unreachable"}` when it does not (the error is logged)."""
+        try:
+            return {"status": "ok", "database": self.repo.ping()}
+        except Exception as e:  # no traceback: a balancer polls this every few seconds
+            log.warning("health check: the database does not answer: %s", e)
+            return {"status": "unavailable", "database": "unreachable"}

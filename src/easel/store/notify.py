@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import select
 import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PG_RECONNECT_SECONDS = 2.0  # a lost LISTEN connection is opened again at most this often
 
 
 class Doorbell:
@@ -58,23 +64,51 @@ class DoorbellListener:
         self.sock.setblocking(False)
         self._r, self._w = os.pipe()  # lets close()/interrupt() wake a waiting thread
         self.pg: PgListener | None = None
+        self._pg_url: str | None = None
+        self._pg_retry_at = 0.0
 
     def wait(self, timeout: float) -> bool:
-        """Block until rung (doorbell or NOTIFY), interrupted, or `timeout` seconds; True if rung."""
-        fds = [self.sock.fileno(), self._r] + ([self.pg.fileno()] if self.pg is not None else [])
-        ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        """Block until rung (doorbell or NOTIFY), interrupted, or `timeout` seconds; True if rung.
+
+        A lost LISTEN connection (the database restarted) is dropped and opened again, at most every
+        PG_RECONNECT_SECONDS; meanwhile the wait is capped at that, and a reconnect counts as a ring
+        (notifications may have been missed)."""
         rung = False
+        if self.pg is None and self._pg_url is not None and time.monotonic() >= self._pg_retry_at:
+            rung = self._reconnect()
+        pg_fd = self.pg.fileno() if self.pg is not None else None
+        if self._pg_url is not None and pg_fd is None:
+            timeout = min(timeout, PG_RECONNECT_SECONDS)
+        fds = [self.sock.fileno(), self._r] + ([pg_fd] if pg_fd is not None else [])
+        ready, _, _ = select.select(fds, [], [], 0.0 if rung else max(0.0, timeout))
         if self.sock.fileno() in ready:
             rung = True
             with contextlib.suppress(BlockingIOError):
                 while True:
                     self.sock.recv(16)
-        if self.pg is not None and self.pg.fileno() in ready:
-            rung = self.pg.drain() or rung
+        if self.pg is not None and pg_fd in ready:
+            try:
+                rung = self.pg.drain() or rung
+            except Exception as e:
+                log.warning("the LISTEN connection was lost (%s); opening it again", e)
+                self.pg.close()
+                self.pg = None
+                rung = self._reconnect() or rung
         return rung
+
+    def _reconnect(self) -> bool:
+        assert self._pg_url is not None
+        try:
+            self.pg = PgListener(self._pg_url)
+        except Exception as e:
+            log.warning("could not LISTEN on the database (%s); retrying in %g s", e, PG_RECONNECT_SECONDS)
+            self._pg_retry_at = time.monotonic() + PG_RECONNECT_SECONDS
+            return False
+        return True
 
     def listen_postgres(self, url: str) -> None:
         """Also wake on `NOTIFY easel_jobs` from the database at `url` (a SQLAlchemy URL)."""
+        self._pg_url = url
         self.pg = PgListener(url)
 
     def interrupt(self) -> None:

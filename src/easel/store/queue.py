@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, and_, case, func, insert, or_, select, update
 
+from easel.domain.failures import DEADLINE_EXCEEDED as DEADLINE_EXCEEDED
+from easel.domain.failures import WORKER_LOST as WORKER_LOST
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
@@ -26,9 +28,6 @@ from easel.store.db import is_postgres
 from easel.store.outbox import record_generation_event
 from easel.store.repository import ended, image_row, notify_workers
 from easel.store.tables import generations, images, utcnow
-
-WORKER_LOST = "worker_lost"
-DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from easel.api.deps import GenerationsDep, LinksDep, ServicesDep
+from easel.api.health import readiness
 from easel.api.idempotency import idempotent
 from easel.api.native.common import GenRead, GenWrite, generation_body, native_router, page
 from easel.api.native.protocol import STATUS_BY_NAME, CreateGenerationRequest
@@ -109,6 +111,14 @@ async def list_models(svc: ServicesDep, _principal: GenRead) -> dict[str, Any]:
     return {"success": True, "data": [cat.describe(m) for m in cat.models.values()]}
 
 
-@router.get("/healthz")
-async def healthz(generations: GenerationsDep) -> dict[str, Any]:
-    return await anyio.to_thread.run_sync(generations.health)
+@router.get(
+    "/healthz",
+    responses={
+        200: {"description": "Ready: the database answers and the in-process worker (if any) runs"},
+        503: {"description": "Not ready: the database does not answer or the in-process worker died"},
+    },
+)
+async def healthz(request: Request) -> JSONResponse:
+    """Readiness: `status` ok, or 503 `unavailable` when the database does not answer or this server's
+    worker has died; `worker` is running, dead or none, `workers` the live workers fleet-wide."""
+    return await readiness(request)

@@ -14,6 +14,7 @@ from fastapi import Request
 from easel.api.deps import image_url
 from easel.api.openai.protocol import ResponseFormat, images_response
 from easel.domain.errors import EaselError, TimedOut
+from easel.domain.failures import GENERATION_FAILED, client_message
 from easel.domain.generation import Status
 from easel.domain.inputs import ImageInput
 from easel.domain.keys import Principal
@@ -37,9 +38,9 @@ async def generate(
     gen = await generations.wait(principal.project_id, gen.id, timeout, capped=False)
     if gen.status is Status.FAILED:
         raise EaselError(
-            gen.error_message or "The generation failed",
+            client_message(gen.error_code, gen.error_message),
             status=500,
-            code=gen.error_code or "generation_failed",
+            code=gen.error_code or GENERATION_FAILED,
             headers=dict(NO_RETRY),
         )
     if gen.status is Status.CANCELED:

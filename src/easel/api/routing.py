@@ -1,5 +1,5 @@
-"""The route class of a dialect: its error rendering (api/errors.py) around the Idempotency-Key
-handling (api/idempotency.py) around the route itself."""
+"""The route class of a dialect: its body cap (api/limits.py) and error rendering (api/errors.py) around
+the Idempotency-Key handling (api/idempotency.py) around the route itself."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 
 from easel.api.errors import Handler, Renderer, rendering
 from easel.api.idempotency import settling
+from easel.api.limits import body_cap
 
 
 def dialect_route(render: Renderer, names: Mapping[str, str] | None = None) -> type[APIRoute]:
@@ -17,6 +18,7 @@ def dialect_route(render: Renderer, names: Mapping[str, str] | None = None) -> t
 
     class DialectRoute(APIRoute):
         def get_route_handler(self) -> Handler:
-            return rendering(settling(super().get_route_handler()), render, wire)
+            cap = body_cap(self.openapi_extra)  # api/limits.py: max_body()
+            return rendering(settling(super().get_route_handler()), render, wire, cap)
 
     return DialectRoute

@@ -16,7 +16,7 @@ from pydantic import Field
 from easel.api.deps import AdminDep
 from easel.api.native.common import Admin, UsageRead, native_router
 from easel.api.native.protocol import key_json, project_json
-from easel.api.wire import CamelWire
+from easel.api.wire import MAX_COUNT, MAX_CREDITS, CamelWire
 from easel.domain.keys import DEFAULT_SCOPES
 
 router = native_router(tag="admin")
@@ -24,13 +24,13 @@ router = native_router(tag="admin")
 
 class CreateProject(CamelWire):
     name: str = Field(min_length=1, max_length=200)
-    budget_credits: float | None = Field(None, ge=0)
-    rate_limit_per_hour: int | None = Field(None, ge=0)
+    budget_credits: float | None = Field(None, ge=0, le=MAX_CREDITS)
+    rate_limit_per_hour: int | None = Field(None, ge=0, le=MAX_COUNT)
 
 
 class UpdateProject(CamelWire):
-    budget_credits: float | None = Field(None, ge=0)
-    rate_limit_per_hour: int | None = Field(None, ge=0)
+    budget_credits: float | None = Field(None, ge=0, le=MAX_CREDITS)
+    rate_limit_per_hour: int | None = Field(None, ge=0, le=MAX_COUNT)
     record_parameters: bool | None = None  # None: unchanged
 
 
@@ -38,9 +38,9 @@ class CreateKey(CamelWire):
     name: str = Field("key", min_length=1, max_length=200)
     project_id: str | None = None
     scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
-    expires_at: datetime | None = None
-    rate_limit_per_hour: int | None = Field(None, ge=0)
-    budget_credits: float | None = Field(None, ge=0)
+    expires_at: datetime | None = Field(None, strict=False)
+    rate_limit_per_hour: int | None = Field(None, ge=0, le=MAX_COUNT)
+    budget_credits: float | None = Field(None, ge=0, le=MAX_CREDITS)
 
 
 @router.post("/admin/projects", status_code=201)

@@ -24,7 +24,11 @@ def render_error(err: EaselError) -> Response:
 
 
 def native_router(prefix: str = "/api/v1", tag: str = "native") -> APIRouter:
-    return APIRouter(prefix=prefix, route_class=dialect_route(render_error, WIRE_NAMES), tags=[tag])
+    return APIRouter(
+        prefix=prefix,
+        route_class=dialect_route(render_error, WIRE_NAMES),
+        tags=[tag],
+    )
 
 
 def _caller(scope: str) -> Any:

@@ -57,7 +57,9 @@ def render_error(err: EaselError) -> Response:
 
 
 router = APIRouter(
-    prefix="/pictoryapis/v1/aistudio", route_class=dialect_route(render_error, WIRE_NAMES), tags=["pictory"]
+    prefix="/pictoryapis/v1/aistudio",
+    route_class=dialect_route(render_error, WIRE_NAMES),
+    tags=["pictory"],
 )
 
 

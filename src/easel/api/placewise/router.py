@@ -43,7 +43,9 @@ def render_error(err: EaselError) -> Response:
 
 
 router = APIRouter(
-    prefix="/v1/ml/general", route_class=dialect_route(render_error, WIRE_NAMES), tags=["placewise"]
+    prefix="/v1/ml/general",
+    route_class=dialect_route(render_error, WIRE_NAMES),
+    tags=["placewise"],
 )
 
 

@@ -39,7 +39,7 @@ WIRE_NAMES = {"prompt": "userInput", "source_image_ids": "imageUrl"}
 class GenerateImageRequest(BaseModel):
     """POST /social-publisher/v1/generate-image. Types and presence here; the documented rules in check()."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     user_input: str = Field(alias="userInput")
     image_url: str = Field(alias="imageUrl")

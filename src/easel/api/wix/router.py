@@ -36,7 +36,9 @@ def render_error(err: EaselError) -> Response:
 
 
 router = APIRouter(
-    prefix="/social-publisher/v1", route_class=dialect_route(render_error, WIRE_NAMES), tags=["wix"]
+    prefix="/social-publisher/v1",
+    route_class=dialect_route(render_error, WIRE_NAMES),
+    tags=["wix"],
 )
 
 

@@ -63,7 +63,15 @@ async def get_image(
     return {"success": True, "data": image_json(img, image_url(request, links, img))}
 
 
-@router.get("/images/{image_id}/file")
+_IMAGE_BYTES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The image bytes",
+        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+    }
+}
+
+
+@router.get("/images/{image_id}/file", response_class=Response, responses=_IMAGE_BYTES)
 async def image_file(
     image_id: str,
     library: LibraryDep,

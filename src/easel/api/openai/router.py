@@ -53,7 +53,24 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-router = APIRouter(route_class=dialect_route(render_error, WIRE_NAMES), tags=["openai"])
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+router = APIRouter(route_class=dialect_route(render_error, WIRE_NAMES, ERROR_SCHEMA), tags=["openai"])
 
 Writer = Annotated[Principal, Depends(authenticated(bearer_or_api_key, "generations:write"))]
 Reader = Annotated[Principal, Depends(authenticated(bearer_or_api_key, "generations:read"))]
@@ -70,9 +87,22 @@ async def create_image(
     return await generate(request, svc, principal, body.to_spec(svc.catalog), inputs, body.format)
 
 
+def _form_body(model: type[BaseModel], files: dict[str, Any]) -> dict[str, Any]:
+    """The multipart body of a route that reads its form itself, for the OpenAPI document."""
+    schema = model.model_json_schema()
+    schema["properties"] = schema.get("properties", {}) | files
+    schema["required"] = [*schema.get("required", []), "image"]
+    content = {"multipart/form-data": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_FILE = {"type": "string", "format": "binary"}
+_EDIT_FILES = {"image": _FILE, "image[]": {"type": "array", "items": _FILE}, "mask": _FILE}
+
+
 @router.post(
     "/v1/images/edits",
-    openapi_extra=max_body(multipart_max_bytes(MAX_INPUT_IMAGES + 1)),
+    openapi_extra=max_body(multipart_max_bytes(MAX_INPUT_IMAGES + 1)) | _form_body(EditRequest, _EDIT_FILES),
     form_limits=form_limits(MAX_INPUT_IMAGES + 1),
 )
 async def edit_image(request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent) -> dict[str, Any]:
@@ -83,7 +113,9 @@ async def edit_image(request: Request, svc: ServicesDep, principal: Writer, _i: 
 
 
 @router.post(
-    "/v1/images/variations", openapi_extra=max_body(multipart_max_bytes(1)), form_limits=form_limits(1)
+    "/v1/images/variations",
+    openapi_extra=max_body(multipart_max_bytes(1)) | _form_body(VariationRequest, {"image": _FILE}),
+    form_limits=form_limits(1),
 )
 async def vary_image(request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent) -> dict[str, Any]:
     body, files = await _multipart(request, VariationRequest, frozenset({"image"}))

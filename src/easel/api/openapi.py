@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from easel.api.limits import MAX_BODY_KEY
+from easel.api.routing import api_routes
 
 _WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _OPENAI_CREATES = {
@@ -70,19 +71,8 @@ def statuses(route: APIRoute, method: str, operation: dict[str, Any]) -> set[int
     return found
 
 
-def _api_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterable[tuple[str, APIRoute]]:
-    """(path, route) of every API route, inside included routers too."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield prefix + route.path_format, route
-        inner = getattr(route, "original_router", None)  # FastAPI's included router
-        if inner is not None:
-            context = getattr(route, "include_context", None)
-            yield from _api_routes(inner.routes, prefix + str(getattr(context, "prefix", "")))
-
-
 def document(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str, Any]:
-    for path_format, route in _api_routes(routes):
+    for path_format, route in api_routes(routes):
         error_schema = getattr(route, "error_schema", None)
         path = schema["paths"].get(path_format, {})
         for method in route.methods or ():

@@ -6,12 +6,13 @@ created on first start) manages every project.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Query
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from easel.api.deps import AdminDep
 from easel.api.native.common import Admin, UsageRead, native_router
@@ -20,6 +21,16 @@ from easel.api.wire import MAX_COUNT, MAX_CREDITS, CamelWire
 from easel.domain.keys import DEFAULT_SCOPES
 
 router = native_router(tag="admin")
+
+
+def _iso_only(value: Any) -> Any:
+    """A date-time as ISO 8601 text only: pydantic would read "0.5" as a Unix time."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+(\.\d*)?\s*", value):
+        raise ValueError("must be an ISO 8601 date-time (2026-01-02 or 2026-01-02T03:04:05Z)")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class CreateProject(CamelWire):
@@ -103,8 +114,8 @@ async def revoke_key(key_id: str, admin: AdminDep, caller: Admin) -> dict[str, A
 async def usage(
     admin: AdminDep,
     principal: UsageRead,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[DateTime | None, Query(alias="from")] = None,
+    until: Annotated[DateTime | None, Query(alias="to")] = None,
     period: Literal["hour", "day", "month"] = "day",
 ) -> dict[str, Any]:
     """Credits and images by model and period, over queued, running and succeeded generations."""

@@ -73,7 +73,9 @@ class _Stream:
         return []
 
 
-_STREAM: dict[int | str, dict[str, Any]] = {200: {"description": "Server-sent events", "content": {"text/event-stream": {}}}}
+_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Server-sent events", "content": {"text/event-stream": {}}}
+}
 
 
 @router.get("/generations/{generation_id}/events", response_class=StreamingResponse, responses=_STREAM)

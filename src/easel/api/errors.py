@@ -1,11 +1,12 @@
 """Error rendering per dialect.
 
-`rendering(handler, render, names)` wraps a route handler: it checks a JSON body's shape first
-(api/limits.py), and any EaselError, request validation error or body-parsing refusal (Starlette's
-HTTPException: a malformed form, a body over its cap) raised while handling it is rendered by the
-dialect's `render`, so every dialect answers errors in its own
-wire shape, with the status codes defined once in domain/errors. Services name canonical fields
-(`aspect_ratio`); `names` maps them to the dialect's wire names (`aspectRatio`) on the way out.
+`rendering(handler, render, names, max_body_bytes)` wraps a route handler: it counts the body against
+the route's cap and checks a JSON body's shape first (api/limits.py); any EaselError, request
+validation error or body-parsing refusal (Starlette's HTTPException: a malformed form, too many fields
+or files, a part over 1 MB) raised while handling it is rendered by the dialect's `render`, so every
+dialect answers errors in its own wire shape, with the status codes defined once in domain/errors.
+Services name canonical fields (`aspect_ratio`); `names` maps them to the dialect's wire names
+(`aspectRatio`) on the way out.
 """
 
 from __future__ import annotations

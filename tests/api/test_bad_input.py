@@ -419,3 +419,58 @@ def test_json_enums_and_floats_still_read(api: Any) -> None:
     # Forms stay lax: every value of a form is a string.
     r = api.post("/v1/ml/general/generate_image", data={"prompt": "x", "creativity": "3"}, headers=CLUB)
     assert r.status_code == 200, r.text
+
+
+# -- 8. the OpenAPI document and the methods of a path ---------------------------------------------------
+
+
+def test_openapi_lists_the_real_statuses_in_each_dialect_shape() -> None:
+    from easel.app import create_app
+
+    doc = create_app().openapi()
+    assert "HTTPValidationError" not in json.dumps(doc)
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            assert "400" in codes or not (op.get("parameters") or op.get("requestBody")), (method, path)
+            if "422" in codes:  # only where an Idempotency-Key may be reused with another body
+                assert method == "post" and "402" in codes, (method, path)
+    create = doc["paths"]["/api/v1/generations"]["post"]
+    assert {"201", "400", "401", "402", "403", "404", "409", "413", "422", "429"} <= set(create["responses"])
+    assert create["x-max-body-bytes"] == 4 * 1024 * 1024
+    native_400 = create["responses"]["400"]["content"]["application/json"]["schema"]
+    assert native_400["required"] == ["success", "error"]
+    openai = doc["paths"]["/v1/images/generations"]["post"]["responses"]
+    assert openai["400"]["content"]["application/json"]["schema"]["required"] == ["error"]
+    assert {"500", "503", "504"} <= set(openai)
+    wix = doc["paths"]["/social-publisher/v1/generate-image"]["post"]["responses"]
+    assert wix["400"]["content"]["application/json"]["schema"]["required"] == ["message", "details"]
+    link = doc["paths"]["/api/v1/images/{image_id}/file"]["get"]["responses"]
+    assert "401" not in link and "403" in link and "image/png" in link["200"]["content"]
+    schemas = doc["components"]["schemas"]
+    assert schemas["CreateGenerationRequest"]["properties"]["prompt"]["minLength"] == 1
+    assert schemas["CreateGenerationRequest"]["properties"]["n"]["maximum"] == 100
+    assert doc["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/api/v1/generations", "GET, POST"),
+        ("PUT", "/api/v1/generations", "GET, POST"),
+        ("OPTIONS", "/api/v1/images/abc", "DELETE, GET, PATCH"),
+        ("GET", "/v1/images/edits", "POST"),
+        ("DELETE", "/social-publisher/v1/generate-image", "POST"),
+    ],
+)
+def test_a_method_the_path_lacks_is_a_405_allowing_all_of_its_methods(
+    method: str, path: str, allow: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from easel.app import create_app
+
+    r = TestClient(create_app()).request(method, path)  # no lifespan: nothing is reached
+    assert r.status_code == 405, r.text
+    assert r.headers["Allow"] == allow
+    assert "method_not_allowed" in r.text.lower()

@@ -20,8 +20,10 @@ from easel.api.native.library import router as library_router
 from easel.api.native.router import router as native_router
 from easel.api.native.webhooks import router as webhooks_router
 from easel.api.openai.router import router as openai_router
+from easel.api.openapi import install as install_openapi
 from easel.api.pictory.router import router as pictory_router
 from easel.api.placewise.router import router as placewise_router
+from easel.api.routing import method_not_allowed
 from easel.api.wix.router import router as wix_router
 from easel.runtime import Runtime
 from easel.settings import Settings
@@ -115,6 +117,8 @@ def create_app(
     app.include_router(placewise_router)
     app.include_router(pictory_router)
     app.include_router(metrics_router)  # GET /metrics; 404 unless EASEL_METRICS_ENABLED
+    install_openapi(app)  # the real status codes and error shapes (api/openapi.py)
+    app.add_exception_handler(405, method_not_allowed(app))  # Allow: every method of the path
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:

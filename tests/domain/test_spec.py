@@ -143,3 +143,24 @@ def test_unknown_preset_names_in_a_model_are_rejected(tmp_path: Path) -> None:
     path.write_text('[models.m]\nsource = "x"\nstyles = ["nope"]\n')
     with pytest.raises(ValueError, match="unknown style presets"):
         load_catalog(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a red circle", None),
+        ("tab\tand\nnewlines\r\n", None),
+        ("ünïcödé 日本 🎨", None),
+        ("a \ud800 b", "lone surrogate"),
+        ("a \udc00 b", "lone surrogate"),
+        ("bell \x07", "U+0007"),
+        ("nul \x00", "U+0000"),
+        ("del \x7f", "U+007F"),
+        ("next line \x85", "U+0085"),
+    ],
+)
+def test_prompt_text_rules(text: str, problem: str | None) -> None:
+    from easel.domain.spec import text_problem
+
+    found = text_problem(text)
+    assert (found is None) if problem is None else (found is not None and problem in found)

@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 
 from easel.api.deps import IdempotencyDep, services
 from easel.api.errors import Handler
+from easel.api.forms import CHUNK, parse_form
 from easel.domain.errors import Conflict, Unprocessable, ValidationFailed
 
 HEADER = "idempotency-key"
@@ -45,11 +46,14 @@ async def request_fingerprint(request: Request) -> str:
     h = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        form = await request.form()
+        form = await parse_form(request)
         for name, value in sorted(form.multi_items(), key=lambda kv: kv[0]):
             h.update(name.encode() + b"\0")
             if isinstance(value, UploadFile):
-                h.update(hashlib.sha256(await value.read()).digest())
+                file_hash = hashlib.sha256()
+                while chunk := await value.read(CHUNK):
+                    file_hash.update(chunk)
+                h.update(file_hash.digest())
                 await value.seek(0)
             else:
                 h.update(str(value).encode())

@@ -13,13 +13,25 @@ def iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
+# Bounds of the numbers a request may carry (docs/security.md, "Limits"): every integer and float
+# field and parameter has one, so nothing reaches the database or a computation out of its range.
+MAX_OFFSET = 1_000_000_000  # list offsets
+MAX_COUNT = 1_000_000_000  # rate limits (requests per hour)
+MAX_CREDITS = 1e12  # budgets
+MAX_EXPIRES = 2**40  # a signed link's expiry (Unix seconds; year 36812)
+MAX_SIDE = 16384  # width / height in pixels (each model's catalog entry narrows it)
+
+
 class StrictWire(BaseModel):
-    """A request body that refuses unknown fields (a 400 naming them), as every dialect's reference does."""
+    """A JSON request body that refuses unknown fields (a 400 naming them), as every dialect's reference
+    does, and takes every value in its JSON type: `"n": "2"` or `"n": true` is not a number, `1` is not
+    a boolean (strict); no NaN or infinity. Enum and date fields say `strict=False` (JSON gives them as
+    strings). A model that also reads form bodies (every value a string) sets `strict=False`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class CamelWire(BaseModel):
+class CamelWire(StrictWire):
     """A strict request body whose fields are camelCase on the wire (snake_case in Python)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)

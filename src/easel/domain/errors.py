@@ -88,6 +88,15 @@ class Unprocessable(EaselError):
         super().__init__(message, [], 422, code)
 
 
+class PayloadTooLarge(EaselError):
+    def __init__(self, message: str, fields: list[FieldError] | None = None) -> None:
+        super().__init__(message, fields or [], 413, "payload_too_large")
+
+    @classmethod
+    def for_field(cls, name: str, message: str) -> PayloadTooLarge:
+        return cls(f"{name}: {message}", [FieldError(name, message)])
+
+
 class RateLimited(EaselError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, [], 429, "rate_limit_exceeded", {"Retry-After": str(retry_after)})

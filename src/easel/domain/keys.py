@@ -61,7 +61,7 @@ def format_key(key_id: str, secret: str) -> str:
 def parse(key: str) -> ParsedKey | None:
     """The parts of a well-formed key with a valid checksum; None for anything else."""
     expected = len(PREFIX) + ID_LEN + 1 + SECRET_LEN + CHECK_LEN
-    if len(key) != expected or not key.startswith(PREFIX):
+    if len(key) != expected or not key.isascii() or not key.startswith(PREFIX):
         return None
     body, check = key[:-CHECK_LEN], key[-CHECK_LEN:]
     key_id, sep, secret = body[len(PREFIX) :].partition("_")

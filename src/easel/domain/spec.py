@@ -29,6 +29,22 @@ from easel.domain.sizes import (
 )
 
 MAX_SEED = 2**32 - 1
+# Control characters a prompt may hold: tab and line breaks (a browser form sends CRLF).
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be a prompt, or None: a lone surrogate (not Unicode that can be stored or
+    encoded) or a control character other than tab and line breaks."""
+    if text.isascii() and text.isprintable():
+        return None
+    for ch in text:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            return "must be valid Unicode (it holds a lone surrogate)"
+        if (code < 0x20 or 0x7F <= code < 0xA0) and ch not in _ALLOWED_CONTROLS:
+            return f"must not hold control characters (U+{code:04X}); only tab and newlines are allowed"
+    return None
 
 
 class OutputFormat(StrEnum):
@@ -87,6 +103,10 @@ class GenerationSpec(BaseModel):
         chosen_seed = self.seed if self.seed is not None else seed
         if chosen_seed is None:
             raise ValueError("resolve() needs a seed when the spec has none (the service draws it)")
+        for name, text in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt)):
+            problem = None if text is None else text_problem(text)
+            if problem:
+                raise fail(name, problem)
         entry = catalog.resolve(self.model)
         prompt = self.prompt.strip()
         if not prompt:

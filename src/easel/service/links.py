@@ -47,6 +47,6 @@ class LinkService:
             return None
         q = {k: v[0] for k, v in parse_qs(parts.query).items()}
         image_id, expires, signature = match.group(1), q.get("expires", "0"), q.get("signature", "")
-        if expires.isdigit() and self.signer.verify(image_id, int(expires), signature):
+        if expires.isascii() and expires.isdigit() and self.signer.verify(image_id, int(expires), signature):
             return image_id
         return None

@@ -25,4 +25,6 @@ class UrlSigner:
     def verify(self, image_id: str, expires: int, signature: str, now: float | None = None) -> bool:
         if expires < (now if now is not None else time.time()):
             return False
-        return hmac.compare_digest(self._mac(image_id, expires), signature)
+        # Bytes: compare_digest refuses a str with non-ASCII characters (a forged link may hold any).
+        given = signature.encode("utf-8", "replace")
+        return hmac.compare_digest(self._mac(image_id, expires).encode(), given)

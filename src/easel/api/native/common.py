@@ -23,8 +23,38 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=err.status)
 
 
+FIELDS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["field", "message"],
+        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+    },
+}
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {
+        "success": {"type": "boolean", "enum": [False]},
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": FIELDS_SCHEMA,
+            },
+        },
+    },
+}
+
+
 def native_router(prefix: str = "/api/v1", tag: str = "native") -> APIRouter:
-    return APIRouter(prefix=prefix, route_class=dialect_route(render_error, WIRE_NAMES), tags=[tag])
+    return APIRouter(
+        prefix=prefix,
+        route_class=dialect_route(render_error, WIRE_NAMES, ERROR_SCHEMA),
+        tags=[tag],
+    )
 
 
 def _caller(scope: str) -> Any:

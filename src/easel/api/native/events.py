@@ -73,7 +73,12 @@ class _Stream:
         return []
 
 
-@router.get("/generations/{generation_id}/events")
+_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Server-sent events", "content": {"text/event-stream": {}}}
+}
+
+
+@router.get("/generations/{generation_id}/events", response_class=StreamingResponse, responses=_STREAM)
 async def generation_events(
     generation_id: str,
     request: Request,

@@ -14,9 +14,11 @@ from fastapi import File, Form, Query, Request, Response, UploadFile
 from pydantic import Field
 
 from easel.api.deps import LibraryDep, LinksDep, image_url
+from easel.api.forms import form_limits, read_upload
+from easel.api.limits import max_body, multipart_max_bytes
 from easel.api.native.common import ImagesDelete, ImagesRead, ImagesWrite, native_router, page
 from easel.api.native.protocol import image_json
-from easel.api.wire import StrictWire
+from easel.api.wire import MAX_EXPIRES, MAX_OFFSET, StrictWire
 from easel.domain.errors import Forbidden
 from easel.domain.generation import Image
 from easel.service.library import ImageGone
@@ -35,7 +37,9 @@ def _image(request: Request, links: LinkService, img: Image) -> dict[str, Any]:
     return body
 
 
-@router.post("/images", status_code=201)
+@router.post(
+    "/images", status_code=201, openapi_extra=max_body(multipart_max_bytes(1)), form_limits=form_limits(1, 10)
+)
 async def upload_image(
     request: Request,
     library: LibraryDep,
@@ -44,7 +48,7 @@ async def upload_image(
     file: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
     folder: Annotated[str | None, Form(max_length=200)] = None,
 ) -> dict[str, Any]:
-    data = await file.read()
+    data = await read_upload("file", file)
     img = await anyio.to_thread.run_sync(
         lambda: library.upload(principal.project_id, data, folder=folder, field="file")
     )
@@ -59,9 +63,21 @@ async def get_image(
     return {"success": True, "data": image_json(img, image_url(request, links, img))}
 
 
-@router.get("/images/{image_id}/file")
+_IMAGE_BYTES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The image bytes",
+        "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+    }
+}
+
+
+@router.get("/images/{image_id}/file", response_class=Response, responses=_IMAGE_BYTES)
 async def image_file(
-    image_id: str, library: LibraryDep, links: LinksDep, expires: int = 0, signature: str = ""
+    image_id: str,
+    library: LibraryDep,
+    links: LinksDep,
+    expires: Annotated[int, Query(ge=0, le=MAX_EXPIRES)] = 0,
+    signature: Annotated[str, Query(max_length=256)] = "",
 ) -> Response:
     """The image bytes. The signed link is the credential, so browsers and <img> tags can use it."""
     if not links.verify(image_id, expires, signature):
@@ -97,7 +113,7 @@ async def list_images(
     principal: ImagesRead,
     folder: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Images newest first: all of them, those in `folder`, or with `folder=` (empty) the unfiled ones."""
     imgs, total = await anyio.to_thread.run_sync(

@@ -8,12 +8,14 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from easel.api.wire import CamelWire, iso
+from easel.api.limits import check_json_value
+from easel.api.wire import MAX_SIDE, CamelWire, iso
 from easel.domain.catalog import Task
+from easel.domain.errors import EaselError
 from easel.domain.generation import Generation, Image, Status
 from easel.domain.inputs import ImageInput, Role
 from easel.domain.keys import KeyInfo, ProjectInfo
-from easel.domain.spec import GenerationSpec, OutputFormat
+from easel.domain.spec import MAX_SEED, GenerationSpec, OutputFormat
 from easel.domain.urls import MAX_URL_LENGTH, is_http_url
 from easel.domain.webhooks import Endpoint, GenerationEvent, Message
 
@@ -40,25 +42,30 @@ WIRE_NAMES = {
 }
 
 
+# `meta` is stored with the generation and echoed in every response and webhook: kept small and flat.
+MAX_META_BYTES = 16 * 1024
+MAX_META_DEPTH = 8
+
+
 class EnhancementOptions(CamelWire):
     template: str = "general"
 
 
 class CreateGenerationRequest(CamelWire):
-    prompt: str
+    prompt: str = Field(min_length=1)
     negative_prompt: str | None = None
     model: str | None = None
-    task: Task | None = None
+    task: Task | None = Field(None, strict=False)
     aspect_ratio: str | None = None
     image_size: str | None = None
     size: str | None = None
-    width: int | None = None
-    height: int | None = None
-    n: int = 1
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    strength: float | None = None
+    width: int | None = Field(None, ge=1, le=MAX_SIDE)
+    height: int | None = Field(None, ge=1, le=MAX_SIDE)
+    n: int = Field(1, ge=1, le=100)  # and at most the model's max_n
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    steps: int | None = Field(None, ge=1, le=200)
+    guidance: float | None = Field(None, ge=0, le=50)
+    strength: float | None = Field(None, gt=0, le=1)
     source_image_id: str | None = None
     source_image_url: str | None = Field(None, max_length=2_000_000)  # http(s) URL or data: URI
     mask_image_url: str | None = Field(None, max_length=2_000_000)
@@ -67,8 +74,8 @@ class CreateGenerationRequest(CamelWire):
     enhancement_options: EnhancementOptions | None = None
     style: str | None = None
     quality: str | None = None
-    output_format: OutputFormat = OutputFormat.PNG
-    output_compression: int | None = None
+    output_format: OutputFormat = Field(OutputFormat.PNG, strict=False)
+    output_compression: int | None = Field(None, ge=0, le=100)
     folder: str | None = Field(None, max_length=200)
     meta: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(0, ge=-100, le=100)
@@ -84,6 +91,18 @@ class CreateGenerationRequest(CamelWire):
         return None if v is None else v.strip()
 
     record_parameters: bool = True
+
+    @field_validator("meta")
+    @classmethod
+    def _small_meta(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_json_value(v, MAX_META_DEPTH, "meta")
+        except EaselError as e:
+            raise ValueError(e.fields[0].message if e.fields else e.message) from None
+        size = len(json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_META_BYTES:
+            raise ValueError(f"must be at most {MAX_META_BYTES} bytes as JSON (it is {size})")
+        return v
 
     def to_spec(self) -> GenerationSpec:
         task = self.task

@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse
 from easel.api.deps import GenerationsDep, LinksDep, ServicesDep
 from easel.api.health import readiness
 from easel.api.idempotency import idempotent
+from easel.api.limits import JSON_MAX_BYTES, max_body
 from easel.api.native.common import GenRead, GenWrite, generation_body, native_router, page
 from easel.api.native.protocol import STATUS_BY_NAME, CreateGenerationRequest
+from easel.api.wire import MAX_OFFSET
 from easel.domain.errors import ValidationFailed
 from easel.domain.generation import ListQuery, Status
 
@@ -22,7 +24,7 @@ router = native_router()
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-@router.post("/generations", status_code=201)
+@router.post("/generations", status_code=201, openapi_extra=max_body(JSON_MAX_BYTES))
 async def create_generation(
     body: CreateGenerationRequest,
     request: Request,
@@ -49,7 +51,7 @@ async def list_generations(
     principal: GenRead,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
 ) -> dict[str, Any]:
     statuses: list[Status] = []

@@ -12,7 +12,7 @@ from pydantic import Field
 from easel.api.deps import WebhooksDep
 from easel.api.native.common import Admin, GenRead, GenWrite, native_router, page
 from easel.api.native.protocol import endpoint_json, message_json, secret_json
-from easel.api.wire import CamelWire
+from easel.api.wire import MAX_OFFSET, CamelWire
 from easel.domain.urls import MAX_URL_LENGTH
 
 router = native_router("/api/v1/webhooks", "webhooks")
@@ -112,7 +112,7 @@ async def list_messages(
     endpoint_id: Annotated[str | None, Query(alias="endpointId")] = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     msgs, total = await anyio.to_thread.run_sync(
         lambda: webhooks.messages(

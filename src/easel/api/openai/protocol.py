@@ -9,14 +9,14 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from easel.api.wire import StrictWire
 from easel.domain.catalog import Catalog, ModelEntry, Task
 from easel.domain.errors import EaselError, ValidationFailed
 from easel.domain.generation import Generation
 from easel.domain.inputs import ImageInput, MaskEncoding, Role
-from easel.domain.spec import GenerationSpec, OutputFormat
+from easel.domain.spec import MAX_SEED, GenerationSpec, OutputFormat
 
 # The model OpenAI's API and the AIGNE document use when a request names none; used when the catalog
 # knows that name, else the catalog's own default.
@@ -53,14 +53,14 @@ class _Common(StrictWire):
     model: str | None = None
     n: int | None = Field(None, ge=1, le=10)
     size: str | None = None
-    response_format: ResponseFormat | None = None
+    response_format: ResponseFormat | None = Field(None, strict=False)
     user: str | None = Field(None, max_length=256)
     # Easel extensions (not OpenAI parameters), documented in docs/api/openai.md.
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     negative_prompt: str | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    strength: float | None = None
+    steps: int | None = Field(None, ge=1, le=200)
+    guidance: float | None = Field(None, ge=0, le=50)
+    strength: float | None = Field(None, gt=0, le=1)
 
     def _spec_fields(self, catalog: Catalog) -> dict[str, Any]:
         return {
@@ -84,7 +84,7 @@ class _Output(_Common):
     """The output options of the GPT-image routes (generations, edits)."""
 
     quality: str | None = None
-    output_format: OutputFormat | None = None
+    output_format: OutputFormat | None = Field(None, strict=False)
     output_compression: int | None = Field(None, ge=0, le=100)
     background: Literal["transparent", "opaque", "auto"] | None = None
     stream: bool | None = None
@@ -113,7 +113,7 @@ class _Output(_Common):
 class GenerateRequest(_Output):
     """POST /v1/images/generations and AIGNE Hub's POST /api/images/generations (JSON)."""
 
-    prompt: str
+    prompt: str = Field(min_length=1)
     style: str | None = None
     moderation: Literal["low", "auto"] | None = None
     # AIGNE Hub: source image(s) for editing: base64, a data: URI, an http(s) URL (fetched SSRF-safely) or a
@@ -166,7 +166,9 @@ class GenerateRequest(_Output):
 class EditRequest(_Output):
     """POST /v1/images/edits (multipart; the files `image`/`image[]` and `mask` are handled apart)."""
 
-    prompt: str
+    model_config = ConfigDict(strict=False)  # form fields are strings: "2", "false"
+
+    prompt: str = Field(min_length=1)
     input_fidelity: Literal["high", "low"] | None = None
 
     def to_spec(self, catalog: Catalog, with_mask: bool) -> GenerationSpec:
@@ -195,6 +197,8 @@ class EditRequest(_Output):
 
 class VariationRequest(_Common):
     """POST /v1/images/variations (multipart; the file `image` is handled apart)."""
+
+    model_config = ConfigDict(strict=False)  # form fields are strings: "2"
 
     def to_spec(self, catalog: Catalog) -> GenerationSpec:
         return GenerationSpec(

@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from easel.api.deps import ServicesDep, authenticated, bearer_or_api_key
-from easel.api.forms import read_form
+from easel.api.forms import form_limits, read_form
 from easel.api.idempotency import idempotent
+from easel.api.limits import JSON_IMAGES_MAX_BYTES, max_body, multipart_max_bytes
 from easel.api.openai.protocol import (
     IMAGE_FIELDS,
     MAX_INPUT_IMAGES,
@@ -52,7 +53,24 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-router = APIRouter(route_class=dialect_route(render_error, WIRE_NAMES), tags=["openai"])
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+router = APIRouter(route_class=dialect_route(render_error, WIRE_NAMES, ERROR_SCHEMA), tags=["openai"])
 
 Writer = Annotated[Principal, Depends(authenticated(bearer_or_api_key, "generations:write"))]
 Reader = Annotated[Principal, Depends(authenticated(bearer_or_api_key, "generations:read"))]
@@ -60,8 +78,8 @@ Idempotent = Annotated[None, Depends(idempotent)]
 M = TypeVar("M", bound=BaseModel)
 
 
-@router.post("/v1/images/generations")
-@router.post("/api/images/generations")
+@router.post("/v1/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES))
+@router.post("/api/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES))
 async def create_image(
     body: GenerateRequest, request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent
 ) -> dict[str, Any]:
@@ -69,7 +87,24 @@ async def create_image(
     return await generate(request, svc, principal, body.to_spec(svc.catalog), inputs, body.format)
 
 
-@router.post("/v1/images/edits")
+def _form_body(model: type[BaseModel], files: dict[str, Any]) -> dict[str, Any]:
+    """The multipart body of a route that reads its form itself, for the OpenAPI document."""
+    schema = model.model_json_schema()
+    schema["properties"] = schema.get("properties", {}) | files
+    schema["required"] = [*schema.get("required", []), "image"]
+    content = {"multipart/form-data": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_FILE = {"type": "string", "format": "binary"}
+_EDIT_FILES = {"image": _FILE, "image[]": {"type": "array", "items": _FILE}, "mask": _FILE}
+
+
+@router.post(
+    "/v1/images/edits",
+    openapi_extra=max_body(multipart_max_bytes(MAX_INPUT_IMAGES + 1)) | _form_body(EditRequest, _EDIT_FILES),
+    form_limits=form_limits(MAX_INPUT_IMAGES + 1),
+)
 async def edit_image(request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent) -> dict[str, Any]:
     body, files = await _multipart(request, EditRequest, frozenset({*IMAGE_FIELDS, "mask"}))
     inputs = EditRequest.inputs(files)
@@ -77,7 +112,11 @@ async def edit_image(request: Request, svc: ServicesDep, principal: Writer, _i: 
     return await generate(request, svc, principal, spec, inputs, body.format)
 
 
-@router.post("/v1/images/variations")
+@router.post(
+    "/v1/images/variations",
+    openapi_extra=max_body(multipart_max_bytes(1)) | _form_body(VariationRequest, {"image": _FILE}),
+    form_limits=form_limits(1),
+)
 async def vary_image(request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent) -> dict[str, Any]:
     body, files = await _multipart(request, VariationRequest, frozenset({"image"}))
     inputs = VariationRequest.inputs(files)
@@ -109,7 +148,7 @@ async def _multipart(
     """A multipart body: its text fields validated by `model`, its files (field, bytes) in order."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ValidationFailed("This route takes multipart/form-data (image files and form fields)")
-    fields, files = await read_form(request, file_fields=file_fields, max_files=MAX_INPUT_IMAGES + 1)
+    fields, files = await read_form(request, file_fields=file_fields)
     try:
         return model.model_validate(fields), files
     except ValidationError as e:

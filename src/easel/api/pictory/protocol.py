@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import Field
+
 from easel.api.wire import CamelWire, iso
 from easel.domain.catalog import Catalog, Task
 from easel.domain.errors import FieldError, ValidationFailed
@@ -45,7 +47,8 @@ def _one_of(values: tuple[str, ...] | list[str]) -> str:
 class CreateImageRequest(CamelWire):
     """POST /pictoryapis/v1/aistudio/images, in the document's field order."""
 
-    prompt: str
+    # The document's length rules, checked by check() in Pictory's words; stated here for the schema.
+    prompt: str = Field(json_schema_extra={"minLength": PROMPT_MIN, "maxLength": PROMPT_MAX})
     model: str | None = None
     aspect_ratio: str | None = None
     style: str | None = None

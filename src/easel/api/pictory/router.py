@@ -56,8 +56,27 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=err.status)
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["message"],
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
 router = APIRouter(
-    prefix="/pictoryapis/v1/aistudio", route_class=dialect_route(render_error, WIRE_NAMES), tags=["pictory"]
+    prefix="/pictoryapis/v1/aistudio",
+    route_class=dialect_route(render_error, WIRE_NAMES, ERROR_SCHEMA),
+    tags=["pictory"],
 )
 
 

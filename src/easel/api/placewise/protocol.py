@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from easel.api.wire import StrictWire, iso
 from easel.domain.catalog import Catalog
 from easel.domain.errors import ValidationFailed
 from easel.domain.generation import Generation, Status
-from easel.domain.spec import GenerationSpec
+from easel.domain.spec import MAX_SEED, GenerationSpec
 
 SLUG_HEADER = "X-Loyalty-Club-Slug"
 ModelType = Literal["small", "medium", "large"]
@@ -58,15 +58,18 @@ def creativity_guidance(creativity: int, default_guidance: float) -> float:
 
 
 class GenerateImageRequest(StrictWire):
-    """POST /v1/ml/general/generate_image, in the document's field order."""
+    """POST /v1/ml/general/generate_image, in the document's field order. Lax types: the same model reads
+    multipart/form-data bodies, where every value is a string ("2", "false"), and JSON bodies."""
 
-    prompt: str
+    model_config = ConfigDict(strict=False)
+
+    prompt: str = Field(min_length=1)
     model_type: ModelType = "small"
     aspect_ratio: AspectRatio = "1:1"
     image_size: ImageSize = "thumbnail"
     creativity: int = Field(CREATIVITY_DEFAULT, ge=CREATIVITY_MIN, le=CREATIVITY_MAX)
     photorealistic: bool = False
-    random_seed: int | None = None
+    random_seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
     def to_spec(self, catalog: Catalog, slug: str) -> GenerationSpec:
         if self.model_type == "small" and self.image_size not in SMALL_MODEL_SIZES:

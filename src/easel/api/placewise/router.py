@@ -42,8 +42,33 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=err.status)
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["field", "message"],
+                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                },
+            },
+        }
+    },
+}
+
 router = APIRouter(
-    prefix="/v1/ml/general", route_class=dialect_route(render_error, WIRE_NAMES), tags=["placewise"]
+    prefix="/v1/ml/general",
+    route_class=dialect_route(render_error, WIRE_NAMES, ERROR_SCHEMA),
+    tags=["placewise"],
 )
 
 

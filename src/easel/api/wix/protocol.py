@@ -39,9 +39,12 @@ WIRE_NAMES = {"prompt": "userInput", "source_image_ids": "imageUrl"}
 class GenerateImageRequest(BaseModel):
     """POST /social-publisher/v1/generate-image. Types and presence here; the documented rules in check()."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
-    user_input: str = Field(alias="userInput")
+    # The document's rules, checked by check(); stated here for the schema.
+    user_input: str = Field(
+        alias="userInput", json_schema_extra={"minLength": 1, "maxLength": MAX_USER_INPUT}
+    )
     image_url: str = Field(alias="imageUrl")
 
     def check(self) -> None:

@@ -35,8 +35,46 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse({"message": err.message, "details": details}, status_code=err.status)
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["message", "details"],
+    "properties": {
+        "message": {"type": "string"},
+        "details": {
+            "type": "object",
+            "properties": {
+                "validationError": {
+                    "type": "object",
+                    "properties": {
+                        "fieldViolations": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "field": {"type": "string"},
+                                    "description": {"type": "string"},
+                                },
+                            },
+                        }
+                    },
+                },
+                "applicationError": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "description": {"type": "string"},
+                        "data": {"type": "object"},
+                    },
+                },
+            },
+        },
+    },
+}
+
 router = APIRouter(
-    prefix="/social-publisher/v1", route_class=dialect_route(render_error, WIRE_NAMES), tags=["wix"]
+    prefix="/social-publisher/v1",
+    route_class=dialect_route(render_error, WIRE_NAMES, ERROR_SCHEMA),
+    tags=["wix"],
 )
 
 

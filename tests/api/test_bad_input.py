@@ -382,7 +382,17 @@ def test_a_non_ascii_key_is_a_401(api: Any) -> None:
 def test_aigne_image_link_with_unicode_digits_is_not_a_500(api: Any) -> None:
     body = {"prompt": "x", "image": "http://testserver/api/v1/images/abc/file?expires=²&signature=x"}
     r = api.post("/api/images/generations", json=body)
-    assert r.status_code != 500, r.text
+    assert r.status_code == 400 and r.json()["error"]["param"] == "image", r.text  # not our link
+
+
+def test_usage_dates_are_iso_only(api: Any) -> None:
+    r = api.get("/api/v1/usage", params={"to": "0.5"})
+    assert r.status_code == 400 and _native(r.json()) == ["to"], r.text
+    # A date-time without a time zone is UTC (it was a 500: the store takes aware times only).
+    r = api.get("/api/v1/usage", params={"from": "2026-01-01", "to": "2026-02-01T00:00:00Z"})
+    assert r.status_code == 200, r.text
+    r = api.post("/api/v1/admin/keys", json={"expiresAt": "2099-01-01T00:00:00"})
+    assert r.status_code == 201 and r.json()["data"]["expiresAt"] == "2099-01-01T00:00:00.000Z", r.text
 
 
 # -- 7. JSON doors take JSON types -----------------------------------------------------------------------

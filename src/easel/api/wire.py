@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 
 
@@ -20,6 +22,21 @@ MAX_COUNT = 1_000_000_000  # rate limits (requests per hour)
 MAX_CREDITS = 1e12  # budgets
 MAX_EXPIRES = 2**40  # a signed link's expiry (Unix seconds; year 36812)
 MAX_SIDE = 16384  # width / height in pixels (each model's catalog entry narrows it)
+
+
+def _iso_only(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+(\.\d*)?\s*", value):
+        raise ValueError("must be an ISO 8601 date-time (2026-01-02 or 2026-01-02T03:04:05Z)")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# A date-time on the wire: ISO 8601 text only (pydantic would read "0.5" as a Unix time), and one
+# without a time zone is UTC (the store takes aware times only).
+DateTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
 
 
 class StrictWire(BaseModel):

@@ -7,31 +7,19 @@ service/admin.py).
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Query
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
 from easel.api.deps import AdminDep
 from easel.api.native.common import Admin, UsageRead, native_router
 from easel.api.native.protocol import key_json, project_json
-from easel.api.wire import MAX_COUNT, MAX_CREDITS, CamelWire
+from easel.api.wire import MAX_COUNT, MAX_CREDITS, CamelWire, DateTime
 from easel.domain.keys import DEFAULT_SCOPES
 
 router = native_router(tag="admin")
-
-
-def _iso_only(value: Any) -> Any:
-    """A date-time as ISO 8601 text only: pydantic would read "0.5" as a Unix time."""
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+(\.\d*)?\s*", value):
-        raise ValueError("must be an ISO 8601 date-time (2026-01-02 or 2026-01-02T03:04:05Z)")
-    return value
-
-
-DateTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class CreateProject(CamelWire):
@@ -50,7 +38,7 @@ class CreateKey(CamelWire):
     name: str = Field("key", min_length=1, max_length=200)
     project_id: str | None = None
     scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
-    expires_at: datetime | None = Field(None, strict=False)
+    expires_at: DateTime | None = Field(None, strict=False)
     rate_limit_per_hour: int | None = Field(None, ge=0, le=MAX_COUNT)
     budget_credits: float | None = Field(None, ge=0, le=MAX_CREDITS)
 

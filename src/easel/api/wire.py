@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -52,3 +53,21 @@ class CamelWire(StrictWire):
     """A strict request body whose fields are camelCase on the wire (snake_case in Python)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+# JSON Schema pieces of the dialects' error shapes (api/openapi.py documents them per operation).
+STRING: dict[str, Any] = {"type": "string"}
+
+
+def json_object(required: Sequence[str] = (), **properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema object with these properties, the `required` ones listed."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+FIELD_ERRORS: dict[str, Any] = {
+    "type": "array",
+    "items": json_object(["field", "message"], field=STRING, message=STRING),
+}

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from easel.api.deps import authenticated, bearer_or_api_key, image_links
 from easel.api.native.protocol import WIRE_NAMES, generation_json
 from easel.api.routing import dialect_route
+from easel.api.wire import FIELD_ERRORS, STRING, json_object
 from easel.domain.errors import EaselError
 from easel.domain.generation import Generation
 from easel.domain.keys import Principal
@@ -23,30 +24,11 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=err.status)
 
 
-FIELDS_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["field", "message"],
-        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-    },
-}
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["success", "error"],
-    "properties": {
-        "success": {"type": "boolean", "enum": [False]},
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "fields"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "fields": FIELDS_SCHEMA,
-            },
-        },
-    },
-}
+ERROR_SCHEMA = json_object(
+    ["success", "error"],
+    success={"type": "boolean", "enum": [False]},
+    error=json_object(["code", "message", "fields"], code=STRING, message=STRING, fields=FIELD_ERRORS),
+)
 
 
 def native_router(prefix: str = "/api/v1", tag: str = "native") -> APIRouter:

@@ -25,6 +25,7 @@ from easel.api.openai.protocol import (
 )
 from easel.api.openai.serving import generate
 from easel.api.routing import dialect_route
+from easel.api.wire import STRING, json_object
 from easel.domain.errors import EaselError, NotFound, ValidationFailed
 from easel.domain.keys import Principal
 
@@ -53,22 +54,13 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
+NULLABLE = {"type": ["string", "null"]}
+ERROR_SCHEMA = json_object(
+    ["error"],
+    error=json_object(
+        ["message", "type", "param", "code"], message=STRING, type=STRING, param=NULLABLE, code=NULLABLE
+    ),
+)
 
 router = APIRouter(route_class=dialect_route(render_error, WIRE_NAMES, ERROR_SCHEMA), tags=["openai"])
 

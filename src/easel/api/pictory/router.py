@@ -17,6 +17,7 @@ from easel.api.deps import GenerationsDep, LinksDep, ServicesDep, authenticated,
 from easel.api.idempotency import idempotent
 from easel.api.pictory.protocol import WIRE_NAMES, CreateImageRequest, created_json, job_json
 from easel.api.routing import dialect_route
+from easel.api.wire import FIELD_ERRORS, STRING, json_object
 from easel.domain.errors import EaselError, FieldError
 from easel.domain.keys import Principal
 
@@ -56,22 +57,7 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=err.status)
 
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["message"],
-    "properties": {
-        "code": {"type": "string"},
-        "message": {"type": "string"},
-        "fields": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "message"],
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
+ERROR_SCHEMA = json_object(["message"], code=STRING, message=STRING, fields=FIELD_ERRORS)
 
 router = APIRouter(
     prefix="/pictoryapis/v1/aistudio",

@@ -27,6 +27,7 @@ from easel.api.placewise.protocol import (
     task_json,
 )
 from easel.api.routing import dialect_route
+from easel.api.wire import FIELD_ERRORS, STRING, json_object
 from easel.domain.errors import EaselError, NotFound, ValidationFailed
 from easel.domain.keys import Principal
 
@@ -42,28 +43,10 @@ def render_error(err: EaselError) -> Response:
     return JSONResponse(body, status_code=err.status)
 
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "fields"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "fields": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["field", "message"],
-                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-                    },
-                },
-            },
-        }
-    },
-}
+ERROR_SCHEMA = json_object(
+    ["error"],
+    error=json_object(["code", "message", "fields"], code=STRING, message=STRING, fields=FIELD_ERRORS),
+)
 
 router = APIRouter(
     prefix="/v1/ml/general",

@@ -140,3 +140,42 @@ def _all() -> Any:
     from easel.domain.generation import ListQuery
 
     return ListQuery((), 100, 0, True)
+
+
+class _FullDisk:
+    """A BlobStore whose writes fail as on a full disk."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_failing_store_is_a_503_storage_error_and_nothing_is_queued(
+    runtime: Any, client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from easel.domain.errors import Unavailable
+
+    monkeypatch.setattr(runtime.generations, "blobs", _FullDisk(runtime.blobs))
+    source = ImageInput.upload(Role.SOURCE, png_bytes((64, 64)), "image")
+    with pytest.raises(Unavailable) as info:
+        runtime.generations.submit(
+            runtime.principal(), GenerationSpec(prompt="x", task=Task.IMAGE_TO_IMAGE), [source]
+        )
+    assert info.value.status == 503 and info.value.code == "storage_error"
+    assert "No space" not in info.value.message  # the cause is logged, not shown
+    error_id = info.value.message.rsplit(" ", 1)[-1].rstrip(")")
+    assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)
+    assert runtime.generations.list(runtime.default_project_id, _all())[1] == 0
+    r = client.post(
+        "/api/v1/generations",
+        json={
+            "prompt": "x",
+            "sourceImageUrl": "data:image/png;base64," + __import__("base64").b64encode(png_bytes()).decode(),
+        },
+    )
+    assert r.status_code == 503 and r.json()["error"]["code"] == "STORAGE_ERROR", r.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from easel.imaging import decode_upload, mask_from_transparency
 from easel.service.enhance import PromptEnhancer
 from easel.service.events import EventHub
 from easel.service.fetch import ImageFetcher
-from easel.service.library import PreparedUpload, prepare_decoded
+from easel.service.library import PreparedUpload, prepare_decoded, put_bytes
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import Doorbell
@@ -101,9 +102,9 @@ class GenerationService:
         if resolved.record_parameters and not self.repo.records_parameters(project_id):
             resolved = resolved.model_copy(update={"record_parameters": False})  # the project opted out
         entry = self.catalog.resolve(resolved.model)
-        for upload in imported.uploads:  # bytes first; the rows commit with the job
-            self.blobs.put(upload.record.storage_key, upload.png, "image/png")
         try:
+            for upload in imported.uploads:  # bytes first; the rows commit with the job
+                put_bytes(self.blobs, upload.record.storage_key, upload.png, "image/png")
             gen = self.repo.create_generation(
                 project_id,
                 resolved,
@@ -115,7 +116,8 @@ class GenerationService:
             )
         except BaseException:
             for upload in imported.uploads:
-                self.blobs.delete(upload.record.storage_key)
+                with contextlib.suppress(Exception):  # a broken store must not hide the first error
+                    self.blobs.delete(upload.record.storage_key)
             raise
         self.doorbell.ring()
         return gen

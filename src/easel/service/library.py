@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import secrets
 from dataclasses import dataclass
 
 from PIL.Image import Image as PILImage
 
+from easel.domain.errors import Unavailable
+from easel.domain.failures import STORAGE_ERROR, storage_error_message
 from easel.domain.generation import Image, ImageFile
 from easel.imaging import decode_upload, to_png
 from easel.service.fetch import ImageFetcher
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.keys import upload_key
 from easel.store.repository import Repository, new_id
+
+log = logging.getLogger(__name__)
+
+
+def put_bytes(blobs: BlobStore, key: str, data: bytes, mime: str) -> None:
+    """Store a client's image bytes; a failing store (a full disk, S3 down) is a 503 `storage_error`
+    with a stable message, its cause logged under the same error id."""
+    try:
+        blobs.put(key, data, mime)
+    except Exception:
+        error_id = secrets.token_hex(6)
+        log.exception("storage error %s while storing %s", error_id, key)
+        raise Unavailable(storage_error_message(error_id), STORAGE_ERROR) from None
 
 
 class ImageGone(Exception):
@@ -63,7 +80,7 @@ class LibraryService:
     ) -> Image:
         """Store a client's image: decoded with limits, re-encoded as PNG (dropping EXIF and metadata)."""
         prepared = prepare_upload(project_id, data, field)
-        self.blobs.put(prepared.record.storage_key, prepared.png, "image/png")
+        put_bytes(self.blobs, prepared.record.storage_key, prepared.png, "image/png")
         return self.repo.add_upload(project_id, prepared.record, folder)
 
     def import_url(self, project_id: str, url: str, *, field: str, folder: str | None = None) -> Image:

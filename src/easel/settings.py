@@ -20,7 +20,9 @@ def load_catalog(path: Path) -> Catalog:
         text = path.read_text()
     except FileNotFoundError as e:
         raise ValueError(f"catalog file not found: {path}") from e
-    return Catalog.parse(text, base_dir=str(path.parent), origin=str(path))
+    from easel.engine.sources import detect_family
+
+    return Catalog.parse(text, base_dir=str(path.parent), origin=str(path), probe=detect_family)
 
 
 # The checkout's models/ folder (catalog + built-in weights) when running from a source tree.

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from easel.domain.catalog import Catalog, Task
+from easel.domain.catalog import Catalog
 from easel.domain.errors import ValidationFailed
+from easel.domain.families import Task
 from easel.domain.spec import GenerationSpec
 from easel.settings import load_catalog
 

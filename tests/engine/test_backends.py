@@ -157,8 +157,10 @@ def test_build_batch_seeds_and_defaults() -> None:
     second = GenerationSpec(prompt="b", negative_prompt="c", seed=9, width=64, height=96, steps=7)
     source, mask = Image.new("RGB", (8, 8)), Image.new("L", (8, 8))
     assert image_seeds(first) == [MAX_SEED - 1, MAX_SEED, 0]
-    request = build_batch(entry, "src", [BatchPart(first), BatchPart(second, source, mask)])
-    assert (request.source, request.width, request.height, request.steps) == ("src", 64, 96, 7)
+    request = build_batch(catalog, entry, [BatchPart(first), BatchPart(second, source, mask)])
+    # a hub id stays a hub id (no such folder next to the catalog)
+    assert (request.source, request.width, request.height, request.steps) == ("upstream/fake-model", 64, 96, 7)
+    assert request.loras == ()
     assert request.guidance == 0.0  # an explicit 0 stays 0
     assert [(t.prompt, t.negative_prompt, t.seed) for t in request.items] == [
         ("a", None, MAX_SEED - 1),
@@ -168,7 +170,7 @@ def test_build_batch_seeds_and_defaults() -> None:
     ]
     assert request.items[3].source is source and request.items[3].mask is mask
     assert request.items[0].source is None
-    bare = build_batch(entry, "src", [BatchPart(GenerationSpec(prompt="x"))])  # unset: the entry's defaults
+    bare = build_batch(catalog, entry, [BatchPart(GenerationSpec(prompt="x"))])  # unset: the entry's defaults
     assert (bare.width, bare.height, bare.steps, bare.guidance) == (32, 32, 3, 2.5)
     with pytest.raises(ValueError, match="at least one"):
-        build_batch(entry, "src", [])
+        build_batch(catalog, entry, [])

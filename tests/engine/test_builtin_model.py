@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from easel.domain.catalog import Catalog, Task
+from easel.domain.catalog import Catalog
+from easel.domain.families import Task
 from easel.domain.spec import GenerationSpec
 from easel.engine.backends.base import BatchRequest, ImageTask
 from easel.engine.backends.diffusers import DiffusersBackend, load_pipeline
@@ -39,7 +40,7 @@ def builtin(catalog: Catalog) -> tuple[DiffusersBackend, BatchRequest]:
     entry = catalog.resolve(None)
     # text-to-image at SIZE x SIZE with the entry's default steps and guidance; each test sets the items
     spec = GenerationSpec(prompt="x", width=SIZE, height=SIZE, seed=0).resolve(catalog, seed=7)
-    template = build_batch(entry, model_source(catalog, entry), [BatchPart(spec)])
+    template = build_batch(catalog, entry, [BatchPart(spec)])
     assert (template.task, template.steps, template.guidance) == (
         Task.TEXT_TO_IMAGE,
         entry.defaults.steps,

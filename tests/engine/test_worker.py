@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from easel.domain.catalog import Task
+from easel.domain.families import Task
 from easel.domain.generation import Status
 from easel.domain.spec import GenerationSpec
 from helpers import open_image, png_bytes

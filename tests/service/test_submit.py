@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from easel.domain.catalog import Task
 from easel.domain.errors import QuotaExceeded, ValidationFailed
+from easel.domain.families import Task
 from easel.domain.inputs import ImageInput, MaskEncoding, Role
 from easel.domain.keys import Principal
 from easel.domain.sizes import closest_aspect_ratio

@@ -8,20 +8,14 @@ entry of its model before anything is queued, so a client learns about an unsupp
 from __future__ import annotations
 
 import tomllib
-from enum import StrEnum
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from easel.domain.errors import FieldError, ValidationFailed
+from easel.domain.families import FAMILIES, Family, Guidance, Task, family_names
 from easel.domain.sizes import ASPECT_RATIOS, SIZE_PRESETS, SizeLimits
-
-
-class Task(StrEnum):
-    TEXT_TO_IMAGE = "text-to-image"
-    IMAGE_TO_IMAGE = "image-to-image"
-    INPAINT = "inpaint"
-    VARIATION = "variation"
 
 
 class ModelDefaults(BaseModel):
@@ -81,6 +75,51 @@ class ModelEntry(BaseModel):
     styles: list[str] | None = None
     qualities: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # The model family (domain/families.py): read from the pipeline's model_index.json when the catalog
+    # is loaded (engine/sources.detect_family), or set here. None: an unknown pipeline, run with the
+    # generic arguments and no per-family checks.
+    family: str | None = None
+    # FLUX.1 only: run "true CFG" (a second, unconditional pass) at this scale, which makes a negative
+    # prompt mean something. Unset: a negative prompt to a FLUX.1 model is refused.
+    true_cfg_scale: float | None = Field(None, gt=1.0, le=20.0)
+    # Text-encoder tokens the pipeline is called with (T5 / Gemma families); default: the family's.
+    max_sequence_length: int | None = Field(None, ge=16, le=1024)
+
+    @model_validator(mode="after")
+    def _family_defaults(self) -> ModelEntry:
+        """What the entry does not set comes from its family; what it sets must fit the family."""
+        if self.family is None:
+            return self
+        fam = FAMILIES.get(self.family)
+        if fam is None:
+            raise ValueError(f"unknown family {self.family!r}; known: {', '.join(family_names())}")
+        given = self.model_fields_set
+        if "tasks" not in given:
+            self.tasks = list(fam.tasks)
+        elif extra := [t.value for t in self.tasks if t not in fam.tasks]:
+            raise ValueError(
+                f"family {fam.name} ({fam.label}) has no pipeline for {extra}; "
+                f"it has: {', '.join(t.value for t in fam.tasks)}"
+            )
+        if "multiple_of" not in given:
+            self.multiple_of = fam.multiple_of
+        elif self.multiple_of % fam.multiple_of:
+            raise ValueError(f"multiple_of must be a multiple of {fam.multiple_of} for family {fam.name}")
+        if self.true_cfg_scale is not None and not fam.true_cfg:
+            raise ValueError(f"true_cfg_scale is for FLUX.1 models, not family {fam.name}")
+        if fam.max_sequence_length is None and self.max_sequence_length is not None:
+            raise ValueError(f"family {fam.name} has no max_sequence_length (its CLIP encoders take 77)")
+        set_defaults = self.defaults.model_fields_set if "defaults" in given else set()
+        changes: dict[str, Any] = {}
+        if "steps" not in set_defaults:
+            changes["steps"] = fam.default_steps
+        if "guidance" not in set_defaults:
+            changes["guidance"] = fam.default_guidance
+        elif fam.guidance is Guidance.NONE and self.defaults.guidance:
+            raise ValueError(f"family {fam.name} takes no guidance scale: defaults.guidance must be 0")
+        if changes:
+            self.defaults = self.defaults.model_copy(update=changes)
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:
@@ -99,12 +138,50 @@ class ModelEntry(BaseModel):
     def limits(self) -> SizeLimits:
         return SizeLimits(self.min_size, self.max_size, self.multiple_of)
 
+    @property
+    def model_family(self) -> Family | None:
+        return None if self.family is None else FAMILIES[self.family]
+
+    @property
+    def guidance_kind(self) -> Guidance | None:
+        """What the guidance scale is for this model; None when its family is unknown."""
+        fam = self.model_family
+        return None if fam is None else fam.guidance
+
+    @property
+    def takes_negative_prompt(self) -> bool:
+        fam = self.model_family
+        return fam is None or fam.negative_prompt or (fam.true_cfg and self.true_cfg_scale is not None)
+
+    @property
+    def sequence_length(self) -> int | None:
+        """The max_sequence_length the pipeline is called with (None: the family has none)."""
+        fam = self.model_family
+        if fam is None or fam.max_sequence_length is None:
+            return None
+        return self.max_sequence_length or fam.max_sequence_length
+
+    def parameters(self) -> dict[str, Any]:
+        """What the model's family means for a request: GET /models' `parameters`."""
+        fam = self.model_family
+        return {
+            "negativePrompt": self.takes_negative_prompt,
+            "guidance": None if fam is None else fam.guidance.value,
+            "trueCfgScale": self.true_cfg_scale,
+            "maxSequenceLength": self.sequence_length,
+            "loras": fam is not None and fam.loras,
+            "nativeResolution": self.native_size or (None if fam is None else fam.native_size),
+        }
+
     def public(self) -> dict[str, Any]:
         """What GET /models shows."""
         return {
             "id": self.name,
             "description": self.description,
             "backend": self.backend,
+            "family": self.family,
+            "familyLabel": None if self.model_family is None else self.model_family.label,
+            "parameters": self.parameters(),
             "tasks": [t.value for t in self.tasks],
             "aspectRatios": self.aspect_ratios,
             "imageSizes": SIZE_PRESETS,
@@ -126,8 +203,49 @@ class ModelEntry(BaseModel):
         }
 
 
+class LoraEntry(BaseModel):
+    """A LoRA adapter requests may apply (`loras: [{"name": ..., "scale": ...}]`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    # A local .safetensors file or a folder holding one (relative to the catalog file), or a hub id.
+    source: str
+    weight_name: str | None = None  # the file inside a folder or hub repository, when it has several
+    families: list[str] = Field(min_length=1)  # the model families it was trained for
+    scale: float = Field(1.0, ge=-4.0, le=4.0)  # used when a request names no scale
+    trigger_words: list[str] = Field(default_factory=list)  # added to the prompt when it lacks them
+    description: str = ""
+    credits_per_image: float = Field(0.0, ge=0)  # on top of the model's
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraEntry:
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; known: {', '.join(family_names())}")
+        no_lora = [f for f in self.families if not FAMILIES[f].loras]
+        if no_lora:
+            raise ValueError(f"families {no_lora} cannot load LoRA adapters")
+        return self
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.name,
+            "description": self.description,
+            "families": self.families,
+            "scale": self.scale,
+            "triggerWords": self.trigger_words,
+            "creditsPerImage": self.credits_per_image,
+        }
+
+
+# A function that tells a catalog entry's family from its files (engine/sources.detect_family), given
+# the folder relative sources are relative to.
+FamilyProbe = Callable[[ModelEntry, str], str | None]
+
+
 class Catalog:
-    """All models, looked up by name or alias."""
+    """All models, looked up by name or alias, and the LoRA adapters requests may apply."""
 
     def __init__(
         self,
@@ -136,12 +254,14 @@ class Catalog:
         base_dir: str,
         styles: dict[str, StylePreset] | None = None,
         qualities: dict[str, QualityPreset] | None = None,
+        loras: dict[str, LoraEntry] | None = None,
     ) -> None:
         if not models:
             raise ValueError("the catalog lists no models")
         self.base_dir = base_dir  # the folder relative sources are relative to (engine/sources.py)
         self.styles = styles or {}
         self.qualities = qualities or {}
+        self.loras = loras or {}
         for m in models:
             for kind, names, known in (
                 ("style", m.styles, self.styles),
@@ -163,15 +283,23 @@ class Catalog:
         self.default_model = self._names[default_model.lower()]
 
     @classmethod
-    def parse(cls, text: str, *, base_dir: str, origin: str = "catalog") -> Catalog:
+    def parse(
+        cls, text: str, *, base_dir: str, origin: str = "catalog", probe: FamilyProbe | None = None
+    ) -> Catalog:
         """A catalog from TOML text. `base_dir` is what relative sources are relative to (the catalog
-        file's folder); `origin` names the text in error messages (the file's path). Reads no files."""
+        file's folder); `origin` names the text in error messages (the file's path). `probe` tells the
+        family of an entry that sets none (it may read the model's files); without it, reads no files."""
         where = origin if origin == "catalog" else f"catalog {origin}"
         raw = tomllib.loads(text)
         models = []
         for name, body in (raw.get("models") or {}).items():
             try:
-                models.append(ModelEntry(name=name, **body))
+                entry = ModelEntry(name=name, **body)
+                if entry.family is None and probe is not None:
+                    family = probe(entry, base_dir)
+                    if family is not None:
+                        entry = ModelEntry(name=name, **body, family=family)
+                models.append(entry)
             except ValidationError as e:
                 raise ValueError(f"{where}: model {name!r}: {e}") from e
         try:
@@ -179,8 +307,30 @@ class Catalog:
             qualities = {k: QualityPreset(**v) for k, v in (raw.get("qualities") or {}).items()}
         except ValidationError as e:
             raise ValueError(f"{where}: presets: {e}") from e
+        loras = {}
+        for name, body in (raw.get("loras") or {}).items():
+            try:
+                loras[name] = LoraEntry(name=name, **body)
+            except ValidationError as e:
+                raise ValueError(f"{where}: lora {name!r}: {e}") from e
         default = raw.get("default_model", models[0].name if models else "")
-        return cls(models, default, base_dir, styles, qualities)
+        return cls(models, default, base_dir, styles, qualities, loras)
+
+    def loras_for(self, entry: ModelEntry) -> list[LoraEntry]:
+        """The LoRA adapters that fit a model (its family is one they were trained for)."""
+        return [lo for lo in self.loras.values() if entry.family in lo.families]
+
+    def lora(self, name: str) -> LoraEntry | None:
+        """A LoRA by name (case-insensitive), None when the catalog has none of that name."""
+        found = self.loras.get(name)
+        if found is None:
+            found = next((lo for n, lo in self.loras.items() if n.lower() == name.lower()), None)
+        return found
+
+    def credits_per_image(self, entry: ModelEntry, lora_names: Sequence[str] = ()) -> float:
+        """What one image of this model costs with these (known) LoRAs."""
+        extra = sum(lo.credits_per_image for n in lora_names if (lo := self.lora(n)) is not None)
+        return round(entry.credits_per_image + extra, 6)
 
     def styles_of(self, entry: ModelEntry) -> dict[str, StylePreset]:
         names = self.styles if entry.styles is None else entry.styles
@@ -195,6 +345,7 @@ class Catalog:
         return entry.public() | {
             "styles": sorted(self.styles_of(entry)),
             "qualities": sorted(self.qualities_of(entry)),
+            "loras": sorted(lo.name for lo in self.loras_for(entry)),
             "default": entry.name == self.default_model,
         }
 

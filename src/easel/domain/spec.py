@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from easel.domain.catalog import Catalog, ModelEntry, Task
+from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.errors import ValidationFailed
+from easel.domain.families import Guidance, Task
 from easel.domain.inputs import ImageInput, Role, count
 from easel.domain.sizes import (
     ASPECT_RATIOS,
@@ -29,6 +30,7 @@ from easel.domain.sizes import (
 )
 
 MAX_SEED = 2**32 - 1
+MAX_LORAS = 4  # LoRA adapters per request
 # Control characters a prompt may hold: tab and line breaks (a browser form sends CRLF).
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
 
@@ -57,6 +59,19 @@ class OutputFormat(StrEnum):
         return f"image/{self.value}"
 
 
+class LoraRef(BaseModel):
+    """A LoRA adapter a request applies: a catalog name and a scale (None: the catalog's default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    scale: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.scale:g}" if self.scale is not None else self.name
+
+
 class GenerationSpec(BaseModel):
     """What to make. Field names are the canonical ones; `fields` maps them to the wire names for errors."""
 
@@ -77,6 +92,7 @@ class GenerationSpec(BaseModel):
     steps: int | None = None
     guidance: float | None = None
     strength: float | None = None
+    loras: list[LoraRef] = Field(default_factory=list)
     style: str | None = None
     quality: str | None = None
     source_image_ids: list[str] = Field(default_factory=list)
@@ -146,6 +162,15 @@ class GenerationSpec(BaseModel):
                 "quality", f"unknown quality {self.quality!r} for model {entry.name}; allowed: {allowed}"
             )
 
+        if self.negative_prompt and not entry.takes_negative_prompt:
+            raise fail(
+                "negative_prompt",
+                f"model {entry.name} ({_label(entry)}) does not take a negative prompt"
+                + ("; the catalog can enable true CFG (true_cfg_scale)" if _true_cfg_family(entry) else ""),
+            )
+        if self.guidance is not None and entry.guidance_kind is Guidance.NONE:
+            raise fail("guidance", f"model {entry.name} ({_label(entry)}) takes no guidance scale")
+        loras = self._resolve_loras(catalog, entry, fail)
         width, height, aspect = self._resolve_size(entry, fail)
         strength = self.strength
         if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and strength is None:
@@ -165,6 +190,15 @@ class GenerationSpec(BaseModel):
             if st.negative_prompt:
                 negative = f"{negative}, {st.negative_prompt}" if negative else st.negative_prompt
             guidance = st.guidance if guidance is None else guidance
+        # A preset's negative prompt and guidance apply as far as the model's family can use them.
+        if not entry.takes_negative_prompt:
+            negative = None
+        if entry.guidance_kind is Guidance.NONE:
+            guidance = 0.0
+        for ref in loras:
+            lora = catalog.loras[ref.name]
+            missing = [w for w in lora.trigger_words if w.lower() not in styled.lower()]
+            styled = ", ".join([styled, *missing])
         return self.model_copy(
             update={
                 "prompt": styled,
@@ -180,8 +214,33 @@ class GenerationSpec(BaseModel):
                 "steps": steps or entry.defaults.steps,
                 "guidance": guidance if guidance is not None else entry.defaults.guidance,
                 "strength": strength,
+                "loras": loras,
             }
         )
+
+    def _resolve_loras(self, catalog: Catalog, entry: ModelEntry, fail: Any) -> list[LoraRef]:
+        """The request's LoRAs by their catalog names, each with its scale; each must fit the model."""
+        if len(self.loras) > MAX_LORAS:
+            raise fail("loras", f"at most {MAX_LORAS} LoRAs per request")
+        resolved: list[LoraRef] = []
+        for ref in self.loras:
+            lora = catalog.lora(ref.name)
+            if lora is None:
+                known = ", ".join(sorted(lo.name for lo in catalog.loras_for(entry))) or "none"
+                raise fail("loras", f"unknown LoRA {ref.name!r}; for model {entry.name}: {known}")
+            if entry.family not in lora.families:
+                raise fail(
+                    "loras",
+                    f"LoRA {lora.name!r} is for {', '.join(lora.families)}, "
+                    f"not model {entry.name} ({entry.family or 'unknown family'})",
+                )
+            if any(r.name == lora.name for r in resolved):
+                raise fail("loras", f"LoRA {lora.name!r} is named twice")
+            scale = lora.scale if ref.scale is None else ref.scale
+            if not -4.0 <= scale <= 4.0:
+                raise fail("loras", f"the scale of LoRA {lora.name!r} must be between -4 and 4")
+            resolved.append(LoraRef(name=lora.name, scale=scale))
+        return resolved
 
     def _resolve_size(self, entry: ModelEntry, fail: Any) -> tuple[int, int, str]:
         if self.aspect_ratio is not None and self.aspect_ratio not in entry.aspect_ratios:
@@ -251,5 +310,16 @@ class GenerationSpec(BaseModel):
                 self.steps,
                 self.guidance,
                 self.strength if self.task is not Task.TEXT_TO_IMAGE else None,
+                ",".join(ref.label for ref in self.loras),  # an adapter set is part of the pipeline call
             )
         )
+
+
+def _label(entry: ModelEntry) -> str:
+    fam = entry.model_family
+    return "unknown family" if fam is None else fam.label
+
+
+def _true_cfg_family(entry: ModelEntry) -> bool:
+    fam = entry.model_family
+    return fam is not None and fam.true_cfg

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from PIL.Image import Image as PILImage
 
-from easel.domain.catalog import ModelEntry
+from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.spec import MAX_SEED, GenerationSpec
-from easel.engine.backends.base import BatchRequest, ImageTask
+from easel.engine.backends.base import Adapter, BatchRequest, ImageTask
+from easel.engine.sources import model_source, resolve_source
 
 
 def image_seeds(spec: GenerationSpec) -> list[int]:
@@ -27,10 +28,20 @@ class BatchPart:
     mask: PILImage | None = None
 
 
-def build_batch(entry: ModelEntry, source: str, parts: Sequence[BatchPart]) -> BatchRequest:
-    """One pipeline call for compatible generations (equal batch keys): the first one's task, size and
-    sampler settings (the entry's defaults where unset), and every image of every part, in order.
-    `source` is the model's resolved path or hub id (engine/sources.py)."""
+def adapters(catalog: Catalog, spec: GenerationSpec) -> tuple[Adapter, ...]:
+    """The LoRA adapters of a resolved spec, with their weights' resolved locations."""
+    found = []
+    for ref in spec.loras:
+        lora = catalog.loras[ref.name]
+        scale = lora.scale if ref.scale is None else ref.scale
+        found.append(Adapter(lora.name, resolve_source(catalog, lora.source), lora.weight_name, scale))
+    return tuple(found)
+
+
+def build_batch(catalog: Catalog, entry: ModelEntry, parts: Sequence[BatchPart]) -> BatchRequest:
+    """One pipeline call for compatible generations (equal batch keys): the first one's task, size,
+    sampler settings (the entry's defaults where unset) and LoRAs, and every image of every part, in
+    order. The model's and the adapters' sources are resolved against the catalog (engine/sources.py)."""
     if not parts:
         raise ValueError("a batch needs at least one generation")
     spec = parts[0].spec
@@ -41,7 +52,7 @@ def build_batch(entry: ModelEntry, source: str, parts: Sequence[BatchPart]) -> B
     ]
     return BatchRequest(
         model=entry,
-        source=source,
+        source=model_source(catalog, entry),
         task=spec.task,
         width=spec.width or entry.min_size,
         height=spec.height or entry.min_size,
@@ -49,4 +60,5 @@ def build_batch(entry: ModelEntry, source: str, parts: Sequence[BatchPart]) -> B
         guidance=spec.guidance if spec.guidance is not None else entry.defaults.guidance,
         strength=spec.strength,
         items=items,
+        loras=adapters(catalog, spec),
     )

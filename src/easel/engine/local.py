@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from easel.domain.catalog import Task
 from easel.domain.errors import ValidationFailed
+from easel.domain.families import Task
 from easel.domain.spec import GenerationSpec
 from easel.engine.backends import check_catalog, make_backend
 from easel.engine.backends.base import StepCallback
 from easel.engine.batch import BatchPart, build_batch, image_seeds
-from easel.engine.sources import model_source
 from easel.imaging import encode
 from easel.service.generations import draw_seed
 from easel.settings import Settings
@@ -26,7 +25,7 @@ def generate_images(
     resolved = spec.resolve(catalog, seed=seed)
     entry = catalog.resolve(resolved.model)
     assert resolved.seed is not None and resolved.width and resolved.height and resolved.steps
-    request = build_batch(entry, model_source(catalog, entry), [BatchPart(resolved)])
+    request = build_batch(catalog, entry, [BatchPart(resolved)])
     images = make_backend(entry.backend, settings).generate(request, on_step)
     encoded = [encode(im, resolved.output_format, resolved.output_compression).data for im in images]
     return resolved, list(zip(image_seeds(resolved), encoded, strict=True))

@@ -1,15 +1,86 @@
-"""Where a catalog entry's model lives: a local file or folder, or a hub id (the engine's file look-up)."""
+"""Where a catalog entry's model lives (a local file or folder, or a hub id) and what family it is.
+
+Nothing here imports torch or diffusers: the catalog is loaded (and families told) by processes that
+never load a model (`easel serve --no-worker`).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from easel.domain.catalog import Catalog, ModelEntry
+from easel.domain.families import family_for_pipeline
+
+log = logging.getLogger(__name__)
+
+
+def local_source(base_dir: str, source: str) -> Path | None:
+    """The existing file or folder a source names (relative to `base_dir`), None for a hub id."""
+    candidate = Path(source).expanduser()
+    if not candidate.is_absolute():
+        candidate = Path(base_dir) / candidate
+    return candidate if candidate.exists() else None
+
+
+def resolve_source(catalog: Catalog, source: str) -> str:
+    """An existing path (relative to the catalog's folder) resolves to it; anything else is a hub id."""
+    path = local_source(catalog.base_dir, source)
+    return source if path is None else str(path)
 
 
 def model_source(catalog: Catalog, entry: ModelEntry) -> str:
-    """An existing path (relative to the catalog's folder) resolves to it; anything else is a hub id."""
-    candidate = Path(entry.source).expanduser()
-    if not candidate.is_absolute():
-        candidate = Path(catalog.base_dir) / candidate
-    return str(candidate) if candidate.exists() else entry.source
+    """Where the entry's model is: its resolved local path, or its hub id."""
+    return resolve_source(catalog, entry.source)
+
+
+def _json(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _cached(repo_id: str, filename: str) -> Path | None:
+    """A file of a hub repository already in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # the engine extra is not installed: nothing is cached either
+        return None
+    try:
+        found = try_to_load_from_cache(repo_id, filename)
+    except ValueError:  # not a valid repository id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def family_of_folder(index: dict[str, Any] | None, transformer_config: dict[str, Any] | None) -> str | None:
+    """The family a pipeline's model_index.json (and transformer/config.json) tell."""
+    if index is None or not isinstance(index.get("_class_name"), str):
+        return None
+    embeds = None if transformer_config is None else transformer_config.get("guidance_embeds")
+    return family_for_pipeline(
+        index["_class_name"], guidance_embeds=embeds if isinstance(embeds, bool) else None
+    )
+
+
+def detect_family(entry: ModelEntry, base_dir: str) -> str | None:
+    """The family of a diffusers entry from its files: a local folder's model_index.json, or the same
+    file of a hub repository already in the local cache. None when they cannot tell (a single-file
+    checkpoint, a hub id not downloaded, an unknown pipeline): set `family` in the catalog then."""
+    if entry.backend != "diffusers":
+        return None
+    path = local_source(base_dir, entry.source)
+    if path is not None:
+        if not path.is_dir():
+            return None
+        return family_of_folder(_json(path / "model_index.json"), _json(path / "transformer" / "config.json"))
+    index = _json(_cached(entry.source, "model_index.json"))
+    if index is None:
+        return None
+    return family_of_folder(index, _json(_cached(entry.source, "transformer/config.json")))

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL.Image import Image as PILImage
 
-from easel.domain.catalog import Catalog, ModelEntry, Task
+from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.errors import EaselError
 from easel.domain.failures import (
     DEADLINE_EXCEEDED,
@@ -30,11 +30,11 @@ from easel.domain.failures import (
     generation_failed_message,
     storage_error_message,
 )
+from easel.domain.families import Task
 from easel.domain.generation import ImageFile, Status
 from easel.engine.backends import make_backend
 from easel.engine.backends.base import Backend, BatchRequest, Interrupted, ModelUnavailable
 from easel.engine.batch import BatchPart, build_batch, image_seeds
-from easel.engine.sources import model_source
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.settings import Settings
@@ -302,7 +302,7 @@ class Worker:
                     mask = self._load_image(job.project_id, s.mask_image_id)
             parts.append(BatchPart(s, source, mask))
             owners.extend((job.id, idx, seed) for idx, seed in enumerate(image_seeds(s)))
-        return build_batch(entry, model_source(self.catalog, entry), parts), owners
+        return build_batch(self.catalog, entry, parts), owners
 
     def _load_image(self, project_id: str, image_id: str) -> PILImage:
         import io

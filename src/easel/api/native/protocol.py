@@ -10,8 +10,8 @@ from pydantic import Field, field_validator
 
 from easel.api.limits import check_json_value
 from easel.api.wire import MAX_SIDE, CamelWire, iso
-from easel.domain.catalog import Task
 from easel.domain.errors import EaselError
+from easel.domain.families import Task
 from easel.domain.generation import Generation, Image, Status
 from easel.domain.inputs import ImageInput, Role
 from easel.domain.keys import KeyInfo, ProjectInfo

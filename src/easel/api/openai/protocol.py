@@ -12,8 +12,9 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from easel.api.wire import StrictWire
-from easel.domain.catalog import Catalog, ModelEntry, Task
+from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.errors import EaselError, ValidationFailed
+from easel.domain.families import Task
 from easel.domain.generation import Generation
 from easel.domain.inputs import ImageInput, MaskEncoding, Role
 from easel.domain.spec import MAX_SEED, GenerationSpec, OutputFormat

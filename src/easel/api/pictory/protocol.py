@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import Field
 
 from easel.api.wire import CamelWire, iso
-from easel.domain.catalog import Catalog, Task
+from easel.domain.catalog import Catalog
 from easel.domain.errors import FieldError, ValidationFailed
+from easel.domain.families import Task
 from easel.domain.generation import Generation, Status
 from easel.domain.inputs import ImageInput, Role
 from easel.domain.spec import GenerationSpec

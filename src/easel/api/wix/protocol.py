@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from easel.domain.catalog import Task
 from easel.domain.errors import FieldError, ValidationFailed
+from easel.domain.families import Task
 from easel.domain.generation import Generation, Status
 from easel.domain.inputs import ImageInput, Role
 from easel.domain.spec import GenerationSpec

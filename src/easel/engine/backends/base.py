@@ -8,7 +8,8 @@ from typing import Protocol
 
 from PIL.Image import Image as PILImage
 
-from easel.domain.catalog import ModelEntry, Task
+from easel.domain.catalog import ModelEntry
+from easel.domain.families import Task
 
 # Called after every denoising step with (step, total); returning False stops the batch.
 StepCallback = Callable[[int, int], bool]
@@ -34,6 +35,17 @@ class ImageTask:
 
 
 @dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter of a batch: its catalog name, where its weights are (a resolved local path or a
+    hub id, and the file in it), and the scale it runs at."""
+
+    name: str
+    source: str
+    weight_name: str | None
+    scale: float
+
+
+@dataclass(frozen=True)
 class BatchRequest:
     """Images that share model, task, size and sampler settings: one pipeline call."""
 
@@ -46,6 +58,7 @@ class BatchRequest:
     guidance: float
     strength: float | None
     items: list[ImageTask] = field(default_factory=list)
+    loras: tuple[Adapter, ...] = ()  # applied to every image of the batch (part of the batch key)
 
 
 class Backend(Protocol):

@@ -8,6 +8,7 @@ batch, on any device.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections import OrderedDict
@@ -17,8 +18,9 @@ from typing import Any
 from PIL import Image
 from PIL.Image import Image as PILImage
 
-from easel.domain.catalog import Task
+from easel.domain.families import Guidance, Task
 from easel.engine.backends.base import BatchRequest, Interrupted, ModelUnavailable, StepCallback
+from easel.engine.backends.lora import Adapters
 from easel.imaging import resample_filter
 from easel.settings import Settings
 
@@ -88,6 +90,7 @@ class DiffusersBackend:
         self._pipes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.calls = 0  # pipeline calls made (one per batch): observable batching
+        self.adapters = Adapters()
 
     def pipeline(self, source: str, options: dict[str, Any]) -> Any:
         with self._lock:
@@ -112,54 +115,41 @@ class DiffusersBackend:
             width, height = native_shape(width, height, entry.native_size, entry.multiple_of)
 
         items = request.items
-        generators = [torch.Generator("cpu").manual_seed(it.seed) for it in items]
-        negatives = [it.negative_prompt or "" for it in items]
-        kwargs: dict[str, Any] = {
-            "prompt": [it.prompt for it in items],
-            "negative_prompt": negatives if any(negatives) else None,
-            "num_inference_steps": request.steps,
-            "guidance_scale": request.guidance,
-            "generator": generators,
-            "output_type": "pil",
-        }
-        stopped = False
-
-        def callback(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            nonlocal stopped
-            total = int(getattr(pipe, "num_timesteps", None) or request.steps)
-            if not on_step(i + 1, total):
-                stopped = True
-                pipe._interrupt = True
-            return tensors
-
-        kwargs["callback_on_step_end"] = callback
         if request.task is Task.TEXT_TO_IMAGE:
             pipe = base
-            kwargs |= {"width": width, "height": height}
         elif request.task in (Task.IMAGE_TO_IMAGE, Task.VARIATION):
             pipe = AutoPipelineForImage2Image.from_pipe(base)
-            kwargs |= {
-                "image": [_fit(it.source, width, height) for it in items],
-                "strength": request.strength,
-            }
         elif request.task is Task.INPAINT:
             pipe = AutoPipelineForInpainting.from_pipe(base)
-            kwargs |= {
-                "image": [_fit(it.source, width, height) for it in items],
-                "mask_image": [_fit(it.mask, width, height, mode="L") for it in items],
-                "strength": request.strength,
-                "width": width,
-                "height": height,
-            }
         else:
             raise ValueError(f"unsupported task {request.task}")
         pipe.set_progress_bar_config(disable=True)
+        kwargs = call_arguments(request, width, height)
+        if request.task is not Task.TEXT_TO_IMAGE:
+            kwargs["image"] = [_fit(it.source, width, height) for it in items]
+            kwargs["strength"] = request.strength
+        if request.task is Task.INPAINT:
+            kwargs["mask_image"] = [_fit(it.mask, width, height, mode="L") for it in items]
+        accepted = inspect.signature(pipe.__call__).parameters
+        if request.task is Task.IMAGE_TO_IMAGE or request.task is Task.VARIATION:
+            # Image-to-image draws at the source's size, which _fit made (width, height).
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("width", "height") or k in accepted}
+        kwargs |= step_callback(accepted, request.steps, on_step)
+        unexpected = sorted(set(kwargs) - set(accepted))
+        if unexpected:
+            name = type(pipe).__name__
+            if entry.family is not None:
+                raise TypeError(f"{name} takes no {unexpected} (the family table of {entry.family})")
+            log.warning("%s takes no %s: not passed (set the entry's family)", name, unexpected)
+            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
 
-        with torch.inference_mode():
-            result = pipe(**kwargs)
+        self.adapters.apply(base, request.loras)
+        try:
+            with torch.inference_mode():
+                result = pipe(**kwargs)
+        except _Stop:
+            raise Interrupted() from None
         self.calls += 1
-        if stopped:
-            raise Interrupted()
         out: list[PILImage] = list(result.images)
         if (width, height) != (request.width, request.height):
             flt = resample_filter(entry.upscale_filter)
@@ -167,6 +157,60 @@ class DiffusersBackend:
         if request.task is Task.INPAINT:
             out = [keep_outside_mask(im, it) for im, it in zip(out, items, strict=True)]
         return out
+
+
+class _Stop(Exception):
+    """Raised inside a step callback to stop the pipeline call (every job of the batch was canceled)."""
+
+
+def call_arguments(request: BatchRequest, width: int, height: int) -> dict[str, Any]:
+    """The pipeline arguments a batch means for its model's family: a negative prompt only where the
+    family uses one (FLUX.1 with true CFG: always, "" when a job has none, so a job runs the same alone
+    and in a batch), a guidance scale except where there is none (FLUX.1 [schnell]), the family's
+    text-encoder sequence length, one seeded CPU generator per image."""
+    import torch
+
+    entry, items = request.model, request.items
+    kwargs: dict[str, Any] = {
+        "prompt": [it.prompt for it in items],
+        "num_inference_steps": request.steps,
+        "generator": [torch.Generator("cpu").manual_seed(it.seed) for it in items],
+        "output_type": "pil",
+        "width": width,
+        "height": height,
+    }
+    negatives = [it.negative_prompt or "" for it in items]
+    if entry.true_cfg_scale is not None:
+        kwargs |= {"negative_prompt": negatives, "true_cfg_scale": entry.true_cfg_scale}
+    elif entry.takes_negative_prompt and any(negatives):
+        kwargs["negative_prompt"] = negatives
+    if entry.guidance_kind is not Guidance.NONE:
+        kwargs["guidance_scale"] = request.guidance
+    if entry.sequence_length is not None:
+        kwargs["max_sequence_length"] = entry.sequence_length
+    return kwargs
+
+
+def step_callback(accepted: Any, steps: int, on_step: StepCallback) -> dict[str, Any]:
+    """The pipeline's per-step callback arguments: `callback_on_step_end`, or the older `callback` +
+    `callback_steps` (PixArt). Returning False from `on_step` stops the call (raises _Stop)."""
+    if "callback_on_step_end" in accepted:
+
+        def on_end(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            total = int(getattr(pipe, "num_timesteps", None) or steps)
+            if not on_step(i + 1, total):
+                raise _Stop()
+            return tensors
+
+        return {"callback_on_step_end": on_end}
+    if "callback" in accepted:
+
+        def legacy(i: int, _t: Any, _latents: Any) -> None:
+            if not on_step(i + 1, steps):
+                raise _Stop()
+
+        return {"callback": legacy, "callback_steps": 1}
+    return {}
 
 
 def keep_outside_mask(generated: PILImage, item: Any) -> PILImage:

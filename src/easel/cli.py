@@ -296,22 +296,29 @@ def _runtime() -> Runtime:
 
 @models_app.command("list")
 def models_list() -> None:
-    """Show the catalog: names, aliases, tasks, sizes, credits."""
+    """Show the catalog: names, families and what they take, tasks, sizes, credits, LoRAs."""
     from rich.console import Console
     from rich.table import Table
 
     catalog = Settings().load_catalog()
-    table = Table("model", "aliases", "tasks", "aspect ratios", "max size", "max n", "credits")
+    table = Table("model", "family", "aliases", "tasks", "takes", "max size", "max n", "credits", "loras")
     for m in catalog.models.values():
         name = m.name + (" (default)" if m.name == catalog.default_model else "")
+        p = m.parameters()
+        takes = [f"guidance ({p['guidance']})" if p["guidance"] not in (None, "none") else "no guidance"]
+        takes.append("negative prompt" if p["negativePrompt"] else "no negative prompt")
+        if p["maxSequenceLength"]:
+            takes.append(f"{p['maxSequenceLength']} tokens")
         table.add_row(
             name,
+            m.family or "unknown",
             ", ".join(m.aliases),
             ", ".join(t.value for t in m.tasks),
-            ", ".join(m.aspect_ratios),
+            ", ".join(takes),
             str(m.max_size),
             str(m.max_n),
             f"{m.credits_per_image:g}",
+            ", ".join(lo.name for lo in catalog.loras_for(m)),
         )
     Console().print(table)
 

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 from easel.api.wire import StrictWire, iso
 from easel.domain.catalog import Catalog
 from easel.domain.errors import ValidationFailed
+from easel.domain.families import Guidance
 from easel.domain.generation import Generation, Status
 from easel.domain.spec import MAX_SEED, GenerationSpec
 
@@ -78,8 +79,10 @@ class GenerateImageRequest(StrictWire):
             )
         model = MODEL_OF[self.model_type]
         guidance = None
-        if self.model_type in ("medium", "large"):
-            guidance = creativity_guidance(self.creativity, catalog.resolve(model).defaults.guidance)
+        entry = catalog.resolve(model)
+        # Creativity moves the guidance scale: nothing to move on a model without one (FLUX.1 [schnell]).
+        if self.model_type in ("medium", "large") and entry.guidance_kind is not Guidance.NONE:
+            guidance = creativity_guidance(self.creativity, entry.defaults.guidance)
         style = PHOTOREALISTIC_STYLE if self.model_type == "large" and self.photorealistic else None
         return GenerationSpec(
             prompt=self.prompt,

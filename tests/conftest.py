@@ -12,6 +12,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,14 +90,16 @@ def postgres_url() -> Iterator[str]:
         stop_postgres(server)
 
 
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'easel.db'}"
+@contextmanager
+def fresh_database(kind: str, folder: Path, pg_url: str | None) -> Iterator[str]:
+    """A database URL of its own: a new SQLite file in `folder`, or a new PostgreSQL schema in the
+    server at `pg_url` (dropped afterwards)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'easel.db'}"
         return
     from sqlalchemy import create_engine, text
 
-    pg_url: str = request.getfixturevalue("postgres_url")
+    assert pg_url is not None
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(pg_url)
     with admin.begin() as conn:
@@ -108,6 +111,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    pg_url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    with fresh_database(request.param, tmp_path, pg_url) as url:
+        yield url
 
 
 @pytest.fixture

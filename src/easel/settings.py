@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Models a worker serves (comma list); empty = all."
     )
     max_batch_images: int = Field(8, ge=1, le=64, description="Images per pipeline call at most.")
+    max_loaded_models: int = Field(
+        2, ge=1, le=64, description="Pipelines a worker keeps loaded (least recently used is dropped)."
+    )
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float | None = Field(None, description="Default: lease_seconds / 3.")
     max_attempts: int = Field(3, ge=1)

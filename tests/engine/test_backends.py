@@ -159,7 +159,8 @@ def test_build_batch_seeds_and_defaults() -> None:
     assert image_seeds(first) == [MAX_SEED - 1, MAX_SEED, 0]
     request = build_batch(catalog, entry, [BatchPart(first), BatchPart(second, source, mask)])
     # a hub id stays a hub id (no such folder next to the catalog)
-    assert (request.source, request.width, request.height, request.steps) == ("upstream/fake-model", 64, 96, 7)
+    assert request.source == "upstream/fake-model"
+    assert (request.width, request.height, request.steps) == (64, 96, 7)
     assert request.loras == ()
     assert request.guidance == 0.0  # an explicit 0 stays 0
     assert [(t.prompt, t.negative_prompt, t.seed) for t in request.items] == [

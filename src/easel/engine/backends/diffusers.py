@@ -84,9 +84,9 @@ def load_pipeline(source: str, device: str, options: dict[str, Any]) -> Any:
 
 
 class DiffusersBackend:
-    def __init__(self, settings: Settings, max_loaded: int = 2) -> None:
+    def __init__(self, settings: Settings, max_loaded: int | None = None) -> None:
         self.device = pick_device(settings.device)
-        self.max_loaded = max_loaded
+        self.max_loaded = max_loaded or settings.max_loaded_models
         self._pipes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.calls = 0  # pipeline calls made (one per batch): observable batching

@@ -73,6 +73,7 @@ defaults = {{ steps = 1 }}
 
 [models.nanobanana]
 source = "{model_dir}"
+tasks = ["text-to-image"]
 aspect_ratios = ["1:1", "16:9", "9:16"]
 min_size = 32
 native_size = 32
@@ -81,6 +82,7 @@ defaults = {{ steps = 2 }}
 
 [models.nanobanana-pro]
 source = "{model_dir}"
+tasks = ["text-to-image"]
 aspect_ratios = ["1:1", "16:9", "9:16"]
 min_size = 32
 native_size = 32

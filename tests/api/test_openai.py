@@ -61,6 +61,7 @@ image_size = "medium"
 
 [models.dall-e-3]
 source = "{model_dir}"
+tasks = ["text-to-image"]
 aspect_ratios = ["1:1", "16:9", "9:16"]
 min_size = 1024
 max_size = 1792

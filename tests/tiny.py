@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 _SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
 
@@ -100,6 +101,240 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+TINY_CLIP_MAX_LENGTH = 32
+TINY_T5_MAX_LENGTH = 32  # catalogs of the T5 families set max_sequence_length to this
+
+
+def write_t5_tokenizer(folder: Path) -> Any:
+    """A character-level T5 (Unigram) tokenizer, built offline, saved in the transformers format."""
+    from transformers import T5TokenizerFast
+
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    vocab += [(c, -2.0) for c in chars] + [("▁" + c, -1.5) for c in chars]
+    tokenizer = T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=TINY_T5_MAX_LENGTH)
+    tokenizer.save_pretrained(str(folder))
+    return T5TokenizerFast.from_pretrained(str(folder))
+
+
+def _t5(vocab_size: int, d_model: int = 32) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            d_ff=37,
+            d_kv=8,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def _clip(tokenizer: Any, hidden: int, projection: int | None = None) -> Any:
+    """A tiny CLIP text encoder; with `projection` the pooled output goes through a projection
+    (CLIPTextModelWithProjection: SDXL's second encoder, SD3's two)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=TINY_CLIP_MAX_LENGTH,
+        projection_dim=projection or hidden,
+    )
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def _clip_tokenizer(folder: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    write_clip_tokenizer(folder)
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def _vae(latent_channels: int, flow: bool = False) -> Any:
+    """A VAE with latent factor 2 (two blocks). The flow-matching families (SD3, FLUX) shift and scale
+    their latents and have no quant convolutions."""
+    from diffusers import AutoencoderKL
+
+    extra: dict[str, Any] = {}
+    if flow:
+        extra = {
+            "use_quant_conv": False,
+            "use_post_quant_conv": False,
+            "shift_factor": 0.0609,
+            "scaling_factor": 1.5035,
+        }
+    return AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        **extra,
+    )
+
+
+def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
+    """A tiny StableDiffusionXLPipeline: two CLIP encoders (the second with a projection) and a UNet
+    with SDXL's text-time conditioning."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 16,  # six time ids x 8 + the pooled projection
+        cross_attention_dim=16 + 16,  # both encoders' hidden states, concatenated
+        norm_num_groups=4,
+    )
+    tokenizer = _clip_tokenizer(folder / "_tok")
+    pipe = StableDiffusionXLPipeline(
+        unet=unet,
+        vae=_vae(4),
+        text_encoder=_clip(tokenizer, 16),
+        text_encoder_2=_clip(tokenizer, 16, projection=16),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        scheduler=EulerDiscreteScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+        ),
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
+    """A tiny StableDiffusion3Pipeline: two CLIP encoders with projections, a T5 encoder and an MMDiT
+    transformer over 16-channel latents (as SD3's)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=1,
+        in_channels=16,
+        out_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,  # T5's width (the CLIP states, 16 + 16, are padded to it)
+        pooled_projection_dim=32,  # both CLIP projections, concatenated
+    )
+    tokenizer = _clip_tokenizer(folder / "_tok")
+    t5_tokenizer = write_t5_tokenizer(folder / "_t5tok")
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        vae=_vae(16, flow=True),
+        text_encoder=_clip(tokenizer, 16, projection=16),
+        text_encoder_2=_clip(tokenizer, 16, projection=16),
+        text_encoder_3=_t5(len(t5_tokenizer)),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        tokenizer_3=t5_tokenizer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def build_tiny_flux(folder: Path, seed: int = 0, guidance_embeds: bool = True) -> Path:
+    """A tiny FluxPipeline: a CLIP encoder (pooled), a T5 encoder and a FLUX transformer over packed
+    latents. With `guidance_embeds` the guidance scale is an input of the model (FLUX.1 [dev]); without,
+    it is FLUX.1 [schnell]-like."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * 4,  # 2x2 patches of 4-channel latents
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # T5's width
+        pooled_projection_dim=16,  # CLIP's pooled output
+        axes_dims_rope=[4, 4, 8],  # sums to attention_head_dim
+        guidance_embeds=guidance_embeds,
+    )
+    tokenizer = _clip_tokenizer(folder / "_tok")
+    t5_tokenizer = write_t5_tokenizer(folder / "_t5tok")
+    pipe = FluxPipeline(
+        transformer=transformer,
+        vae=_vae(4, flow=True),
+        text_encoder=_clip(tokenizer, 16),
+        text_encoder_2=_t5(len(t5_tokenizer)),
+        tokenizer=tokenizer,
+        tokenizer_2=t5_tokenizer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def build_tiny_pixart_sigma(folder: Path, seed: int = 0) -> Path:
+    """A tiny PixArtSigmaPipeline: a T5 encoder and a PixArt DiT (learned sigma: twice the latent
+    channels out)."""
+    import torch
+    from diffusers import DDIMScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=16,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        caption_channels=32,  # T5's width
+        in_channels=4,
+        cross_attention_dim=24,  # heads x head dim
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    )
+    t5_tokenizer = write_t5_tokenizer(folder / "_t5tok")
+    pipe = PixArtSigmaPipeline(
+        transformer=transformer,
+        vae=_vae(4),
+        text_encoder=_t5(len(t5_tokenizer)),
+        tokenizer=t5_tokenizer,
+        scheduler=DDIMScheduler(),
     )
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder

@@ -49,6 +49,10 @@ class Family:
     default_steps: int
     default_guidance: float
     loras: bool = True  # diffusers can load LoRA adapters into it
+    # Fixed pipeline arguments. PixArt: Easel sizes the sampling itself (native_size, multiple_of), so
+    # the pipeline's own resolution binning stays off; captions are not rewritten (clean_caption needs
+    # bs4 and ftfy and changes what the client asked for).
+    call_arguments: tuple[tuple[str, object], ...] = ()
 
     def public(self) -> dict[str, object]:
         return {
@@ -161,6 +165,7 @@ FAMILIES: dict[str, Family] = {
             default_steps=20,
             default_guidance=4.5,
             loras=False,  # diffusers has no LoRA loader for PixArt pipelines
+            call_arguments=(("use_resolution_binning", False), ("clean_caption", False)),
         ),
     )
 }

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 from PIL.Image import Image as PILImage
 
-from easel.domain.families import Guidance, Task
+from easel.domain.families import FAMILIES, Guidance, Task
 from easel.engine.backends.base import BatchRequest, Interrupted, ModelUnavailable, StepCallback
 from easel.engine.backends.lora import Adapters
 from easel.imaging import resample_filter
@@ -188,6 +188,9 @@ def call_arguments(request: BatchRequest, width: int, height: int) -> dict[str, 
         kwargs["guidance_scale"] = request.guidance
     if entry.sequence_length is not None:
         kwargs["max_sequence_length"] = entry.sequence_length
+    family = FAMILIES.get(entry.family or "")
+    if family is not None:
+        kwargs |= dict(family.call_arguments)
     return kwargs
 
 

@@ -83,12 +83,11 @@ class Adapters:
         weights cannot be loaded (a missing file, a hub id not downloaded, weights for another family)."""
         with self._lock:
             loaded = self._loaded.setdefault(pipe, OrderedDict())
-            if loaded:  # forget what the pipeline no longer holds (unloaded by someone else)
-                present = _present(pipe)
-                for gone in [k for k in loaded if k not in present]:
-                    del loaded[gone]
+            present = _present(pipe)
+            for gone in [k for k in loaded if k not in present]:  # unloaded by someone else
+                del loaded[gone]
             if not wanted:
-                if loaded:
+                if present:
                     pipe.disable_lora()
                 return
             keys = [adapter_name(a) for a in wanted]
@@ -96,7 +95,8 @@ class Adapters:
                 if key in loaded:
                     loaded.move_to_end(key)
                     continue
-                self._load(pipe, adapter, key)
+                if key not in present:  # (one present already has these weights: the name says so)
+                    self._load(pipe, adapter, key)
                 loaded[key] = adapter
             for old in [k for k in loaded if k not in keys][: max(0, len(loaded) - self.keep)]:
                 log.info("unloading LoRA %s", loaded[old].name)

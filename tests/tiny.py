@@ -338,3 +338,35 @@ def build_tiny_pixart_sigma(folder: Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
+
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections of a UNet or DiT
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def build_tiny_lora(pipeline_folder: Path, out_folder: Path, family: str, seed: int = 0) -> Path:
+    """A tiny LoRA for the tiny pipeline in `pipeline_folder` (built above), made with `peft` on its
+    denoiser's attention projections (the UNet's for sd / sdxl, the transformer's for sd3 / flux /
+    flux-schnell), with random non-zero weights (peft starts lora_B at zero, which changes nothing), and
+    saved in the diffusers LoRA format by the pipeline class's `save_lora_weights`. Returns the file
+    (`out_folder/pytorch_lora_weights.safetensors`)."""
+    import diffusers
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    index = json.loads((pipeline_folder / "model_index.json").read_text())
+    component = "unet" if family in ("sd", "sdxl") else "transformer"
+    model_class = getattr(diffusers, index[component][1])
+    denoiser = model_class.from_pretrained(str(pipeline_folder / component))
+    torch.manual_seed(seed)
+    denoiser.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS, init_lora_weights=False))
+    with torch.no_grad():  # the default init is large for these tiny layers: a visible but sane change
+        for name, param in denoiser.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn_like(param) * 0.3)
+    layers = get_peft_model_state_dict(denoiser)
+    out_folder.mkdir(parents=True, exist_ok=True)
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    key = "unet_lora_layers" if component == "unet" else "transformer_lora_layers"
+    pipeline_class.save_lora_weights(str(out_folder), **{key: layers}, weight_name=LORA_FILE)
+    return out_folder / LORA_FILE

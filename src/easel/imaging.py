@@ -84,8 +84,9 @@ _EXIF_ASCII = b"ASCII\0\0\0"  # the character-code prefix of an EXIF UserComment
 
 def generation_params(spec: GenerationSpec, seed: int) -> dict[str, str]:
     """The parameters recorded in an image file (text values; the API record shows the same values):
-    prompt, negativePrompt (when set), model, seed (this image's), steps, guidance, size (WxH), and
-    `parameters`, the same in the one-string form other Stable Diffusion tools read."""
+    prompt, negativePrompt (when set), model, seed (this image's), steps, guidance, size (WxH), loras
+    (when the generation applies any: a JSON list of {name, scale}), and `parameters`, the same in the
+    one-string form other Stable Diffusion tools read (A1111's, LoRAs as `<lora:name:scale>`)."""
     params = {"prompt": spec.prompt}
     if spec.negative_prompt:
         params["negativePrompt"] = spec.negative_prompt
@@ -96,7 +97,12 @@ def generation_params(spec: GenerationSpec, seed: int) -> dict[str, str]:
         "guidance": str(spec.guidance),
         "size": f"{spec.width}x{spec.height}",
     }
-    lines = [spec.prompt]
+    if spec.loras:
+        params["loras"] = json.dumps(
+            [{"name": ref.name, "scale": ref.scale} for ref in spec.loras], separators=(",", ":")
+        )
+    # A1111's notation: each LoRA as `<lora:name:scale>` after the prompt (what those tools parse).
+    lines = [" ".join([spec.prompt, *(f"<lora:{ref.name}:{_number(ref.scale)}>" for ref in spec.loras)])]
     if spec.negative_prompt:
         lines.append(f"Negative prompt: {spec.negative_prompt}")
     lines.append(
@@ -105,6 +111,14 @@ def generation_params(spec: GenerationSpec, seed: int) -> dict[str, str]:
     )
     params["parameters"] = "\n".join(lines)
     return params
+
+
+def _number(value: float | None) -> str:
+    """A scale as people write it (`0.8`, `1`), exact when the short form is not."""
+    if value is None:
+        return "1"
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def read_params(data: bytes) -> dict[str, str]:

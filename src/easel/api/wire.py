@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from easel.domain.spec import LoraRef
 
 
 def iso(ts: datetime | None) -> str | None:
@@ -53,6 +56,41 @@ class CamelWire(StrictWire):
     """A strict request body whose fields are camelCase on the wire (snake_case in Python)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+# A request names at most MAX_LORAS (domain/spec.py) LoRAs, which resolve() says in its words; the wire
+# bounds the list well above that.
+MAX_WIRE_LORAS = 16
+MAX_LORA_NAME = 200
+MIN_LORA_SCALE, MAX_LORA_SCALE = -4.0, 4.0
+
+
+class LoraWire(StrictWire):
+    """One entry of an Easel `loras` extension: `{"name": "...", "scale": 0.8}`, a LoRA of the catalog
+    and its scale (the catalog's default scale when omitted). The same in every dialect that takes it."""
+
+    name: str = Field(min_length=1, max_length=MAX_LORA_NAME)
+    scale: float | None = Field(None, ge=MIN_LORA_SCALE, le=MAX_LORA_SCALE)
+
+    @staticmethod
+    def refs(loras: Sequence[LoraWire] | None) -> list[LoraRef]:
+        return [LoraRef(name=lo.name, scale=lo.scale) for lo in loras or []]
+
+
+def _json_text(value: Any) -> Any:
+    """A form field's value is text: `loras` arrives as a JSON array in a string."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('must be a JSON array of {"name", "scale"} objects') from None
+    return value
+
+
+# `loras` of a JSON body: a JSON array of LoraWire objects.
+Loras = Annotated[list[LoraWire], Field(max_length=MAX_WIRE_LORAS)]
+# `loras` of a body that may be a form (every value a string): the same array, or that array as JSON text.
+FormLoras = Annotated[list[LoraWire], Field(max_length=MAX_WIRE_LORAS), BeforeValidator(_json_text)]
 
 
 # JSON Schema pieces of the dialects' error shapes (api/openapi.py documents them per operation).

@@ -10,6 +10,7 @@ that names none is drawn by the service and handed in. Errors name the canonical
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
@@ -31,6 +32,7 @@ from easel.domain.sizes import (
 
 MAX_SEED = 2**32 - 1
 MAX_LORAS = 4  # LoRA adapters per request
+MAX_BATCH_KEY = 400  # characters (the generations.batch_key column)
 # Control characters a prompt may hold: tab and line breaks (a browser form sends CRLF).
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
 
@@ -298,9 +300,11 @@ class GenerationSpec(BaseModel):
 
     @property
     def batch_key(self) -> str:
-        """Jobs with equal keys can run in one pipeline call (same model, task, shape and sampler settings).
-        Prompts, negative prompts, seeds and n may differ."""
-        return "|".join(
+        """Jobs with equal keys can run in one pipeline call (same model, task, shape and sampler settings,
+        and the same LoRA adapters at exactly the same scales). Prompts, negative prompts, seeds and n may
+        differ. A key longer than the column holds (many LoRAs, long names) keeps its start and ends in
+        a hash of the whole."""
+        key = "|".join(
             str(v)
             for v in (
                 self.model,
@@ -310,9 +314,13 @@ class GenerationSpec(BaseModel):
                 self.steps,
                 self.guidance,
                 self.strength if self.task is not Task.TEXT_TO_IMAGE else None,
-                ",".join(ref.label for ref in self.loras),  # an adapter set is part of the pipeline call
+                # The adapter set is part of the pipeline call: names and exact scales (repr round-trips).
+                ",".join(f"{ref.name}:{ref.scale!r}" for ref in self.loras),
             )
         )
+        if len(key) > MAX_BATCH_KEY:
+            key = f"{key[: MAX_BATCH_KEY - 100]}|sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+        return key
 
 
 def _label(entry: ModelEntry) -> str:

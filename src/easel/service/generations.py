@@ -109,7 +109,9 @@ class GenerationService:
                 project_id,
                 resolved,
                 max_attempts=self.settings.max_attempts,
-                credits=round(entry.credits_per_image * resolved.n, 6),
+                credits=round(
+                    self.catalog.credits_per_image(entry, [r.name for r in resolved.loras]) * resolved.n, 6
+                ),
                 key_id=principal.key_id,
                 key_budget=principal.budget_credits,
                 uploads=[u.record for u in imported.uploads],

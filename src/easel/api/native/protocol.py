@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from easel.api.limits import check_json_value
-from easel.api.wire import MAX_SIDE, CamelWire, iso
+from easel.api.wire import MAX_SIDE, CamelWire, Loras, LoraWire, iso
 from easel.domain.errors import EaselError
 from easel.domain.families import Task
 from easel.domain.generation import Generation, Image, Status
@@ -66,6 +66,7 @@ class CreateGenerationRequest(CamelWire):
     steps: int | None = Field(None, ge=1, le=200)
     guidance: float | None = Field(None, ge=0, le=50)
     strength: float | None = Field(None, gt=0, le=1)
+    loras: Loras | None = None  # [{"name": ..., "scale": ...}]: LoRA adapters of the catalog
     source_image_id: str | None = None
     source_image_url: str | None = Field(None, max_length=2_000_000)  # http(s) URL or data: URI
     mask_image_url: str | None = Field(None, max_length=2_000_000)
@@ -125,6 +126,7 @@ class CreateGenerationRequest(CamelWire):
             steps=self.steps,
             guidance=self.guidance,
             strength=self.strength,
+            loras=LoraWire.refs(self.loras),
             style=self.style,
             quality=self.quality,
             enhance=self.auto_enhance,
@@ -169,6 +171,11 @@ def image_json(img: Image, url: str) -> dict[str, Any]:
     }
 
 
+def lora_json(spec: GenerationSpec) -> list[dict[str, Any]]:
+    """The LoRAs a generation applies, by catalog name, each with the scale it ran at."""
+    return [{"name": ref.name, "scale": ref.scale} for ref in spec.loras]
+
+
 def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str, Any]:
     """`url_for(image_id) -> str` makes each image's signed link."""
     s = gen.spec
@@ -191,6 +198,7 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "steps": s.steps,
         "guidance": s.guidance,
         "strength": s.strength,
+        "loras": lora_json(s),
         "style": s.style,
         "quality": s.quality,
         "outputFormat": s.output_format.value,

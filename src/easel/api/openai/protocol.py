@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from easel.api.wire import StrictWire
+from easel.api.wire import FormLoras, Loras, LoraWire, StrictWire
 from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.errors import EaselError, ValidationFailed
 from easel.domain.families import Task
@@ -62,6 +62,8 @@ class _Common(StrictWire):
     steps: int | None = Field(None, ge=1, le=200)
     guidance: float | None = Field(None, ge=0, le=50)
     strength: float | None = Field(None, gt=0, le=1)
+    # [{"name": ..., "scale": ...}]; the official SDKs send it with extra_body={"loras": [...]}.
+    loras: Loras | None = None
 
     def _spec_fields(self, catalog: Catalog) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class _Common(StrictWire):
             "steps": self.steps,
             "guidance": self.guidance,
             "strength": self.strength,
+            "loras": LoraWire.refs(self.loras),
             "meta": {"user": self.user} if self.user else {},
         }
 
@@ -171,6 +174,7 @@ class EditRequest(_Output):
 
     prompt: str = Field(min_length=1)
     input_fidelity: Literal["high", "low"] | None = None
+    loras: FormLoras | None = None  # a form field: the JSON array as text
 
     def to_spec(self, catalog: Catalog, with_mask: bool) -> GenerationSpec:
         return GenerationSpec(
@@ -200,6 +204,8 @@ class VariationRequest(_Common):
     """POST /v1/images/variations (multipart; the file `image` is handled apart)."""
 
     model_config = ConfigDict(strict=False)  # form fields are strings: "2"
+
+    loras: FormLoras | None = None  # a form field: the JSON array as text
 
     def to_spec(self, catalog: Catalog) -> GenerationSpec:
         return GenerationSpec(
@@ -246,6 +252,7 @@ def images_response(gen: Generation, fmt: ResponseFormat, values: list[str]) -> 
         "seed": s.seed,
         "credits": gen.credits,
         "images": len(values),
+        "loras": [{"name": ref.name, "scale": ref.scale} for ref in s.loras],
     }
     return body
 

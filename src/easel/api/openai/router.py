@@ -30,6 +30,13 @@ from easel.domain.errors import EaselError, NotFound, ValidationFailed
 from easel.domain.keys import Principal
 
 
+# What an SDK sends for extra_body={"loras": [...]} in a multipart body is `loras[][name]` fields.
+FORM_LORAS = (
+    "in a multipart body, loras is one form field holding the JSON array as text "
+    '(the OpenAI SDK: extra_body={"loras": json.dumps([{"name": ..., "scale": ...}])})'
+)
+
+
 def render_error(err: EaselError) -> Response:
     """OpenAI's error shape: {"error": {"message", "type", "param", "code"}} with OpenAI's statuses."""
     status, kind, code, message = err.status, "invalid_request_error", err.code, err.message
@@ -140,7 +147,14 @@ async def _multipart(
     """A multipart body: its text fields validated by `model`, its files (field, bytes) in order."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ValidationFailed("This route takes multipart/form-data (image files and form fields)")
-    fields, files = await read_form(request, file_fields=file_fields)
+    try:
+        fields, files = await read_form(request, file_fields=file_fields)
+    except ValidationFailed as e:
+        if (e.param or "").startswith("loras["):
+            raise ValidationFailed.for_field("loras", FORM_LORAS) from None
+        raise
+    if any(name.startswith("loras[") for name in fields):  # the SDK's form encoding of a list
+        raise ValidationFailed.for_field("loras", FORM_LORAS)
     try:
         return model.model_validate(fields), files
     except ValidationError as e:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from easel.api.wire import CamelWire, iso
+from easel.api.wire import CamelWire, Loras, LoraWire, iso
 from easel.domain.catalog import Catalog
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.families import Task
@@ -55,6 +55,8 @@ class CreateImageRequest(CamelWire):
     style: str | None = None
     reference_image_url: str | None = None
     webhook: str | None = None
+    # Easel extension (not in Pictory's document): [{"name": ..., "scale": ...}], LoRAs of the catalog.
+    loras: Loras | None = None
 
     def check(self, catalog: Catalog) -> None:
         """The document's rules, every failing field at once (Pictory answers with a `fields` list), then
@@ -95,6 +97,7 @@ class CreateImageRequest(CamelWire):
             aspect_ratio=self.aspect_ratio or catalog.resolve(model).aspect_ratios[0],
             style=self.style,
             webhook_url=self.webhook,
+            loras=LoraWire.refs(self.loras),
         )
 
     def inputs(self) -> list[ImageInput]:
@@ -120,6 +123,7 @@ def job_json(gen: Generation, url_for: Callable[[str], str]) -> dict[str, Any]:
         "model": s.model,
         "aspectRatio": s.aspect_ratio,
         "style": s.style,
+        "loras": [{"name": ref.name, "scale": ref.scale} for ref in s.loras],
         "webhook": s.webhook_url,
         "width": s.width,
         "height": s.height,

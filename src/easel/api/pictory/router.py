@@ -29,6 +29,8 @@ _JOI = {
     "Field required": "is required",
     "unknown field": "is not allowed",
     "Input should be a valid string": "must be a string",
+    "Input should be a valid list": "must be an array",
+    "Input should be a valid number": "must be a number",
     "Input should be a valid dictionary or object to extract fields from": "must be of type object",
 }
 

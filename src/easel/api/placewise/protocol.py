@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from easel.api.wire import StrictWire, iso
+from easel.api.wire import FormLoras, LoraWire, StrictWire, iso
 from easel.domain.catalog import Catalog
 from easel.domain.errors import ValidationFailed
 from easel.domain.families import Guidance
@@ -71,6 +71,9 @@ class GenerateImageRequest(StrictWire):
     creativity: int = Field(CREATIVITY_DEFAULT, ge=CREATIVITY_MIN, le=CREATIVITY_MAX)
     photorealistic: bool = False
     random_seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    # Easel extension (not in Placewise's document): [{"name": ..., "scale": ...}], LoRAs of the
+    # catalog; in a form body, that JSON array as the text of the field.
+    loras: FormLoras | None = None
 
     def to_spec(self, catalog: Catalog, slug: str) -> GenerationSpec:
         if self.model_type == "small" and self.image_size not in SMALL_MODEL_SIZES:
@@ -92,6 +95,7 @@ class GenerateImageRequest(StrictWire):
             seed=self.random_seed,
             guidance=guidance,
             style=style,
+            loras=LoraWire.refs(self.loras),
             meta={
                 "loyaltyClubSlug": slug,
                 "placewise": {
@@ -126,6 +130,7 @@ def task_json(number: int, gen: Generation, url_for: Callable[[str], str]) -> di
             "creativity": asked.get("creativity"),
             "photorealistic": asked.get("photorealistic"),
             "random_seed": s.seed,
+            "loras": [{"name": ref.name, "scale": ref.scale} for ref in s.loras],
             "width": s.width,
             "height": s.height,
             "image_url": urls[0] if urls else None,

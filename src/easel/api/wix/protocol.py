@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.families import Task
@@ -22,6 +23,10 @@ from easel.domain.urls import is_http_url
 
 FOLDER = "Social Marketing AI Media"
 MAX_USER_INPUT = 3000
+NO_LORAS = (
+    "Wix's GenerateImage takes no LoRAs; apply LoRAs through the native API (POST /api/v1/generations) "
+    "or the OpenAI dialect"
+)
 
 # Wix's GetGeneratedImage knows IN_PROGRESS, READY and FAILED; a canceled job is FAILED.
 STATUS_NAMES: dict[Status, str] = {
@@ -46,11 +51,16 @@ class GenerateImageRequest(BaseModel):
         alias="userInput", json_schema_extra={"minLength": 1, "maxLength": MAX_USER_INPUT}
     )
     image_url: str = Field(alias="imageUrl")
+    # Not Wix's: GenerateImage's shape is {userInput, imageUrl}. Read only to refuse it in words (LoRAs
+    # are an extension of the native, OpenAI, Pictory and Placewise dialects), never applied.
+    loras: SkipJsonSchema[Any] = None
 
     def check(self) -> None:
         """The document's rules (userInput maxLength 3000, imageUrl format WEB_URL), every failing field at
         once; the catalog's are checked by the service, all before the source image is fetched."""
         errors = []
+        if self.loras not in (None, []):
+            errors.append(FieldError("loras", NO_LORAS))
         if not self.user_input.strip():
             errors.append(FieldError("userInput", "must not be empty"))
         elif len(self.user_input) > MAX_USER_INPUT:

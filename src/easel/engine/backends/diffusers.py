@@ -143,9 +143,8 @@ class DiffusersBackend:
             log.warning("%s takes no %s: not passed (set the entry's family)", name, unexpected)
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
 
-        self.adapters.apply(base, request.loras)
         try:
-            with torch.inference_mode():
+            with self.adapters.active(base, request.loras), torch.inference_mode():
                 result = pipe(**kwargs)
         except _Stop:
             raise Interrupted() from None

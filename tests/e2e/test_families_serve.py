@@ -36,7 +36,7 @@ SIZE = 32
 FAMILIES: dict[str, tuple[Any, bool, bool]] = {
     "sd": (build_tiny_sd, True, True),
     "sdxl": (build_tiny_sdxl, True, True),
-    "sd3": (build_tiny_sd3, True, False),
+    "sd3": (build_tiny_sd3, True, True),
     "flux": (build_tiny_flux, True, True),
     "pixart-sigma": (build_tiny_pixart_sigma, False, False),
 }

@@ -96,7 +96,7 @@ def load_single_file(path: Path, family: str | None, options: dict[str, Any], dt
             f"{type(e).__name__}: {e}. Check that the file is a {family} checkpoint in its original layout "
             f"and that options.config is the diffusers folder of the same model (same architecture)"
         ) from e
-    _check_loaded(pipe, path, family)
+    _finish(pipe, path, family)
     return pipe
 
 
@@ -146,13 +146,15 @@ def flux_state_dict(checkpoint: dict[str, Any], config: dict[str, Any]) -> dict[
     return converted
 
 
-def _check_loaded(pipe: Any, path: Path, family: str) -> None:
-    """Every weight of every component came from somewhere: a tensor the file lacked and no folder
-    supplied would be left on the `meta` device (no data) and fail only at the first generation."""
+def _finish(pipe: Any, path: Path, family: str) -> None:
+    """Every component in inference mode, every weight from somewhere. diffusers 0.42 leaves a T5
+    encoder built from a checkpoint (SD3's `text_encoders.t5xxl`) in training mode, dropout on, which
+    would draw a different picture per call; and a tensor the file lacked and no folder supplied would
+    be left on the `meta` device (no data) and fail only at the first generation."""
     for name, module in getattr(pipe, "components", {}).items():
-        params = getattr(module, "parameters", None)
-        if params is None or not callable(params):
+        if not callable(getattr(module, "named_parameters", None)):
             continue
+        module.eval()
         missing = [n for n, p in module.named_parameters() if p.is_meta]
         if missing:
             raise ModelUnavailable(

@@ -80,7 +80,10 @@ def unet_to_ldm(unet: Any) -> Tensors:
                 r"down_blocks\.(\d+)\.resnets\.(\d+)\.(\w+)\.(\w+)",
                 lambda b, n, m, w: f"input_blocks.{down(b, n)}.0.{_UNET_RESNET[m]}.{w}",
             ),
-            (r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", lambda b, n, r: f"input_blocks.{down(b, n)}.1.{r}"),
+            (
+                r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)",
+                lambda b, n, r: f"input_blocks.{down(b, n)}.1.{r}",
+            ),
             (
                 r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(\w+)",
                 lambda b, w: f"input_blocks.{down(b, str(per - 1))}.0.op.{w}",
@@ -100,7 +103,9 @@ def unet_to_ldm(unet: Any) -> Tensors:
             ),
             (
                 r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(\w+)",
-                lambda b, w: f"output_blocks.{int(b) * per + per - 1}.{2 if int(b) in up_attn else 1}.conv.{w}",
+                lambda b, w: (
+                    f"output_blocks.{int(b) * per + per - 1}.{2 if int(b) in up_attn else 1}.conv.{w}"
+                ),
             ),
         ]
     )

@@ -128,7 +128,9 @@ def test_a_single_file_draws_what_its_diffusers_folder_draws(
     assert not np.array_equal(images[0][0], images[0][1])  # two seeds, two pictures: not a blank image
 
 
-def test_options_config_is_resolved_against_the_catalog_folder(root: Path, made: Callable[[str], Made]) -> None:
+def test_options_config_is_resolved_against_the_catalog_folder(
+    root: Path, made: Callable[[str], Made]
+) -> None:
     m = made("sd")
     catalog = Catalog.parse(catalog_text(m), base_dir=str(root), probe=detect_family)
     entry = catalog.resolve("file")
@@ -181,12 +183,14 @@ def test_loading_errors_say_what_to_do(root: Path, made: Callable[[str], Made]) 
         load_pipeline(str(root / "nope.safetensors"), "cpu", {"config": str(sd.config)}, "sd")
     with pytest.raises(ModelUnavailable, match=r"options.config folder '.*missing' does not exist"):
         load_pipeline(str(sd.file), "cpu", {"config": str(root / "missing")}, "sd")
-    with pytest.raises(ModelUnavailable, match="has no model_index.json"):
+    with pytest.raises(ModelUnavailable, match=r"has no model_index\.json"):
         load_pipeline(str(sd.file), "cpu", {"config": str(sd.config / "unet")}, "sd")
     with pytest.raises(ModelUnavailable, match="set `family`"):
         load_pipeline(str(sd.file), "cpu", {"config": str(sd.config)}, None)
     with pytest.raises(ModelUnavailable, match="family pixart-sigma has no single-file loader"):
         load_pipeline(str(sd.file), "cpu", {"config": str(sd.config)}, "pixart-sigma")
     # an SD 1.x file with an SDXL folder: diffusers' error, and what to check
-    with pytest.raises(ModelUnavailable, match=r"cannot load single file sd\.safetensors as family sdxl.*Check"):
+    with pytest.raises(
+        ModelUnavailable, match=r"cannot load single file sd\.safetensors as family sdxl.*Check"
+    ):
         load_pipeline(str(sd.file), "cpu", {"config": str(sdxl.config)}, "sdxl")

@@ -114,7 +114,9 @@ def load_flux(path: Path, folder: Path, dtype: Any) -> Any:
         local_files_only=True,
         dtype=dtype,
     )
-    return FluxPipeline.from_pretrained(str(folder), transformer=transformer, dtype=dtype, local_files_only=True)
+    return FluxPipeline.from_pretrained(
+        str(folder), transformer=transformer, dtype=dtype, local_files_only=True
+    )
 
 
 def flux_state_dict(checkpoint: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

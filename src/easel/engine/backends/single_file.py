@@ -133,8 +133,8 @@ def flux_state_dict(checkpoint: dict[str, Any], config: dict[str, Any]) -> dict[
     inner = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
     split: dict[str, Any] = {}
     if inner != _FLUX_INNER_DIM:
-        for key in [k for k in state if _LINEAR1.fullmatch(k)]:
-            block, kind = _LINEAR1.fullmatch(key).groups()  # type: ignore[union-attr]
+        for key, match in [(k, m) for k in state if (m := _LINEAR1.fullmatch(k))]:
+            block, kind = match.groups()
             q, k, v, mlp = torch.split(state[key], [inner, inner, inner, inner * _FLUX_MLP_RATIO], dim=0)
             prefix = f"single_transformer_blocks.{block}."
             for name, part in (("attn.to_q", q), ("attn.to_k", k), ("attn.to_v", v), ("proj_mlp", mlp)):

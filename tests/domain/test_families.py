@@ -116,7 +116,7 @@ def test_detect_family_reads_model_index_and_the_transformer_config(tmp_path: Pa
     path = tmp_path / "catalog.toml"
     path.write_text(
         "".join(f'[models.{n}]\nsource = "{n}"\n' for n in ("xl", "dev", "schnell", "odd", "broken", "gone"))
-        + '[models.single]\nsource = "single.safetensors"\nfamily = "sd"\n'
+        + '[models.single]\nsource = "single.safetensors"\nfamily = "sd"\noptions.config = "xl"\n'
         + '[models.set]\nsource = "xl"\nfamily = "sd"\n'  # an explicit family wins over the files
     )
     cat = load_catalog(path)

@@ -17,6 +17,16 @@ from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.families import FAMILIES, Family, Guidance, Task, family_names
 from easel.domain.sizes import ASPECT_RATIOS, SIZE_PRESETS, SizeLimits
 
+# A `source` ending so is one checkpoint file in its family's original layout (not a diffusers folder).
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# The families whose single files Easel loads (engine/backends/single_file.py has a loader for each).
+SINGLE_FILE_FAMILIES = ("sd", "sdxl", "sd3", "flux", "flux-schnell")
+
+
+def is_single_file(source: str) -> bool:
+    """Whether a catalog `source` names a single-file checkpoint (by its suffix)."""
+    return source.lower().endswith(SINGLE_FILE_SUFFIXES)
+
 
 class ModelDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -119,6 +129,32 @@ class ModelEntry(BaseModel):
             raise ValueError(f"family {fam.name} takes no guidance scale: defaults.guidance must be 0")
         if changes:
             self.defaults = self.defaults.model_copy(update=changes)
+        return self
+
+    @model_validator(mode="after")
+    def _single_file(self) -> ModelEntry:
+        """A single-file checkpoint does not say what it is: its entry names the family and a diffusers
+        folder of the same model for the configs (`options.config`)."""
+        if self.backend != "diffusers" or not is_single_file(self.source):
+            return self
+        loadable = ", ".join(SINGLE_FILE_FAMILIES)
+        if self.family is None:
+            raise ValueError(
+                f"source {self.source!r} is a single-file checkpoint, which does not say which model it is: "
+                f"set `family` (one of {loadable})"
+            )
+        if self.family not in SINGLE_FILE_FAMILIES:
+            raise ValueError(
+                f"family {self.family} has no single-file loader (families that have one: {loadable}); "
+                f"use the model's diffusers folder as `source`"
+            )
+        config = self.options.get("config")
+        if not isinstance(config, str) or not config.strip():
+            raise ValueError(
+                f"source {self.source!r} is a single-file checkpoint: set options.config to a local "
+                f"diffusers-format folder of the same model (its model_index.json and component configs; "
+                f"relative to the catalog file), so it loads without the Hub"
+            )
         return self
 
     @model_validator(mode="after")

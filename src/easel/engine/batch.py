@@ -10,7 +10,7 @@ from PIL.Image import Image as PILImage
 from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.spec import MAX_SEED, GenerationSpec
 from easel.engine.backends.base import Adapter, BatchRequest, ImageTask
-from easel.engine.sources import model_source, resolve_source
+from easel.engine.sources import model_source, resolve_source, resolved_entry
 
 
 def image_seeds(spec: GenerationSpec) -> list[int]:
@@ -41,7 +41,8 @@ def adapters(catalog: Catalog, spec: GenerationSpec) -> tuple[Adapter, ...]:
 def build_batch(catalog: Catalog, entry: ModelEntry, parts: Sequence[BatchPart]) -> BatchRequest:
     """One pipeline call for compatible generations (equal batch keys): the first one's task, size,
     sampler settings (the entry's defaults where unset) and LoRAs, and every image of every part, in
-    order. The model's and the adapters' sources are resolved against the catalog (engine/sources.py)."""
+    order. The model's and the adapters' sources, and the paths in the model's options, are resolved
+    against the catalog (engine/sources.py)."""
     if not parts:
         raise ValueError("a batch needs at least one generation")
     spec = parts[0].spec
@@ -51,7 +52,7 @@ def build_batch(catalog: Catalog, entry: ModelEntry, parts: Sequence[BatchPart])
         for seed in image_seeds(p.spec)
     ]
     return BatchRequest(
-        model=entry,
+        model=resolved_entry(catalog, entry),
         source=model_source(catalog, entry),
         task=spec.task,
         width=spec.width or entry.min_size,

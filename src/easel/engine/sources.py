@@ -36,6 +36,22 @@ def model_source(catalog: Catalog, entry: ModelEntry) -> str:
     return resolve_source(catalog, entry.source)
 
 
+def model_options(catalog: Catalog, entry: ModelEntry) -> dict[str, Any]:
+    """The entry's backend options with the paths in them resolved like its source: `config` (the
+    diffusers folder a single-file checkpoint takes its configs from) relative to the catalog's folder."""
+    config = entry.options.get("config")
+    if not isinstance(config, str):
+        return entry.options
+    return entry.options | {"config": resolve_source(catalog, config)}
+
+
+def resolved_entry(catalog: Catalog, entry: ModelEntry) -> ModelEntry:
+    """The entry as a backend receives it: `options` resolved (model_options); the entry itself when
+    nothing in them is a path."""
+    options = model_options(catalog, entry)
+    return entry if options is entry.options else entry.model_copy(update={"options": options})
+
+
 def _json(path: Path | None) -> dict[str, Any] | None:
     if path is None or not path.is_file():
         return None

@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 from PIL.Image import Image as PILImage
 
+from easel.domain.catalog import SINGLE_FILE_SUFFIXES
 from easel.domain.families import FAMILIES, Guidance, Task
 from easel.engine.backends.base import BatchRequest, Interrupted, ModelUnavailable, StepCallback
 from easel.engine.backends.lora import Adapters
@@ -25,8 +26,6 @@ from easel.imaging import resample_filter
 from easel.settings import Settings
 
 log = logging.getLogger(__name__)
-
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
 def pick_device(requested: str) -> str:
@@ -48,23 +47,27 @@ def native_shape(width: int, height: int, native: int, multiple: int = 8) -> tup
     return native, max(multiple, round(native * height / width / multiple) * multiple)
 
 
-def load_pipeline(source: str, device: str, options: dict[str, Any]) -> Any:
-    """A text-to-image diffusers pipeline from a folder, a single-file checkpoint or a hub id."""
+def load_pipeline(source: str, device: str, options: dict[str, Any], family: str | None = None) -> Any:
+    """A text-to-image diffusers pipeline from a folder, a single-file checkpoint of `family`
+    (engine/backends/single_file.py, with its `options.config` folder) or a hub id."""
     import torch
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
+
+    from easel.engine.backends.single_file import load_single_file
 
     dtype = torch.float16 if device.startswith("cuda") and options.get("fp16", True) else torch.float32
     path = Path(source)
+    single_file = path.suffix.lower() in SINGLE_FILE_SUFFIXES
     try:
-        if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-            config = options.get("config")
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(path), dtype=dtype, config=config, local_files_only=config is not None
-            )
+        if path.is_file() and single_file:
+            pipe = load_single_file(path, family, options, dtype)
         elif path.is_dir():
             pipe = DiffusionPipeline.from_pretrained(str(path), dtype=dtype)
-        elif path.suffix in SINGLE_FILE_SUFFIXES or source.startswith(("/", "./", "../")):
-            raise ModelUnavailable(f"model file or folder {source!r} does not exist")
+        elif single_file or source.startswith(("/", "./", "../")):
+            raise ModelUnavailable(
+                f"model file or folder {source!r} does not exist (a relative `source` is relative to the "
+                f"catalog file's folder)"
+            )
         else:
             pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype)
     except ModelUnavailable:
@@ -92,13 +95,13 @@ class DiffusersBackend:
         self.calls = 0  # pipeline calls made (one per batch): observable batching
         self.adapters = Adapters()
 
-    def pipeline(self, source: str, options: dict[str, Any]) -> Any:
+    def pipeline(self, source: str, options: dict[str, Any], family: str | None = None) -> Any:
         with self._lock:
             if source in self._pipes:
                 self._pipes.move_to_end(source)
                 return self._pipes[source]
             log.info("loading model %s on %s", source, self.device)
-            pipe = load_pipeline(source, self.device, options)
+            pipe = load_pipeline(source, self.device, options, family)
             self._pipes[source] = pipe
             while len(self._pipes) > self.max_loaded:
                 self._pipes.popitem(last=False)
@@ -109,7 +112,7 @@ class DiffusersBackend:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
         entry = request.model
-        base = self.pipeline(request.source, entry.options)
+        base = self.pipeline(request.source, entry.options, entry.family)
         width, height = request.width, request.height
         if entry.native_size:
             width, height = native_shape(width, height, entry.native_size, entry.multiple_of)

@@ -158,7 +158,13 @@ def test_native_text_to_image_is_deterministic_and_loras_change_it(
 @pytest.mark.parametrize("family", [f for f, (_, edits, _) in FAMILIES.items() if edits])
 def test_native_image_to_image_and_inpainting(server: tuple[str, dict[str, str]], family: str) -> None:
     source = png_bytes((SIZE, SIZE), (200, 40, 40))
-    common = {"prompt": "a blue square", "model": family, "seed": 5, "sourceImageUrl": data_uri(source)}
+    common = {
+        "prompt": "a blue square",
+        "model": family,
+        "seed": 5,
+        "size": f"{SIZE}x{SIZE}",
+        "sourceImageUrl": data_uri(source),
+    }
     i2i = create(server, **common, strength=0.7)
     inpaint = create(server, **common, maskImageUrl=data_uri(mask_png()))
     assert i2i.status_code == 201 and inpaint.status_code == 201, (i2i.text, inpaint.text)
@@ -190,6 +196,7 @@ def test_openai_generate_and_edit(server: tuple[str, dict[str, str]], family: st
         prompt="a yellow sun",
         image=("s.png", png_bytes((SIZE, SIZE)), "image/png"),
         mask=("m.png", mask_png(transparent=True), "image/png"),
+        size=f"{SIZE}x{SIZE}",  # type: ignore[arg-type]
         response_format="b64_json",
     )
     if FAMILIES[family][1]:

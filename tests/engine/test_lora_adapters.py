@@ -239,6 +239,8 @@ def test_adapters_are_tracked_per_live_pipeline(tmp_path: Path) -> None:
     fresh = Adapters()
     fresh.apply(pipe, [adapter])
     assert pipe.loads == 2 and fresh.loaded(pipe) == ["x"]
+    # A pipeline without diffusers' LoRA loader (PixArt-Σ, a custom one) runs its batches untouched.
+    fresh.apply(type("NoLoader", (), {})(), [])
 
 
 @pytest.mark.parametrize(

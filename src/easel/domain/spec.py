@@ -69,10 +69,6 @@ class LoraRef(BaseModel):
     name: str
     scale: float | None = None
 
-    @property
-    def label(self) -> str:
-        return f"{self.name}:{self.scale:g}" if self.scale is not None else self.name
-
 
 class GenerationSpec(BaseModel):
     """What to make. Field names are the canonical ones; `fields` maps them to the wire names for errors."""

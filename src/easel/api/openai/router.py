@@ -29,7 +29,6 @@ from easel.api.wire import STRING, json_object
 from easel.domain.errors import EaselError, NotFound, ValidationFailed
 from easel.domain.keys import Principal
 
-
 # What an SDK sends for extra_body={"loras": [...]} in a multipart body is `loras[][name]` fields.
 FORM_LORAS = (
     "in a multipart body, loras is one form field holding the JSON array as text "

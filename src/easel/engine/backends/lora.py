@@ -45,7 +45,10 @@ def adapter_name(adapter: Adapter) -> str:
 
 
 def _present(pipe: Any) -> set[str]:
-    """The adapter names the pipeline's modules hold."""
+    """The adapter names the pipeline's modules hold (none for a pipeline without diffusers' LoRA
+    loader: PixArt-Σ, custom pipelines)."""
+    if not hasattr(pipe, "get_list_adapters"):
+        return set()
     return {name for names in pipe.get_list_adapters().values() for name in names}
 
 
@@ -83,6 +86,8 @@ class Adapters:
         weights cannot be loaded (a missing file, a hub id not downloaded, weights for another family)."""
         with self._lock:
             loaded = self._loaded.setdefault(pipe, OrderedDict())
+            if not wanted and not loaded:  # never had one: nothing to ask the pipeline
+                return
             present = _present(pipe)
             for gone in [k for k in loaded if k not in present]:  # unloaded by someone else
                 del loaded[gone]

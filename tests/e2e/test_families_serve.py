@@ -210,6 +210,7 @@ def test_openai_generate_and_edit(server: tuple[str, dict[str, str]], family: st
 
 def test_what_a_family_cannot_do_is_a_400_in_each_dialect(server: tuple[str, dict[str, str]]) -> None:
     url, headers = server
+
     def total() -> int:
         return int(httpx.get(f"{url}/api/v1/generations", headers=headers).json()["pagination"]["total"])
 

@@ -56,7 +56,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
             text += "max_sequence_length = 32\n"
         text += f"[models.{family}.defaults]\nsteps = 2\n"
     text += (
-        "[models.flux-true-cfg]\nsource = \"flux\"\nmin_size = 16\nmax_size = 128\n"
+        '[models.flux-true-cfg]\nsource = "flux"\nmin_size = 16\nmax_size = 128\n'
         "max_sequence_length = 32\ntrue_cfg_scale = 3.0\n"
     )
     text += "[models.flux-true-cfg.defaults]\nsteps = 2\n"

@@ -12,14 +12,13 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pg_support import start_postgres, stop_postgres
+from pg_support import BACKENDS, fresh_database, start_postgres, stop_postgres
 from s3_support import s3_settings, start_rgw, stop_rgw
 from support import key_headers, write_catalog
 
@@ -40,8 +39,6 @@ def _patient_httpx() -> None:
 
 
 _patient_httpx()
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="session")
@@ -88,29 +85,6 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         stop_postgres(server)
-
-
-@contextmanager
-def fresh_database(kind: str, folder: Path, pg_url: str | None) -> Iterator[str]:
-    """A database URL of its own: a new SQLite file in `folder`, or a new PostgreSQL schema in the
-    server at `pg_url` (dropped afterwards)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'easel.db'}"
-        return
-    from sqlalchemy import create_engine, text
-
-    assert pg_url is not None
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in pg_url else "?"
-    try:
-        yield f"{pg_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -35,6 +35,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -340,3 +343,29 @@ def start_postgres() -> tuple[str, Throwaway | None]:
 def stop_postgres(server: Throwaway | None) -> None:
     if server is not None:
         stop_throwaway(server)
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def fresh_database(kind: str, folder: Path, pg_url: str | None) -> Iterator[str]:
+    """A database URL of its own: a new SQLite file in `folder`, or a new PostgreSQL schema in the
+    server at `pg_url` (dropped afterwards)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'easel.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    assert pg_url is not None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in pg_url else "?"
+    try:
+        yield f"{pg_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

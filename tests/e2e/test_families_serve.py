@@ -17,8 +17,8 @@ import openai
 import pytest
 from PIL import Image
 
-from conftest import BACKENDS, fresh_database
 from helpers import open_image, png_bytes
+from pg_support import BACKENDS, fresh_database
 from processes import easel_env, start_serve
 from tiny import (
     build_tiny_flux,

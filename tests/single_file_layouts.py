@@ -10,9 +10,9 @@ the keys a tiny model has, written from the original layouts, not from diffusers
 that it used every tensor. Loading the file back through Easel must then give the very weights it came
 from, which the tests see as the very same image.
 
-diffusers tells the text encoders in a file apart by their widths, so the SDXL and SD3 pipelines here
-have encoders of different widths (tests/tiny.py's have equal ones), and SD3's CLIP-L has an identity
-projection (SD3 files carry none; diffusers puts in the identity).
+diffusers tells the text encoders in a file apart by their widths, so the SDXL and SD3 pipelines the
+tests convert are tests/tiny.py's built with `clip_g_width=24` (SD3's CLIP-L then has an identity
+projection: SD3 files carry none, and diffusers puts in the identity).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from tiny import _clip, _clip_tokenizer, _t5, _vae, write_t5_tokenizer
 
 Tensors = dict[str, Any]
 
@@ -372,86 +370,3 @@ def config_folder(folder: Path, dest: Path, keep_weights: tuple[str, ...] = ()) 
 
     shutil.copytree(folder, dest, ignore=ignore)
     return dest
-
-
-# ---------------------------------------------------------------------------------------------------
-# Pipelines whose text encoders a file can tell apart
-
-
-def build_tiny_sdxl_distinct(folder: Path, seed: int = 0) -> Path:
-    """tests/tiny.build_tiny_sdxl with encoders of widths 16 (CLIP-L) and 24 (OpenCLIP-G, projected to
-    16), so diffusers tells the two apart in a checkpoint."""
-    import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=6 * 8 + 16,
-        cross_attention_dim=16 + 24,
-        norm_num_groups=4,
-    )
-    tokenizer = _clip_tokenizer(folder / "_tok")
-    pipe = StableDiffusionXLPipeline(
-        unet=unet,
-        vae=_vae(4),
-        text_encoder=_clip(tokenizer, 16),
-        text_encoder_2=_clip(tokenizer, 24, projection=16),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        scheduler=EulerDiscreteScheduler(
-            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
-        ),
-    )
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    return folder
-
-
-def build_tiny_sd3_distinct(folder: Path, seed: int = 0) -> Path:
-    """tests/tiny.build_tiny_sd3 with CLIP-L 16 wide (identity projection, as SD3 files imply) and
-    CLIP-G 24 wide (projected to 16), so diffusers tells them apart in a checkpoint."""
-    import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-
-    torch.manual_seed(seed)
-    transformer = SD3Transformer2DModel(
-        sample_size=16,
-        patch_size=1,
-        in_channels=16,
-        out_channels=16,
-        num_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=4,
-        caption_projection_dim=32,
-        joint_attention_dim=40,  # T5's width, to which the CLIP states (16 + 24) are padded
-        pooled_projection_dim=32,  # both CLIP projections, concatenated
-    )
-    tokenizer = _clip_tokenizer(folder / "_tok")
-    t5_tokenizer = write_t5_tokenizer(folder / "_t5tok")
-    clip_l = _clip(tokenizer, 16, projection=16)
-    with torch.no_grad():
-        clip_l.text_projection.weight.copy_(torch.eye(16))
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer,
-        vae=_vae(16, flow=True),
-        text_encoder=clip_l,
-        text_encoder_2=_clip(tokenizer, 24, projection=16),
-        text_encoder_3=_t5(len(t5_tokenizer), d_model=40),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        tokenizer_3=t5_tokenizer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-    )
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    return folder

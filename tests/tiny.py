@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from easel.domain.families import FAMILIES
 
 _SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
 
@@ -193,9 +196,10 @@ def _vae(latent_channels: int, flow: bool = False) -> Any:
     )
 
 
-def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
-    """A tiny StableDiffusionXLPipeline: two CLIP encoders (the second with a projection) and a UNet
-    with SDXL's text-time conditioning."""
+def build_tiny_sdxl(folder: Path, seed: int = 0, clip_g_width: int = 16) -> Path:
+    """A tiny StableDiffusionXLPipeline: two CLIP encoders (the second, `clip_g_width` wide, with a
+    projection to 16) and a UNet with SDXL's text-time conditioning. Single-file tests give the second
+    encoder another width than the first: diffusers tells a file's encoders apart by their widths."""
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -214,7 +218,7 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=6 * 8 + 16,  # six time ids x 8 + the pooled projection
-        cross_attention_dim=16 + 16,  # both encoders' hidden states, concatenated
+        cross_attention_dim=16 + clip_g_width,  # both encoders' hidden states, concatenated
         norm_num_groups=4,
     )
     tokenizer = _clip_tokenizer(folder / "_tok")
@@ -222,7 +226,7 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         unet=unet,
         vae=_vae(4),
         text_encoder=_clip(tokenizer, 16),
-        text_encoder_2=_clip(tokenizer, 16, projection=16),
+        text_encoder_2=_clip(tokenizer, clip_g_width, projection=16),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         scheduler=EulerDiscreteScheduler(
@@ -233,9 +237,11 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
-    """A tiny StableDiffusion3Pipeline: two CLIP encoders with projections, a T5 encoder and an MMDiT
-    transformer over 16-channel latents (as SD3's)."""
+def build_tiny_sd3(folder: Path, seed: int = 0, clip_g_width: int = 16) -> Path:
+    """A tiny StableDiffusion3Pipeline: two CLIP encoders with projections to 16 (CLIP-L 16 wide, CLIP-G
+    `clip_g_width`), a T5 encoder as wide as both and an MMDiT transformer over 16-channel latents (as
+    SD3's). With a CLIP-G of another width (single-file tests: diffusers tells a file's encoders apart
+    by their widths) CLIP-L's projection is the identity, as SD3 files imply (they carry none)."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
@@ -249,17 +255,21 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
-        joint_attention_dim=32,  # T5's width (the CLIP states, 16 + 16, are padded to it)
+        joint_attention_dim=16 + clip_g_width,  # T5's width (the CLIP states are padded to it)
         pooled_projection_dim=32,  # both CLIP projections, concatenated
     )
     tokenizer = _clip_tokenizer(folder / "_tok")
     t5_tokenizer = write_t5_tokenizer(folder / "_t5tok")
+    clip_l = _clip(tokenizer, 16, projection=16)
+    if clip_g_width != 16:
+        with torch.no_grad():
+            clip_l.text_projection.weight.copy_(torch.eye(16))
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         vae=_vae(16, flow=True),
-        text_encoder=_clip(tokenizer, 16, projection=16),
-        text_encoder_2=_clip(tokenizer, 16, projection=16),
-        text_encoder_3=_t5(len(t5_tokenizer)),
+        text_encoder=clip_l,
+        text_encoder_2=_clip(tokenizer, clip_g_width, projection=16),
+        text_encoder_3=_t5(len(t5_tokenizer), d_model=16 + clip_g_width),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         tokenizer_3=t5_tokenizer,
@@ -370,3 +380,35 @@ def build_tiny_lora(pipeline_folder: Path, out_folder: Path, family: str, seed: 
     key = "unet_lora_layers" if component == "unet" else "transformer_lora_layers"
     pipeline_class.save_lora_weights(str(out_folder), **{key: layers}, weight_name=LORA_FILE)
     return out_folder / LORA_FILE
+
+
+# ---------------------------------------------------------------------------------------------------
+# The families' tiny pipelines, for the tests that run every family
+
+
+def _build_tiny_flux_schnell(folder: Path, seed: int = 0) -> Path:
+    return build_tiny_flux(folder, seed, guidance_embeds=False)
+
+
+FAMILY_BUILDERS: dict[str, Callable[..., Path]] = {
+    "sd": build_tiny_sd,
+    "sdxl": build_tiny_sdxl,
+    "sd3": build_tiny_sd3,
+    "flux": build_tiny_flux,
+    "flux-schnell": _build_tiny_flux_schnell,
+    "pixart-sigma": build_tiny_pixart_sigma,
+}
+# At another batch size CPU kernels may round the last bit differently: after 8-bit quantisation that is
+# at most a level or two on a few pixels (docs/architecture.md, "Batching and determinism").
+BATCH_MAX_LEVELS = 2
+BATCH_MAX_SHARE = 0.02
+
+
+def tiny_entry(name: str, source: str, family: str, extra: str = "", **defaults: float) -> str:
+    """The catalog TOML of a tiny pipeline of `family` at `source`: sizes 16..128, two steps, T5
+    prompts as long as the tiny tokenizer's (`max_sequence_length`), `extra` lines, more defaults."""
+    text = f'[models.{name}]\nsource = "{source}"\nmin_size = 16\nmax_size = 128\n{extra}'
+    if FAMILIES[family].max_sequence_length is not None:
+        text += f"max_sequence_length = {TINY_T5_MAX_LENGTH}\n"
+    text += f"[models.{name}.defaults]\nsteps = 2\n"
+    return text + "".join(f"{k} = {v}\n" for k, v in defaults.items())

@@ -17,30 +17,19 @@ import openai
 import pytest
 from PIL import Image
 
+from easel.domain.families import FAMILIES as FAMILY_TABLE
+from easel.domain.families import Task
 from helpers import open_image, png_bytes
 from pg_support import BACKENDS, fresh_database
 from processes import easel_env, start_serve
-from tiny import (
-    build_tiny_flux,
-    build_tiny_lora,
-    build_tiny_pixart_sigma,
-    build_tiny_sd,
-    build_tiny_sd3,
-    build_tiny_sdxl,
-)
+from tiny import FAMILY_BUILDERS, build_tiny_lora, tiny_entry
 
 pytestmark = pytest.mark.slow
 
 SIZE = 32
-# family -> (builder, has image-to-image and inpainting, takes LoRAs)
-FAMILIES: dict[str, tuple[Any, bool, bool]] = {
-    "sd": (build_tiny_sd, True, True),
-    "sdxl": (build_tiny_sdxl, True, True),
-    "sd3": (build_tiny_sd3, True, True),
-    "flux": (build_tiny_flux, True, True),
-    "pixart-sigma": (build_tiny_pixart_sigma, False, False),
-}
-LORA_FAMILIES = [f for f, (_, _, loras) in FAMILIES.items() if loras]
+FAMILIES = ["sd", "sdxl", "sd3", "flux", "pixart-sigma"]
+EDIT_FAMILIES = [f for f in FAMILIES if Task.INPAINT in FAMILY_TABLE[f].tasks]
+LORA_FAMILIES = [f for f in FAMILIES if FAMILY_TABLE[f].loras]
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +37,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny pipelines, two LoRAs for each LoRA family, and a catalog of them all."""
     root = tmp_path_factory.mktemp("families-serve")
     text = 'default_model = "sd"\n'
-    for family, (build, _, _) in FAMILIES.items():
-        build(root / family)
-        text += (
-            f'[models.{family}]\nsource = "{family}"\nmin_size = 16\nmax_size = 128\ncredits_per_image = 1\n'
-        )
-        if family in ("sd3", "flux", "pixart-sigma"):
-            text += "max_sequence_length = 32\n"
-        text += f"[models.{family}.defaults]\nsteps = 2\n"
+    for family in FAMILIES:
+        FAMILY_BUILDERS[family](root / family)
+        text += tiny_entry(family, family, family, "credits_per_image = 1\n")
     for family in LORA_FAMILIES:
         for n, seed in (("a", 1), ("b", 2)):
             build_tiny_lora(root / family, root / f"lora-{family}-{n}", family, seed)
@@ -131,7 +115,7 @@ def sdk(server: tuple[str, dict[str, str]]) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=headers["Authorization"].removeprefix("Bearer "))
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_native_text_to_image_is_deterministic_and_loras_change_it(
     server: tuple[str, dict[str, str]], family: str
 ) -> None:
@@ -155,7 +139,7 @@ def test_native_text_to_image_is_deterministic_and_loras_change_it(
         assert done[2]["credits"] == 1.5 and done[0]["credits"] == 1
 
 
-@pytest.mark.parametrize("family", [f for f, (_, edits, _) in FAMILIES.items() if edits])
+@pytest.mark.parametrize("family", EDIT_FAMILIES)
 def test_native_image_to_image_and_inpainting(server: tuple[str, dict[str, str]], family: str) -> None:
     source = png_bytes((SIZE, SIZE), (200, 40, 40))
     common = {
@@ -176,7 +160,7 @@ def test_native_image_to_image_and_inpainting(server: tuple[str, dict[str, str]]
     assert painted.getpixel((16, 16)) != (200, 40, 40)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_openai_generate_and_edit(server: tuple[str, dict[str, str]], family: str) -> None:
     client = sdk(server)
     extra: dict[str, Any] = {"seed": 3}
@@ -199,7 +183,7 @@ def test_openai_generate_and_edit(server: tuple[str, dict[str, str]], family: st
         size=f"{SIZE}x{SIZE}",  # type: ignore[arg-type]
         response_format="b64_json",
     )
-    if FAMILIES[family][1]:
+    if family in EDIT_FAMILIES:
         edited = edit()
         assert edited.data and edited.data[0].b64_json
     else:

@@ -4,9 +4,7 @@ image-to-image and inpainting where the family has them, and stopping mid-way.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,47 +17,22 @@ from easel.engine.backends.base import BatchRequest, ImageTask, Interrupted
 from easel.engine.backends.diffusers import DiffusersBackend, call_arguments
 from easel.engine.batch import BatchPart, build_batch
 from easel.settings import Settings, load_catalog
-from tiny import (
-    build_tiny_flux,
-    build_tiny_pixart_sigma,
-    build_tiny_sd,
-    build_tiny_sd3,
-    build_tiny_sdxl,
-)
+from tiny import BATCH_MAX_LEVELS, BATCH_MAX_SHARE, FAMILY_BUILDERS, tiny_entry
 
 pytestmark = pytest.mark.slow
 
 SIZE = 32
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "sd": build_tiny_sd,
-    "sdxl": build_tiny_sdxl,
-    "sd3": build_tiny_sd3,
-    "flux": build_tiny_flux,
-    "flux-schnell": lambda folder: build_tiny_flux(folder, guidance_embeds=False),
-    "pixart-sigma": build_tiny_pixart_sigma,
-}
-FAMILIES = list(BUILDERS)
-# At another batch size CPU kernels may round the last bit differently: after 8-bit quantisation that is
-# at most a level or two on a few pixels (docs/architecture.md, "Batching and determinism").
-BATCH_MAX_LEVELS = 2
-BATCH_MAX_SHARE = 0.02
+FAMILIES = list(FAMILY_BUILDERS)
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     root = tmp_path_factory.mktemp("families")
     text = ""
-    for family, build in BUILDERS.items():
+    for family, build in FAMILY_BUILDERS.items():
         build(root / family)
-        text += f'[models.{family}]\nsource = "{family}"\nmin_size = 16\nmax_size = 128\n'
-        if family in ("sd3", "flux", "flux-schnell", "pixart-sigma"):
-            text += "max_sequence_length = 32\n"
-        text += f"[models.{family}.defaults]\nsteps = 2\n"
-    text += (
-        '[models.flux-true-cfg]\nsource = "flux"\nmin_size = 16\nmax_size = 128\n'
-        "max_sequence_length = 32\ntrue_cfg_scale = 3.0\n"
-    )
-    text += "[models.flux-true-cfg.defaults]\nsteps = 2\n"
+        text += tiny_entry(family, family, family)
+    text += tiny_entry("flux-true-cfg", "flux", "flux", "true_cfg_scale = 3.0\n")
     (root / "catalog.toml").write_text(text)
     return load_catalog(root / "catalog.toml")
 

@@ -6,7 +6,6 @@ cannot be loaded is ModelUnavailable."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,21 +21,12 @@ from easel.engine.backends.diffusers import DiffusersBackend
 from easel.engine.backends.lora import Adapters, adapter_name
 from easel.engine.batch import BatchPart, build_batch
 from easel.settings import Settings, load_catalog
-from tiny import build_tiny_flux, build_tiny_lora, build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
+from tiny import BATCH_MAX_LEVELS, BATCH_MAX_SHARE, FAMILY_BUILDERS, build_tiny_lora, tiny_entry
 
 pytestmark = pytest.mark.slow
 
 SIZE = 32
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "sd": build_tiny_sd,
-    "sdxl": build_tiny_sdxl,
-    "sd3": build_tiny_sd3,
-    "flux": build_tiny_flux,
-}
-FAMILIES = list(BUILDERS)
-# At another batch size CPU kernels may round the last bit differently (docs/architecture.md).
-BATCH_MAX_LEVELS = 2
-BATCH_MAX_SHARE = 0.02
+FAMILIES = ["sd", "sdxl", "sd3", "flux"]
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +35,9 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     LoRAs whose weights are missing, not LoRA weights at all, or for another family."""
     root = tmp_path_factory.mktemp("loras")
     text = ""
-    for family, build in BUILDERS.items():
-        build(root / family)
-        text += f'[models.{family}]\nsource = "{family}"\nmin_size = 16\nmax_size = 128\n'
-        if family in ("sd3", "flux"):
-            text += "max_sequence_length = 32\n"
-        text += f"[models.{family}.defaults]\nsteps = 2\nstrength = 0.7\n"
+    for family in FAMILIES:
+        FAMILY_BUILDERS[family](root / family)
+        text += tiny_entry(family, family, family, strength=0.7)
         for n, seed in (("a", 1), ("b", 2)) if family == "sd" else (("a", 1),):
             file = build_tiny_lora(root / family, root / f"lora-{family}-{n}", family, seed)
             # -a by its file, -b by its folder

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,16 +30,19 @@ class Made:
 
 def _make(root: Path, family: str) -> Made:
     """Build the family's tiny pipeline, write its single file and its config folder next to it."""
+    import functools
+
     import torch
     from diffusers import DiffusionPipeline
 
     import single_file_layouts as layouts
-    from tiny import build_tiny_flux, build_tiny_sd
+    from tiny import build_tiny_flux, build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
 
-    builders = {
+    # SDXL's and SD3's second CLIP encoder wider than the first: a file's encoders are told by width
+    builders: dict[str, tuple[Any, Any, tuple[str, ...]]] = {
         "sd": (build_tiny_sd, layouts.sd_checkpoint, ()),
-        "sdxl": (layouts.build_tiny_sdxl_distinct, layouts.sdxl_checkpoint, ()),
-        "sd3": (layouts.build_tiny_sd3_distinct, layouts.sd3_checkpoint, ()),
+        "sdxl": (functools.partial(build_tiny_sdxl, clip_g_width=24), layouts.sdxl_checkpoint, ()),
+        "sd3": (functools.partial(build_tiny_sd3, clip_g_width=24), layouts.sd3_checkpoint, ()),
         # a FLUX.1 file is the transformer alone: the folder keeps the VAE's and encoders' weights
         "flux": (build_tiny_flux, None, ("vae", "text_encoder", "text_encoder_2")),
     }

@@ -24,6 +24,7 @@ from easel.service.idempotency import Idempotency
 from easel.service.library import LibraryService
 from easel.service.links import LinkService
 from easel.service.metrics import MetricsService
+from easel.service.models import ModelAdminService
 from easel.service.ratelimit import DatabaseRateLimiter, MemoryRateLimiter, RateLimiter
 from easel.service.webhooks import WebhookDispatcher, WebhookService
 from easel.settings import Settings
@@ -34,10 +35,12 @@ from easel.store import migrate
 from easel.store.db import make_engine
 from easel.store.idempotency import IdempotencyStore
 from easel.store.keys import KeyStore
+from easel.store.model_requests import ModelRequestStore
 from easel.store.notify import Doorbell
 from easel.store.outbox import WebhookStore
 from easel.store.queue import JobQueue
 from easel.store.repository import Repository
+from easel.store.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from easel.engine.backends.base import Backend
@@ -113,6 +116,14 @@ class Runtime:
             idempotency=Idempotency(idempotency),
             events=events,
             metrics=MetricsService(engine),
+            models=ModelAdminService(
+                settings,
+                catalog,
+                ModelRequestStore(engine),
+                WorkerRegistry(engine),
+                doorbell,
+                default_project_id,
+            ),
             catalog_mtime=_mtime(settings.catalog),
         )
         return cls(

@@ -18,6 +18,7 @@ from easel.service.idempotency import Idempotency
 from easel.service.library import LibraryService
 from easel.service.links import LinkService
 from easel.service.metrics import MetricsService
+from easel.service.models import ModelAdminService
 from easel.service.webhooks import WebhookService
 from easel.settings import Settings
 
@@ -46,6 +47,7 @@ WebhooksDep = Annotated[WebhookService, Depends(_member("webhooks"))]
 IdempotencyDep = Annotated[Idempotency, Depends(_member("idempotency"))]
 EventsDep = Annotated[EventHub, Depends(_member("events"))]
 MetricsDep = Annotated[MetricsService, Depends(_member("metrics"))]
+ModelsDep = Annotated[ModelAdminService, Depends(_member("models"))]
 SettingsDep = Annotated[Settings, Depends(_member("settings"))]
 
 

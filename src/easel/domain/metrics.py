@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from easel.domain.model_requests import LoadedModel
+
 
 @dataclass(frozen=True)
 class QueueRow:
@@ -42,3 +44,4 @@ class WorkerRecord:
     models: list[str]
     started_at: datetime
     last_seen_at: datetime
+    loaded: tuple[LoadedModel, ...] | None = None  # what it reports it has loaded; None: never reported

@@ -3,6 +3,11 @@
 Runs as a thread inside `easel serve` or as the main loop of `easel worker`. It never polls for new
 jobs: it sleeps on its doorbell until a job is queued, waking on its own only to rescue jobs whose
 worker died (at the earliest lease expiry, or every `idle_check_seconds`).
+
+Between batches (never during a pipeline call) it performs the admin's load / unload requests addressed
+to it (store/model_requests.py; the doorbell rings for them too), and it reports what its backends hold
+loaded in its `workers` row whenever that changes: after such a request (before marking it done) and
+after a batch that loaded a model lazily.
 """
 
 from __future__ import annotations
@@ -32,14 +37,17 @@ from easel.domain.failures import (
 )
 from easel.domain.families import Task
 from easel.domain.generation import ImageFile, Status
+from easel.domain.model_requests import LoadedModel, ModelRequest
 from easel.engine.backends import make_backend
 from easel.engine.backends.base import Backend, BatchRequest, Interrupted, ModelUnavailable
 from easel.engine.batch import BatchPart, build_batch, image_seeds
+from easel.engine.sources import model_source, resolved_entry
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.keys import generated_image_key
+from easel.store.model_requests import ModelRequestStore
 from easel.store.notify import Doorbell
 from easel.store.queue import ClaimedJob, JobQueue
 from easel.store.repository import Repository, new_id
@@ -95,6 +103,8 @@ class Worker:
         self.models = [self.catalog.resolve(m).name for m in settings.worker_models] or None
         self.stats = WorkerStats()
         self.registry = WorkerRegistry(queue.engine)
+        self.requests = ModelRequestStore(queue.engine)
+        self._reported: list[LoadedModel] | None = None  # the loaded state last written to the row
         self._started_at = utcnow()
         self._last_seen = 0.0
         self._stop = threading.Event()
@@ -119,6 +129,8 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     self.report_alive()
+                    self.report_loaded()
+                    self.run_model_requests()
                     if not self.run_once():
                         self._listener.wait(self._idle_timeout())
                     failures = 0
@@ -130,6 +142,7 @@ class Worker:
         finally:
             self._listener.close()
             try:
+                self.requests.abandon(self.id)  # what it has not done, nobody will: lost
                 self.registry.remove(self.id)
             except Exception:
                 log.exception("could not remove the worker's heartbeat row")
@@ -176,7 +189,84 @@ class Worker:
         if not jobs:
             return False
         self._run_batch(jobs)
+        self.report_loaded()  # the batch may have loaded its model (or evicted another)
         return True
+
+    # -- load / unload requests, loaded state ----------------------------------------------------------
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """What this worker's backends hold loaded, each with the catalog entries that share it (a
+        backend that cannot tell, one without `loaded()`, adds nothing)."""
+        out: list[LoadedModel] = []
+        for name, backend in sorted(self._backends.items()):
+            loaded = getattr(backend, "loaded", None)
+            if loaded is None:
+                continue
+            for item in loaded():
+                models = tuple(
+                    e.name
+                    for e in self.catalog.models.values()
+                    if e.backend == name and model_source(self.catalog, e) == item.source
+                )
+                out.append(LoadedModel(item.source, models, item.since, item.memory_bytes))
+        return out
+
+    def report_loaded(self, *, force: bool = False) -> None:
+        """Write what is loaded to this worker's row when it changed since the last write (or `force`).
+        A database error is logged; the next call tries again."""
+        try:
+            now = self.loaded_models()
+            if (force or now != self._reported) and self.registry.report_loaded(self.id, now):
+                self._reported = now
+        except Exception:
+            log.exception("could not report the loaded models")
+
+    def run_model_requests(self) -> int:
+        """Perform this worker's queued load / unload requests, oldest first; returns how many ran. The
+        heartbeat goes on while a load takes long; the loaded state is written before a request is
+        marked done, so whoever sees it done also sees the model loaded (or unloaded)."""
+        done = 0
+        for request in self.requests.queued_for(self.id):
+            if self._stop.is_set():
+                break
+            if not self.requests.start(request.id):  # marked lost meanwhile
+                continue
+            beat = _Heartbeat(self.queue, [], self.settings.heartbeat_interval, on_beat=self.report_alive)
+            beat.start()
+            try:
+                error = self._perform(request)
+            finally:
+                beat.stop()
+            self.report_loaded(force=True)
+            try:
+                self.requests.finish(request.id, error)
+            except Exception:
+                log.exception("could not record the end of model request %s", request.id)
+            done += 1
+        return done
+
+    def _perform(self, request: ModelRequest) -> str | None:
+        """Load or unload the request's model; the error to record, None when it went well."""
+        log.info("model request %s: %s %s", request.id, request.action.value, request.model)
+        try:
+            entry = self.catalog.resolve(request.model)
+        except EaselError:
+            return f"model {request.model!r} is not in this worker's catalog"
+        try:
+            backend = self.backend(entry)
+            act = getattr(backend, request.action.value, None)
+            if act is None:
+                return f"backend {entry.backend!r} cannot {request.action.value} models on request"
+            handed = resolved_entry(self.catalog, entry).model_copy(
+                update={"source": model_source(self.catalog, entry)}
+            )
+            act(handed)
+        except ModelUnavailable as e:  # written for people: what to download or fix
+            return str(e)
+        except Exception as e:
+            log.exception("model request %s (%s %s) failed", request.id, request.action.value, entry.name)
+            return f"{type(e).__name__}: {e}"
+        return None
 
     # -- one batch -------------------------------------------------------------------------------------
 
@@ -435,7 +525,8 @@ class _Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.queue.heartbeat(list(self.jobs))
+                if self.jobs:  # none while a model loads: only the worker's own row is refreshed
+                    self.queue.heartbeat(list(self.jobs))
             except Exception:
                 log.exception("heartbeat failed")
             self.on_beat()

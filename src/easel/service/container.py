@@ -17,6 +17,7 @@ from easel.service.idempotency import Idempotency
 from easel.service.library import LibraryService
 from easel.service.links import LinkService
 from easel.service.metrics import MetricsService
+from easel.service.models import ModelAdminService
 from easel.service.webhooks import WebhookService
 from easel.settings import Settings
 
@@ -34,4 +35,5 @@ class Services:
     idempotency: Idempotency
     events: EventHub
     metrics: MetricsService
+    models: ModelAdminService  # the server admin's load / unload of models (service/models.py)
     catalog_mtime: int  # when the catalog file last changed (GET /v1/models `created`)

@@ -261,4 +261,24 @@ workers = Table(
     Column("models", JSON, nullable=False),  # [] = every model
     Column("started_at", UTCDateTime(), nullable=False),
     Column("last_seen_at", UTCDateTime(), nullable=False, index=True),
+    # What the worker reports it has loaded (store/workers.py): [{source, models, since, memory_bytes}];
+    # None until it first reports.
+    Column("loaded", JSON),
+)
+
+# Load / unload requests of the server admin (store/model_requests.py, service/models.py): one row per
+# (request, worker), performed by that worker between batches.
+model_requests = Table(
+    "model_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("model", String(200), nullable=False),  # the catalog's canonical name
+    Column("action", String(16), nullable=False),  # load | unload
+    Column("worker_id", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed | lost
+    Column("error", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Index("ix_model_requests_worker_status", "worker_id", "status"),
+    Index("ix_model_requests_created", "created_at"),
 )

@@ -1,8 +1,8 @@
-"""Admin and usage routes of the native API: projects, keys, usage report.
+"""Admin and usage routes of the native API: projects, keys, usage report, models.
 
 An admin key manages its own project's keys; an admin key of the `local` project (the server owner,
 created on first start) manages every project and alone sets budgets and rate limits (the rules are in
-service/admin.py).
+service/admin.py), and alone lists, loads and unloads models on the workers (service/models.py).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import anyio
 from fastapi import Query
 from pydantic import Field
 
-from easel.api.deps import AdminDep
+from easel.api.deps import AdminDep, ModelsDep
 from easel.api.native.common import Admin, UsageRead, native_router
-from easel.api.native.protocol import key_json, project_json
+from easel.api.native.protocol import key_json, model_request_json, models_overview_json, project_json
 from easel.api.wire import MAX_COUNT, MAX_CREDITS, CamelWire, DateTime
 from easel.domain.keys import DEFAULT_SCOPES
+from easel.domain.model_requests import ModelAction
 
 router = native_router(tag="admin")
 
@@ -97,6 +98,28 @@ async def list_keys(
 async def revoke_key(key_id: str, admin: AdminDep, caller: Admin) -> dict[str, Any]:
     revoked = await anyio.to_thread.run_sync(admin.revoke_key, caller, key_id)
     return {"success": True, "data": key_json(revoked)}
+
+
+@router.get("/admin/models")
+async def list_models(models: ModelsDep, caller: Admin) -> dict[str, Any]:
+    """Every catalog entry with its load state on each live worker that serves it, the live workers,
+    the latest load / unload requests and the latest lost ones (server admin only)."""
+    overview = await anyio.to_thread.run_sync(models.overview, caller)
+    return {"success": True, "data": models_overview_json(overview)}
+
+
+@router.post("/admin/models/{name}/load", status_code=202)
+async def load_model(name: str, models: ModelsDep, caller: Admin) -> dict[str, Any]:
+    """Ask every live worker serving the model to load it (one request each, performed between batches)."""
+    made = await anyio.to_thread.run_sync(models.request, caller, name, ModelAction.LOAD)
+    return {"success": True, "data": [model_request_json(r) for r in made]}
+
+
+@router.post("/admin/models/{name}/unload", status_code=202)
+async def unload_model(name: str, models: ModelsDep, caller: Admin) -> dict[str, Any]:
+    """Ask every live worker serving the model to drop it and free its memory."""
+    made = await anyio.to_thread.run_sync(models.request, caller, name, ModelAction.UNLOAD)
+    return {"success": True, "data": [model_request_json(r) for r in made]}
 
 
 @router.get("/usage")

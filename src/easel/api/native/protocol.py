@@ -15,9 +15,12 @@ from easel.domain.families import Task
 from easel.domain.generation import Generation, Image, Status
 from easel.domain.inputs import ImageInput, Role
 from easel.domain.keys import KeyInfo, ProjectInfo
+from easel.domain.metrics import WorkerRecord
+from easel.domain.model_requests import LoadedModel, ModelRequest
 from easel.domain.spec import MAX_SEED, GenerationSpec, OutputFormat
 from easel.domain.urls import MAX_URL_LENGTH, is_http_url
 from easel.domain.webhooks import Endpoint, GenerationEvent, Message
+from easel.service.models import ModelsOverview, ModelState
 
 # Canonical status -> the generations document's names (it has no canceled; we add it).
 STATUS_NAMES: dict[Status, str] = {
@@ -284,6 +287,73 @@ def project_json(p: ProjectInfo) -> dict[str, Any]:
         "budgetCredits": p.budget_credits,
         "rateLimitPerHour": p.rate_limit_per_hour,
         "recordParameters": p.record_parameters,
+    }
+
+
+def model_request_json(r: ModelRequest) -> dict[str, Any]:
+    """A load / unload request (GET and POST /api/v1/admin/models...)."""
+    return {
+        "id": r.id,
+        "model": r.model,
+        "action": r.action.value,
+        "workerId": r.worker_id,
+        "status": r.status.value,
+        "error": r.error,
+        "createdAt": iso(r.created_at),
+        "finishedAt": iso(r.finished_at),
+    }
+
+
+def _loaded_json(m: LoadedModel) -> dict[str, Any]:
+    return {
+        "source": m.source,
+        "models": list(m.models),
+        "since": iso(m.since),
+        "memoryBytes": m.memory_bytes,
+    }
+
+
+def _worker_json(w: WorkerRecord) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "hostname": w.hostname,
+        "pid": w.pid,
+        "models": w.models,
+        "startedAt": iso(w.started_at),
+        "lastSeenAt": iso(w.last_seen_at),
+        "loaded": None if w.loaded is None else [_loaded_json(m) for m in w.loaded],
+    }
+
+
+def _model_state_json(m: ModelState) -> dict[str, Any]:
+    e = m.entry
+    return {
+        "name": e.name,
+        "family": e.family,
+        "source": e.source,
+        "backend": e.backend,
+        "tasks": [t.value for t in e.tasks],
+        "aliases": e.aliases,
+        "workers": [
+            {
+                "workerId": w.worker_id,
+                "loaded": w.loaded,
+                "since": iso(w.since),
+                "memoryBytes": w.memory_bytes,
+            }
+            for w in m.workers
+        ],
+    }
+
+
+def models_overview_json(o: ModelsOverview) -> dict[str, Any]:
+    """GET /api/v1/admin/models: the catalog with each model's state on each live worker serving it,
+    the live workers, the latest requests and the latest lost ones."""
+    return {
+        "models": [_model_state_json(m) for m in o.models],
+        "workers": [_worker_json(w) for w in o.workers],
+        "requests": [model_request_json(r) for r in o.requests],
+        "lost": [model_request_json(r) for r in o.lost],
     }
 
 

@@ -1,9 +1,12 @@
-"""The backend contract. A worker hands a backend one batch of compatible images and gets PIL images."""
+"""The backend contract. A worker hands a backend one batch of compatible images and gets PIL images,
+and, between batches, asks it to load or unload a model (the admin's load / unload requests) and what
+it holds loaded."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from PIL.Image import Image as PILImage
@@ -61,6 +64,26 @@ class BatchRequest:
     loras: tuple[Adapter, ...] = ()  # applied to every image of the batch (part of the batch key)
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A model a backend holds in memory: the source it was loaded from, since when, and how many bytes
+    its weights take where that is cheap to know (None otherwise)."""
+
+    source: str
+    since: datetime
+    memory_bytes: int | None = None
+
+
 class Backend(Protocol):
     def generate(self, request: BatchRequest, on_step: StepCallback) -> list[PILImage]:
         """One image per item, in order, at exactly (width, height)."""
+
+    def load(self, model: ModelEntry) -> None:
+        """Load the model into the backend's cache now (nothing to do when it is there). `model` is the
+        entry as the worker hands it over: `source` and the paths in `options` resolved."""
+
+    def unload(self, model: ModelEntry) -> bool:
+        """Drop the model (the pipeline of its source) and free its memory; False if it was not loaded."""
+
+    def loaded(self) -> list[Loaded]:
+        """What the backend holds loaded now."""

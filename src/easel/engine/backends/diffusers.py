@@ -8,19 +8,21 @@ batch, on any device.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import threading
 from collections import OrderedDict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from PIL.Image import Image as PILImage
 
-from easel.domain.catalog import SINGLE_FILE_SUFFIXES
+from easel.domain.catalog import SINGLE_FILE_SUFFIXES, ModelEntry
 from easel.domain.families import FAMILIES, Guidance, Task
-from easel.engine.backends.base import BatchRequest, Interrupted, ModelUnavailable, StepCallback
+from easel.engine.backends.base import BatchRequest, Interrupted, Loaded, ModelUnavailable, StepCallback
 from easel.engine.backends.lora import Adapters
 from easel.imaging import resample_filter
 from easel.settings import Settings
@@ -94,6 +96,9 @@ class DiffusersBackend:
         self._lock = threading.Lock()
         self.calls = 0  # pipeline calls made (one per batch): observable batching
         self.adapters = Adapters()
+        self._seen: dict[
+            Any, tuple[int, Loaded]
+        ] = {}  # cache key -> (id of its pipeline, what loaded() says)
 
     def pipeline(self, source: str, options: dict[str, Any], family: str | None = None) -> Any:
         with self._lock:
@@ -106,6 +111,45 @@ class DiffusersBackend:
             while len(self._pipes) > self.max_loaded:
                 self._pipes.popitem(last=False)
             return pipe
+
+    # -- load / unload on request (the admin's, between batches), what is loaded ---------------------
+
+    def load(self, model: ModelEntry) -> None:
+        """The model's pipeline into the cache (the least recently used one leaves when it is full)."""
+        self.pipeline(model.source, model.options, model.family)
+        self.loaded()  # note when it arrived
+
+    def unload(self, model: ModelEntry) -> bool:
+        """Drop the pipeline of the model's source and free its memory (the garbage collector, and the
+        CUDA / MPS caching allocator's unused blocks). Entries sharing the source share the pipeline,
+        so they are unloaded too."""
+        with self._lock:
+            keys = [k for k in self._pipes if _source_of(k) == model.source]
+            dropped = [self._pipes.pop(k) for k in keys]
+            for k in keys:
+                self._seen.pop(k, None)
+        if not dropped:
+            return False
+        log.info("unloading model %s", model.source)
+        del dropped
+        free_memory(self.device)
+        return True
+
+    def loaded(self) -> list[Loaded]:
+        """The pipelines in the cache, each with the time this backend first saw it there (its load) and
+        the bytes of its modules' weights."""
+        with self._lock:
+            pipes = list(self._pipes.items())
+            for gone in set(self._seen) - set(self._pipes):
+                del self._seen[gone]
+            out = []
+            for key, pipe in pipes:
+                known = self._seen.get(key)
+                if known is None or known[0] != id(pipe):
+                    known = (id(pipe), Loaded(_source_of(key), datetime.now(UTC), pipeline_bytes(pipe)))
+                    self._seen[key] = known
+                out.append(known[1])
+        return out
 
     def generate(self, request: BatchRequest, on_step: StepCallback) -> list[PILImage]:
         import torch
@@ -159,6 +203,44 @@ class DiffusersBackend:
         if request.task is Task.INPAINT:
             out = [keep_outside_mask(im, it) for im, it in zip(out, items, strict=True)]
         return out
+
+
+def _source_of(key: Any) -> str:
+    """The source of a pipeline cache key (the source itself, or a tuple that starts with it)."""
+    return key if isinstance(key, str) else str(key[0])
+
+
+def pipeline_bytes(pipe: Any) -> int | None:
+    """The bytes of a pipeline's weights (parameters and buffers of its torch modules, each tensor
+    counted once); None when it has no torch modules to count."""
+    import torch
+
+    components = getattr(pipe, "components", None)
+    if not isinstance(components, dict):
+        return None
+    seen: set[int] = set()
+    total = 0
+    for component in components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for t in [*component.parameters(), *component.buffers()]:
+            ptr = t.data_ptr()
+            if ptr and ptr in seen:
+                continue
+            seen.add(ptr)
+            total += t.numel() * t.element_size()
+    return total or None
+
+
+def free_memory(device: str) -> None:
+    """Return what dropped pipelines held: collect them now, then empty the accelerator's cache."""
+    gc.collect()
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.startswith("mps") and getattr(torch, "mps", None) is not None:
+        torch.mps.empty_cache()
 
 
 class _Stop(Exception):

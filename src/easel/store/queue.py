@@ -266,3 +266,17 @@ class JobQueue:
                 .limit(1)
             ).scalar()
             return value
+
+    def held(self, jobs: Sequence[ClaimedJob]) -> set[str]:
+        """The ids of `jobs` this worker still holds (running under its lease token), read without a
+        write: the cancel watcher's check (engine/worker.py) when a cancel rings."""
+        if not jobs:
+            return set()
+        tokens = {j.id: j.lease_token for j in jobs}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(generations.c.id, generations.c.lease_token).where(
+                    generations.c.id.in_(list(tokens)), generations.c.status == Status.RUNNING.value
+                )
+            ).all()
+        return {r.id for r in rows if tokens[r.id] == r.lease_token}

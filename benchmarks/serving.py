@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> list[Load]:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-builtin", action="store_true", help="skip the built-in model")
     ap.add_argument("--waves", action="store_true", help="also 1024x1024 batch 8 with photo-like content")
+    ap.add_argument("--sizes", default="256,1024", help="simulated sizes (comma-separated)")
     ap.add_argument("--quick", action="store_true", help="64x64, 2 steps, a few jobs: the script runs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> list[Load]:
         trees.insert(0, ("baseline", Path(args.baseline)))
     step_seconds = 0.025
     steps = 4
-    sizes = [256, 1024]
+    sizes = [int(x) for x in args.sizes.split(",")]
     sim_loads = [(1, 1), (8, 8), (8, 16)]  # (batch, clients)
     seconds, warmup, idle_probes = args.seconds, 2, 200
     if args.quick:

@@ -11,8 +11,8 @@ bounded (the batch in the pipeline, the one being stored, POST_QUEUE_DEPTH waiti
 thread extends the leases of every job not yet ended, in the pipeline or in post-processing, and is the
 cancel watcher: between beats it waits on the CANCELS doorbell (and NOTIFY on PostgreSQL) and, when
 rung, reads which of its jobs it still holds; the step callback reads that in memory. Progress reaches
-the database at most every PROGRESS_INTERVAL seconds per batch (plus the first and last step); the
-in-process events (SSE, `Prefer: wait`) still get every step.
+the database at the first step, then at most every PROGRESS_INTERVAL seconds per batch (completion sets
+the last step); the in-process events (SSE, `Prefer: wait`) still get every step.
 
 Between batches (never during a pipeline call) it performs the admin's load / unload requests addressed
 to it (store/model_requests.py; the doorbell rings for them too), and it reports what its backends hold
@@ -72,10 +72,12 @@ log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = 0.5  # the worker loop's first pause after an error; doubled while errors repeat
 MAX_BACKOFF_SECONDS = 30.0
-PROGRESS_INTERVAL = 0.25  # a batch's progress is written at most this often (and at its first and last step)
+PROGRESS_INTERVAL = 0.25  # a batch's progress is written at its first step, then at most this often
 POST_QUEUE_DEPTH = 1  # finished batches waiting for post-processing at most (one more is being stored)
 POST_IDLE_SECONDS = 1.0  # the post-processing thread ends after this long without work (restarts on demand)
 STAGES = ("db", "inputs", "generate", "encode", "store")  # thread CPU time is counted by these stages
+GATHER_FRACTION = 0.25  # a claim waits for a batch as large as the last at most this part of its call...
+GATHER_MAX_SECONDS = 0.25  # ...and at most this long
 
 
 class StorageFault(Exception):
@@ -169,6 +171,8 @@ class Worker:
             queue, watcher, settings.heartbeat_interval, on_beat=self.report_alive, stats=self.stats
         )
         self._post = _PostProcessor(POST_QUEUE_DEPTH)
+        self._last_images = 0  # images of the last pipeline call that returned, and its wall time
+        self._last_call_seconds = 0.0
 
     def backend(self, entry: ModelEntry) -> Backend:
         if entry.backend not in self._backends:
@@ -189,6 +193,7 @@ class Worker:
                     self.report_alive()
                     self.report_loaded()
                     self.run_model_requests()
+                    self._gather()
                     if not self._next_batch():
                         self._listener.wait(self._idle_timeout())
                     failures = 0
@@ -246,6 +251,26 @@ class Worker:
         ran = self._next_batch()
         self._post.drain()
         return ran
+
+    def _gather(self) -> None:
+        """Before a claim, while fewer images are queued than the last batch had: wait for more (each
+        create rings the doorbell), up to GATHER_FRACTION of the last pipeline call and at most
+        GATHER_MAX_SECONDS. A pipeline call costs about the same for one image as for a full batch on
+        an accelerator; without this, the claim that follows a batch at once (its post-processing runs
+        beside it) would take the first of the clients coming back alone. Nothing waits after a batch
+        of one image, nor when the queue already holds a batch as large."""
+        want = min(self._last_images, self.settings.max_batch_images)
+        if want <= 1:
+            return
+        deadline = time.monotonic() + min(GATHER_MAX_SECONDS, GATHER_FRACTION * self._last_call_seconds)
+        while not self._stop.is_set():
+            with self.stats.cpu("db"):
+                if self.queue.queued_images(self.models) >= want:
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._listener.wait(remaining)
 
     def _next_batch(self) -> bool:
         """Claim a batch and run its pipeline call; its post-processing may still be going on."""
@@ -417,8 +442,8 @@ class Worker:
 
         The step callback costs no database round trip at most steps: a cancel (or a takeover) is read
         from the lease keeper's lost set in memory, the deadline from the clock; progress is written
-        at the first step, then at most every PROGRESS_INTERVAL seconds, and at the last step (that
-        fenced write also drops a job no longer held)."""
+        at the first step (it records the total), then at most every PROGRESS_INTERVAL seconds (that
+        fenced write also drops a job no longer held); the completion records the last step."""
         started = time.monotonic()
         active = list(jobs)
         timeout = timedelta(seconds=self.settings.job_timeout_seconds)
@@ -440,7 +465,7 @@ class Worker:
                         self.queue.fail(j, DEADLINE_EXCEEDED, message)
                     active[:] = [j for j in active if j not in late]
                 clock = time.monotonic()
-                if active and (not written or step >= total or clock - written[-1] >= PROGRESS_INTERVAL):
+                if active and (not written or clock - written[-1] >= PROGRESS_INTERVAL):
                     held = self.queue.progress(active, step, total)
                     written[:] = [clock]
                     self.stats.add(progress_writes=1)
@@ -481,6 +506,7 @@ class Worker:
             self.stats.add_busy("generate", time.monotonic() - started)
 
         elapsed_ms = int((time.monotonic() - started) * 1000)
+        self._last_images, self._last_call_seconds = len(images), time.monotonic() - started
         self.stats.batches += 1
         self.stats.jobs += len(jobs)
         self.stats.last_batch_jobs = len(jobs)

@@ -280,3 +280,14 @@ class JobQueue:
                 )
             ).all()
         return {r.id for r in rows if tokens[r.id] == r.lease_token}
+
+    def queued_images(self, models: Sequence[str] | None) -> int:
+        """Images waiting in queued jobs (of `models`, when given): the worker's batch gathering asks it
+        before a claim (engine/worker.py, `_gather`)."""
+        q = select(func.coalesce(func.sum(generations.c.n), 0)).where(
+            generations.c.status == Status.QUEUED.value, generations.c.deleted_at.is_(None)
+        )
+        if models:
+            q = q.where(generations.c.model.in_(list(models)))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)

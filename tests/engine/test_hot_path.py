@@ -328,3 +328,39 @@ def test_the_in_process_worker_reports_its_stage_times_on_metrics(client: Any) -
         assert ("easel_worker_cpu_seconds_total", stage) in samples
     assert samples[("easel_worker_cpu_seconds_total", "encode")] > 0
     assert samples[("easel_worker_busy_seconds_total", "generate")] > 0
+
+
+def test_a_claim_after_a_batch_waits_for_the_clients_coming_back(runtime: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(worker_module, "GATHER_MAX_SECONDS", 2.0)  # room for a loaded machine
+    backend = Sleepy(0.25)  # 4 steps: 1 s a call, so a claim may wait up to 0.25 s for a full batch
+    worker = runtime.make_worker(backend=backend)
+    first = [make(runtime, f"first {i}", size="64x64", steps=4) for i in range(4)]
+    thread = run_in_thread(worker)
+    try:
+        wait_for(lambda: len(backend.calls) == 1, 60, "the first batch")
+        # The four clients come back one by one; without gathering the first would run alone.
+        later = []
+        for i in range(4):
+            later.append(make(runtime, f"later {i}", size="64x64", steps=4))
+            time.sleep(0.03)
+        wait_for(lambda: all(get(runtime, j.id).status is Status.SUCCEEDED for j in first + later), 60, "all")
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert [len(prompts) for _, _, prompts in backend.calls] == [4, 4]
+
+
+def test_gathering_waits_only_after_a_batch_of_several_images(runtime: Any) -> None:
+    worker = runtime.make_worker(backend=Sleepy(0.01))
+    worker._last_images, worker._last_call_seconds = 1, 1.0
+    started = time.monotonic()
+    worker._gather()  # after a batch of one image: no wait (batch 1 keeps its latency)
+    assert time.monotonic() - started < 0.05
+    worker._last_images, worker._last_call_seconds = 4, 0.4
+    started = time.monotonic()
+    worker._gather()  # nothing queued: waits a quarter of the last call, then claims what there is
+    assert 0.1 - 0.01 <= time.monotonic() - started < 1.0
+    make(runtime, "a", size="64x64", n=4)
+    started = time.monotonic()
+    worker._gather()  # a batch as large as the last is queued: no wait
+    assert time.monotonic() - started < 0.1

@@ -17,18 +17,22 @@ signed link), then GET of the image's signed link (the download).
   sleep schedule and pictures called in a loop in this process, no server.
 - **built-in model** (models/builtin, 256x256, its 20 steps and guidance 6): batch 1 (1 client) and
   batch 8 (8 clients); "alone": a raw diffusers loop in this process (the pipeline called with 1 or 8
-  prompts, one generator per image, Lanczos upscale to 256 like the backend), measured before the
-  servers start, with the same threads.
+  prompts, one generator per image, Lanczos upscale to 256 like the backend), with the same threads,
+  measured just before and just after each load (the mean; the server sits idle meanwhile), so that
+  both see the same machine.
 
-Images/s counts the downloads that completed within the window (`--seconds`, after a warm-up). CPU ms
+Images/s counts the downloads that completed within the window (`--seconds`, and at least two
+batches' images, after a warm-up). "jobs per call": the worker's mean batch (from its counters). CPU ms
 per image: the server process's CPU (/proc) over the window divided by the images completed, split by
-the worker's own stage counters from GET /metrics (`easel_worker_cpu_seconds_total{stage}`; trees without
-them show "-"): DB (the worker's claims, progress, completions, heartbeats), decode (the backend call as
-its calling thread sees it: the simulated backend making pixels; torch's own threads are not in it),
-encode (PNG), store (blob writes); HTTP is the rest of the server process (routes, the API's own
-database work, the event loop). "client" is this process (the clients and the probes). Latency: GET
-/api/v1/generations/{id} and the list (`?limit=20`), p50 and p99, idle and while the worker is
-saturated (during the 1024x1024 batch-8 load with 16 clients, and the built-in model's batch 8).
+the worker's own stage counters from GET /metrics (`easel_worker_cpu_seconds_total{stage}`; trees
+without them show "-"): DB (the worker's claims, progress, completions, heartbeats), decode (the
+backend call as its calling thread sees it: the simulated backend making pixels), encode (PNG), store
+(blob writes); HTTP is the rest of the server process (routes, the API's own database work, the event
+loop). With the built-in model, decode is torch's compute in the worker's thread and torch's other
+thread lands in the rest, so HTTP is not split out there ("-"). "client" is this process (the clients
+and the probes). Latency: GET /api/v1/generations/{id} and the list (`?limit=20`), p50 and p99, idle
+and while the worker is saturated (during the 1024x1024 batch-8 load with 16 clients, and the built-in
+model's batch 8).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import simulated  # noqa: E402
 
 PROMPT = "a large red circle on a blue background"
 STAGES = ("db", "inputs", "generate", "encode", "store")
+PROBE_EVERY = 0.02  # seconds between two latency probes (a GET and a list)
 
 
 @dataclass
@@ -209,7 +214,7 @@ def idle_latency(url: str, gid: str, n: int) -> dict[str, float]:
     """The probes with nothing else going on (the same pace as under load)."""
     out: dict[str, list[float]] = {"get": [], "list": []}
     stop = threading.Event()
-    t = threading.Thread(target=probe, args=(url, gid, stop, out, 0.05))
+    t = threading.Thread(target=probe, args=(url, gid, stop, out, PROBE_EVERY))
     t.start()
     while len(out["list"]) < n:
         time.sleep(0.02)
@@ -258,7 +263,7 @@ def run_load(
     stop_probe = threading.Event()
     prober = None
     if probe_gid is not None:
-        prober = threading.Thread(target=probe, args=(server.url, probe_gid, stop_probe, probes, 0.05))
+        prober = threading.Thread(target=probe, args=(server.url, probe_gid, stop_probe, probes, PROBE_EVERY))
         prober.start()
 
     def loop(c: httpx.Client) -> None:
@@ -334,36 +339,41 @@ def simulated_alone(
     return calls * batch / (time.monotonic() - t0)
 
 
-def builtin_alone(threads: int, batches: dict[int, int]) -> dict[int, float]:
-    """Raw diffusers on the built-in model: images/s at each batch size (calls per size given)."""
-    import torch
-    from diffusers import DiffusionPipeline
-    from PIL import Image
+class RawBuiltin:
+    """Raw diffusers on the built-in model in this process: `rate(k)` is images/s with k prompts per
+    call, measured when asked (next to the server's load, so both see the same machine)."""
 
-    torch.set_num_threads(threads)
-    pipe = DiffusionPipeline.from_pretrained(str(ROOT / "models" / "builtin"))
-    pipe.set_progress_bar_config(disable=True)
+    def __init__(self, threads: int) -> None:
+        import torch
+        from diffusers import DiffusionPipeline
 
-    def call(k: int, first_seed: int) -> None:
-        images = pipe(
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.pipe = DiffusionPipeline.from_pretrained(str(ROOT / "models" / "builtin"))
+        self.pipe.set_progress_bar_config(disable=True)
+        self.call(1, 0)  # warm-up
+
+    def call(self, k: int, first_seed: int) -> None:
+        from PIL import Image
+
+        images = self.pipe(
             [PROMPT] * k,
             num_inference_steps=20,
             guidance_scale=6.0,
             height=32,
             width=32,
-            generator=[torch.Generator().manual_seed(first_seed + i) for i in range(k)],
+            generator=[self.torch.Generator().manual_seed(first_seed + i) for i in range(k)],
         ).images
         for im in images:
             im.resize((256, 256), Image.Resampling.LANCZOS)
 
-    out = {}
-    for k, calls in batches.items():
-        call(k, 0)  # warm-up
-        t0 = time.monotonic()
-        for j in range(calls):
-            call(k, 100 + j * k)
-        out[k] = calls * k / (time.monotonic() - t0)
-    return out
+    def rate(self, k: int, seconds: float) -> float:
+        self.call(k, 0)
+        t0, calls = time.monotonic(), 0
+        while calls < 2 or time.monotonic() - t0 < seconds:
+            self.call(k, 100 + calls * k)
+            calls += 1
+        return calls * k / (time.monotonic() - t0)
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -398,7 +408,7 @@ def main(argv: list[str] | None = None) -> list[Load]:
     steps = 4
     sizes = [int(x) for x in args.sizes.split(",")]
     sim_loads = [(1, 1), (8, 8), (8, 16)]  # (batch, clients)
-    seconds, warmup, idle_probes = args.seconds, 2, 200
+    seconds, warmup, idle_probes = args.seconds, 2, 300
     if args.quick:
         step_seconds, steps, sizes, seconds, warmup, idle_probes = 0.01, 2, [64], 1.5, 1, 10
         sim_loads = [(1, 1), (8, 8)]
@@ -418,10 +428,8 @@ def main(argv: list[str] | None = None) -> list[Load]:
                     alone[(content, size, batch)] = simulated_alone(
                         size, batch, steps, step_seconds, calls, content
                     )
-        builtin_raw: dict[int, float] = {}
-        if not args.no_builtin:
-            builtin_raw = builtin_alone(args.threads, {1: 12, 8: 4})
-        print(f"backend alone: simulated {alone}, built-in {builtin_raw}", flush=True)
+        raw = None if args.no_builtin else RawBuiltin(args.threads)
+        print(f"backend alone: simulated {alone}", flush=True)
 
         for label, src in trees:
             for content in contents:
@@ -459,8 +467,14 @@ def main(argv: list[str] | None = None) -> list[Load]:
                         if batch == 8:
                             idle[f"{label}/builtin"] = idle_latency(server.url, gid, idle_probes)
                         load = Load(label, "builtin", 256, batch, clients)
+                        assert raw is not None  # measured just before and just after the load: same machine
+                        before = raw.rate(batch, args.builtin_seconds / 2)
                         run_load(server, load, body, args.builtin_seconds, 1, gid if batch == 8 else None)
-                        load.alone_per_s = round(builtin_raw[batch], 3)
+                        after = raw.rate(batch, args.builtin_seconds / 2)
+                        load.alone_per_s = round((before + after) / 2, 3)
+                        print(
+                            f"raw built-in, batch {batch}: {before:.3f} before, {after:.3f} after", flush=True
+                        )
                         load.ratio = round(load.images_per_s / load.alone_per_s, 3)
                         loads.append(load)
                         print(json.dumps(asdict(load)), flush=True)

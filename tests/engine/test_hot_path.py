@@ -352,11 +352,13 @@ def test_a_claim_after_a_batch_waits_for_the_clients_coming_back(runtime: Any, m
 
 def test_gathering_waits_only_after_a_batch_of_several_images(runtime: Any) -> None:
     worker = runtime.make_worker(backend=Sleepy(0.01))
-    worker._last_images, worker._last_call_seconds = 1, 1.0
+    worker._recent_images.extend([1, 1])
+    worker._last_call_seconds = 1.0
     started = time.monotonic()
-    worker._gather()  # after a batch of one image: no wait (batch 1 keeps its latency)
+    worker._gather()  # after batches of one image: no wait (batch 1 keeps its latency)
     assert time.monotonic() - started < 0.05
-    worker._last_images, worker._last_call_seconds = 4, 0.4
+    worker._recent_images.extend([4, 2])  # the largest recent batch counts, not the last
+    worker._last_call_seconds = 0.4
     started = time.monotonic()
     worker._gather()  # nothing queued: waits a quarter of the last call, then claims what there is
     assert 0.1 - 0.01 <= time.monotonic() - started < 1.0

@@ -76,8 +76,9 @@ PROGRESS_INTERVAL = 0.25  # a batch's progress is written at its first step, the
 POST_QUEUE_DEPTH = 1  # finished batches waiting for post-processing at most (one more is being stored)
 POST_IDLE_SECONDS = 1.0  # the post-processing thread ends after this long without work (restarts on demand)
 STAGES = ("db", "inputs", "generate", "encode", "store")  # thread CPU time is counted by these stages
-GATHER_FRACTION = 0.25  # a claim waits for a batch as large as the last at most this part of its call...
+GATHER_FRACTION = 0.25  # a claim waits for a batch as large as recent ones at most this part of a call...
 GATHER_MAX_SECONDS = 0.25  # ...and at most this long
+GATHER_MEMORY = 8  # "recent": the largest of the last this many pipeline calls
 
 
 class StorageFault(Exception):
@@ -171,8 +172,8 @@ class Worker:
             queue, watcher, settings.heartbeat_interval, on_beat=self.report_alive, stats=self.stats
         )
         self._post = _PostProcessor(POST_QUEUE_DEPTH)
-        self._last_images = 0  # images of the last pipeline call that returned, and its wall time
-        self._last_call_seconds = 0.0
+        self._recent_images: deque[int] = deque(maxlen=GATHER_MEMORY)  # images of recent pipeline calls
+        self._last_call_seconds = 0.0  # the wall time of the last one
 
     def backend(self, entry: ModelEntry) -> Backend:
         if entry.backend not in self._backends:
@@ -253,13 +254,16 @@ class Worker:
         return ran
 
     def _gather(self) -> None:
-        """Before a claim, while fewer images are queued than the last batch had: wait for more (each
-        create rings the doorbell), up to GATHER_FRACTION of the last pipeline call and at most
-        GATHER_MAX_SECONDS. A pipeline call costs about the same for one image as for a full batch on
-        an accelerator; without this, the claim that follows a batch at once (its post-processing runs
-        beside it) would take the first of the clients coming back alone. Nothing waits after a batch
-        of one image, nor when the queue already holds a batch as large."""
-        want = min(self._last_images, self.settings.max_batch_images)
+        """Before a claim, while fewer images are queued than the largest of the last GATHER_MEMORY
+        batches had: wait for more (each create rings the doorbell), up to GATHER_FRACTION of the last
+        pipeline call and at most GATHER_MAX_SECONDS. A pipeline call costs about the same for one image
+        as for a full batch on an accelerator (and much more than an eighth of it on a CPU); without
+        this, the claim that follows a batch at once (its post-processing runs beside it) would take
+        the first of the clients coming back alone, and a closed loop of 8 clients would settle into
+        batches of 4 (the largest recent batch, not the last, keeps it from settling there). Nothing
+        waits while recent batches held one image (batch 1 keeps its latency), nor when the queue
+        already holds a batch as large."""
+        want = min(max(self._recent_images, default=0), self.settings.max_batch_images)
         if want <= 1:
             return
         deadline = time.monotonic() + min(GATHER_MAX_SECONDS, GATHER_FRACTION * self._last_call_seconds)
@@ -506,7 +510,8 @@ class Worker:
             self.stats.add_busy("generate", time.monotonic() - started)
 
         elapsed_ms = int((time.monotonic() - started) * 1000)
-        self._last_images, self._last_call_seconds = len(images), time.monotonic() - started
+        self._recent_images.append(len(images))
+        self._last_call_seconds = time.monotonic() - started
         self.stats.batches += 1
         self.stats.jobs += len(jobs)
         self.stats.last_batch_jobs = len(jobs)

@@ -62,7 +62,7 @@ import simulated  # noqa: E402
 
 PROMPT = "a large red circle on a blue background"
 STAGES = ("db", "inputs", "generate", "encode", "store")
-PROBE_EVERY = 0.02  # seconds between two latency probes (a GET and a list)
+PROBE_EVERY = 0.05  # seconds between two latency probes (a GET and a list)
 
 
 @dataclass

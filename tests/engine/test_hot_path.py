@@ -332,6 +332,7 @@ def test_the_in_process_worker_reports_its_stage_times_on_metrics(client: Any) -
 
 def test_a_claim_after_a_batch_waits_for_the_clients_coming_back(runtime: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(worker_module, "GATHER_MAX_SECONDS", 2.0)  # room for a loaded machine
+    monkeypatch.setattr(worker_module, "GATHER_QUIET_SECONDS", 1.0)
     backend = Sleepy(0.25)  # 4 steps: 1 s a call, so a claim may wait up to 0.25 s for a full batch
     worker = runtime.make_worker(backend=backend)
     first = [make(runtime, f"first {i}", size="64x64", steps=4) for i in range(4)]
@@ -362,6 +363,10 @@ def test_gathering_waits_only_after_a_batch_of_several_images(runtime: Any) -> N
     started = time.monotonic()
     worker._gather()  # nothing queued: waits a quarter of the last call, then claims what there is
     assert 0.1 - 0.01 <= time.monotonic() - started < 1.0
+    worker._last_call_seconds = 100.0
+    started = time.monotonic()
+    worker._gather()  # a long call: no job comes in, so the quiet period ends the wait
+    assert worker_module.GATHER_QUIET_SECONDS - 0.01 <= time.monotonic() - started < 0.9
     make(runtime, "a", size="64x64", n=4)
     started = time.monotonic()
     worker._gather()  # a batch as large as the last is queued: no wait

@@ -76,8 +76,9 @@ PROGRESS_INTERVAL = 0.25  # a batch's progress is written at its first step, the
 POST_QUEUE_DEPTH = 1  # finished batches waiting for post-processing at most (one more is being stored)
 POST_IDLE_SECONDS = 1.0  # the post-processing thread ends after this long without work (restarts on demand)
 STAGES = ("db", "inputs", "generate", "encode", "store")  # thread CPU time is counted by these stages
-GATHER_FRACTION = 0.25  # a claim waits for a batch as large as recent ones at most this part of a call...
-GATHER_MAX_SECONDS = 0.25  # ...and at most this long
+GATHER_FRACTION = 0.25  # a claim waits for a batch as large as recent ones at most this part of a call,
+GATHER_MAX_SECONDS = 1.0  # at most this long,
+GATHER_QUIET_SECONDS = 0.1  # and no longer than this after the last job came in (or since it began)
 GATHER_MEMORY = 8  # "recent": the largest of the last this many pipeline calls
 
 
@@ -256,25 +257,30 @@ class Worker:
     def _gather(self) -> None:
         """Before a claim, while fewer images are queued than the largest of the last GATHER_MEMORY
         batches had: wait for more (each create rings the doorbell), up to GATHER_FRACTION of the last
-        pipeline call and at most GATHER_MAX_SECONDS. A pipeline call costs about the same for one image
-        as for a full batch on an accelerator (and much more than an eighth of it on a CPU); without
-        this, the claim that follows a batch at once (its post-processing runs beside it) would take
-        the first of the clients coming back alone, and a closed loop of 8 clients would settle into
-        batches of 4 (the largest recent batch, not the last, keeps it from settling there). Nothing
-        waits while recent batches held one image (batch 1 keeps its latency), nor when the queue
-        already holds a batch as large."""
+        pipeline call, at most GATHER_MAX_SECONDS, and only while jobs keep coming (GATHER_QUIET_SECONDS
+        without one ends it: a lone request after a busy spell waits that long at most).
+
+        A pipeline call costs about the same for one image as for a full batch on an accelerator (and
+        much more than an eighth of it on a CPU); without this, the claim that follows a batch at once
+        (its post-processing runs beside it) would take the first of the clients coming back alone, and
+        a closed loop of 8 clients would settle into batches of 4 (the largest recent batch, not the
+        last, keeps it from settling there). Nothing waits while recent batches held one image (batch 1
+        keeps its latency), nor when the queue already holds a batch as large."""
         want = min(max(self._recent_images, default=0), self.settings.max_batch_images)
         if want <= 1:
             return
-        deadline = time.monotonic() + min(GATHER_MAX_SECONDS, GATHER_FRACTION * self._last_call_seconds)
+        now = time.monotonic()
+        deadline = now + min(GATHER_MAX_SECONDS, GATHER_FRACTION * self._last_call_seconds)
+        quiet = now + GATHER_QUIET_SECONDS
         while not self._stop.is_set():
             with self.stats.cpu("db"):
                 if self.queue.queued_images(self.models) >= want:
                     return
-            remaining = deadline - time.monotonic()
+            remaining = min(deadline, quiet) - time.monotonic()
             if remaining <= 0:
                 return
-            self._listener.wait(remaining)
+            if self._listener.wait(remaining):
+                quiet = time.monotonic() + GATHER_QUIET_SECONDS
 
     def _next_batch(self) -> bool:
         """Claim a batch and run its pipeline call; its post-processing may still be going on."""

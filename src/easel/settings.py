@@ -108,6 +108,16 @@ class Settings(BaseSettings):
         "memory", description="memory: one process; database: shared by every API process."
     )
     idempotency_ttl_hours: float = Field(24.0, gt=0, description="How long Idempotency-Key records are kept.")
+    max_queued_per_key: int = Field(
+        0,
+        ge=0,
+        description="Queued generations a key may have at once (its maxQueued overrides); 0 = no cap.",
+    )
+    max_queued_per_project: int = Field(
+        1000,
+        ge=0,
+        description="Queued generations a project may have at once (its maxQueued overrides); 0 = no cap.",
+    )
 
     # Image inputs by URL (service/fetch.py; docs/security.md)
     # NoDecode: the env value is a comma list (split by `_split`), not JSON.

@@ -231,6 +231,10 @@ def keys_create(
     expires_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
     rate_limit: Annotated[int | None, typer.Option(help="Requests per window (0 = unlimited).")] = None,
     budget: Annotated[float | None, typer.Option(help="Credits this key may spend.")] = None,
+    max_queued: Annotated[
+        int | None,
+        typer.Option(min=0, help="Queued generations this key may have at once (0 = no cap of its own)."),
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed once and stored only as a hash."""
     from datetime import timedelta
@@ -248,7 +252,13 @@ def keys_create(
     project_id = runtime.repo.ensure_project(project)
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     plaintext, info = runtime.keys.create(
-        project_id, name, scopes, expires_at=expires, rate_limit_per_hour=rate_limit, budget_credits=budget
+        project_id,
+        name,
+        scopes,
+        expires_at=expires,
+        rate_limit_per_hour=rate_limit,
+        budget_credits=budget,
+        max_queued=max_queued,
     )
     typer.echo(plaintext)
     typer.echo(

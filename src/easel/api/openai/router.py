@@ -52,6 +52,8 @@ def render_error(err: EaselError) -> Response:
         code = "invalid_api_key"
     elif status == 402:  # OpenAI reports an exhausted quota as a 429
         status, kind, code = 429, "insufficient_quota", "insufficient_quota"
+    elif status == 429 and code == "queue_limit_exceeded":  # too many queued jobs: not a request rate
+        kind = "requests"
     elif status == 429:
         kind, code = "requests", "rate_limit_exceeded"
     elif status >= 500:

@@ -33,9 +33,11 @@ async def generate(
     spec: GenerationSpec,
     inputs: Sequence[ImageInput],
     fmt: ResponseFormat,
+    scheduling: dict[str, Any],
 ) -> dict[str, Any]:
+    """`scheduling`: what the X-Easel-Priority and Cancel-After headers ask for (api/scheduling.py)."""
     generations = svc.generations
-    spec = scheduled(request, spec)  # X-Easel-Priority, Cancel-After
+    spec = scheduled(spec, scheduling)
     gen = await anyio.to_thread.run_sync(generations.submit, principal, spec, inputs)
     timeout = svc.settings.openai_timeout_seconds
     gen = await generations.wait(principal.project_id, gen.id, timeout, capped=False)

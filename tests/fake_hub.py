@@ -69,12 +69,12 @@ class FakeHub:
         self.repos[repo_id] = repo
         return repo
 
-    def downloads(self, repo_id: str) -> list[str]:
-        """The paths of `repo_id` whose bytes were fetched (GET /resolve/), in order."""
+    def downloads(self, repo_id: str, since: int = 0) -> list[str]:
+        """The paths of `repo_id` whose bytes were fetched (GET /resolve/), in order, from request number
+        `since` on."""
         prefix = f"/{repo_id}/resolve/"
-        return [
-            p[len(prefix) :].split("/", 1)[1] for m, p in self.requests if m == "GET" and p.startswith(prefix)
-        ]
+        found = [p for m, p in self.requests[since:] if m == "GET" and p.startswith(prefix)]
+        return [p[len(prefix) :].split("/", 1)[1] for p in found]
 
     def start(self) -> FakeHub:
         self._thread.start()

@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -343,12 +342,11 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _check_family(family: str | None, allowed: Sequence[str] | None = None) -> None:
+def _check_family(family: str | None) -> None:
     from easel.domain.families import family_names
 
-    known = list(allowed or family_names())
-    if family is not None and family not in known:
-        _fail(f"unknown family {family!r} for --family; one of: {', '.join(known)}")
+    if family is not None and family not in family_names():
+        _fail(f"unknown family {family!r} for --family; one of: {', '.join(family_names())}")
 
 
 def _added(catalog: Path, name: str, block: str, family: str | None) -> None:
@@ -452,7 +450,9 @@ def models_add(
             _fail(
                 f"a single-file checkpoint does not say which model it is: pass --family (one of {loadable})"
             )
-        _check_family(family, SINGLE_FILE_FAMILIES)
+        if family not in SINGLE_FILE_FAMILIES:
+            _check_family(family)
+            _fail(f"family {family} has no single-file loader (one of {loadable}): add its diffusers folder")
         if config is None or not (config.expanduser() / "model_index.json").is_file():
             given = "" if config is None else f" ({config} has no model_index.json)"
             _fail(

@@ -1,4 +1,4 @@
-"""The `easel` command: serve, worker, generate, db upgrade, models list."""
+"""The `easel` command: serve, worker, generate, db upgrade, keys, models list / pull / add."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -23,7 +23,10 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model catalog: list it, pull a model from the Hugging Face Hub, add one on this machine.",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
@@ -321,6 +324,159 @@ def models_list() -> None:
             ", ".join(lo.name for lo in catalog.loras_for(m)),
         )
     Console().print(table)
+
+
+CatalogOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog", help="The catalog file to add to (default: EASEL_CATALOG, else models/catalog.toml)."
+    ),
+]
+NameOption = Annotated[
+    str | None, typer.Option(help="The model's name in the catalog (default: from the id or path).")
+]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _check_family(family: str | None) -> None:
+    from easel.domain.families import family_names
+
+    if family is not None and family not in family_names():
+        _fail(f"unknown family {family!r} for --family; one of: {', '.join(family_names())}")
+
+
+def _added(catalog: Path, name: str, block: str, family: str | None) -> None:
+    typer.echo(f"added model {name!r} to {catalog}:\n\n{block}")
+    if family is None:
+        typer.echo(
+            "its family is unknown (a pipeline Easel does not know): it runs with the generic arguments and "
+            "without the family's checks; set `family` in the entry if you know it"
+        )
+    typer.echo(
+        f'use it:  easel generate "a prompt" --model {name}\n'
+        f"         (a running `easel serve` or `easel worker` reads the catalog when it starts: restart it)"
+    )
+
+
+@models_app.command("pull")
+def models_pull(
+    hub_id: Annotated[str, typer.Argument(help="The model's Hugging Face Hub id (owner/name).")],
+    revision: Annotated[str | None, typer.Option(help="A branch, tag or commit (default: main).")] = None,
+    name: NameOption = None,
+    variant: Annotated[
+        str | None, typer.Option(help="A weights variant, e.g. fp16 (default: the default weights).")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Override the family read from the model's files.")
+    ] = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Download a diffusers pipeline from the Hugging Face Hub (only the files it loads) into the Hugging
+    Face cache (HF_HOME) and add it to the catalog, pinned to the commit downloaded."""
+    from huggingface_hub import constants
+
+    from easel.engine.catalog_file import CatalogFileError, add_model, check_new_name, default_name
+    from easel.engine.hub import HubError, pull
+
+    path = catalog or Settings().catalog
+    model = name or default_name(hub_id)
+    _check_family(family)
+    try:
+        check_new_name(path, model)
+        at = f" at {revision}" if revision else ""
+        typer.echo(f"pulling {hub_id}{at} from {constants.ENDPOINT} into {constants.HF_HUB_CACHE}", err=True)
+        pulled = pull(hub_id, revision, variant)
+        typer.echo(
+            f"{len(pulled.files)} files ({pulled.size / 1e6:.1f} MB) of {hub_id} at commit {pulled.revision} "
+            f"in {pulled.folder}"
+        )
+        fields: dict[str, Any] = {
+            "source": hub_id,
+            "revision": pulled.revision,
+            "family": family or pulled.family,
+            "description": f"{hub_id} from the Hugging Face Hub",
+            "options": {"variant": variant} if variant else None,
+        }
+        block = add_model(path, model, fields, comment=f"easel models pull {hub_id}{at}")
+    except (HubError, CatalogFileError) as e:
+        _fail(e.message)
+    _added(path, model, block, fields["family"])
+
+
+@models_app.command("add")
+def models_add(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A diffusers folder (with model_index.json) or a .safetensors / .ckpt file."),
+    ],
+    name: NameOption = None,
+    family: Annotated[
+        str | None,
+        typer.Option(help="The family (a single file needs it; a folder's is read from its files)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="For a single file: a diffusers folder of the same model, for its configs."),
+    ] = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Add a model on this machine to the catalog: a diffusers folder, or a single-file checkpoint with
+    --family and --config (docs/models.md, single-file checkpoints)."""
+    from easel.domain.catalog import SINGLE_FILE_FAMILIES, SINGLE_FILE_SUFFIXES, is_single_file
+    from easel.engine.catalog_file import CatalogFileError, add_model, catalog_path_for, default_name
+    from easel.engine.sources import folder_family
+
+    catalog_file = catalog or Settings().catalog
+    target = path.expanduser()
+    suffixes = " / ".join(SINGLE_FILE_SUFFIXES)
+    fields: dict[str, Any] = {}
+    if target.is_dir():
+        if config is not None:
+            _fail("--config is for a single-file checkpoint; a diffusers folder has its own configs")
+        if not (target / "model_index.json").is_file():
+            _fail(
+                f"{path} is not a diffusers folder (it has no model_index.json); a single checkpoint file is "
+                f"added with --family and --config"
+            )
+        _check_family(family)
+        fields = {"source": catalog_path_for(target, catalog_file), "family": family or folder_family(target)}
+    elif target.is_file() and is_single_file(target.name):
+        loadable = ", ".join(SINGLE_FILE_FAMILIES)
+        if family is None:
+            _fail(
+                f"a single-file checkpoint does not say which model it is: pass --family (one of {loadable})"
+            )
+        if family not in SINGLE_FILE_FAMILIES:
+            _check_family(family)
+            _fail(f"family {family} has no single-file loader (one of {loadable}): add its diffusers folder")
+        if config is None or not (config.expanduser() / "model_index.json").is_file():
+            given = "" if config is None else f" ({config} has no model_index.json)"
+            _fail(
+                f"a single-file checkpoint takes its configs from a diffusers folder of the same model: pass "
+                f"--config FOLDER, a folder with its model_index.json and component configs{given}"
+            )
+        fields = {
+            "source": catalog_path_for(target, catalog_file),
+            "family": family,
+            "options": {"config": catalog_path_for(config, catalog_file)},
+        }
+    elif target.exists():
+        _fail(f"{path} is neither a diffusers folder nor a single-file checkpoint ({suffixes})")
+    else:
+        _fail(
+            f"{path} does not exist: give a diffusers folder or a {suffixes} file on this machine "
+            f"(a model on the Hugging Face Hub is pulled with `easel models pull OWNER/NAME`)"
+        )
+    model = name or default_name(target.stem if target.is_file() else target.resolve().name)
+    try:
+        block = add_model(catalog_file, model, fields, comment=f"easel models add {path}")
+    except CatalogFileError as e:
+        _fail(e.message)
+    _added(catalog_file, model, block, fields["family"])
 
 
 def _version() -> str:

@@ -85,6 +85,9 @@ class ModelEntry(BaseModel):
     styles: list[str] | None = None
     qualities: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # A hub id's revision (branch, tag or commit; `easel models pull` writes the commit it downloaded),
+    # passed to diffusers with `options.variant` (the weights variant, e.g. "fp16"). None: the main branch.
+    revision: str | None = Field(None, min_length=1)
     # The model family (domain/families.py): read from the pipeline's model_index.json when the catalog
     # is loaded (engine/sources.detect_family), or set here. None: an unknown pipeline, run with the
     # generic arguments and no per-family checks.

@@ -24,6 +24,7 @@ from easel.domain.catalog import SINGLE_FILE_SUFFIXES, ModelEntry
 from easel.domain.families import FAMILIES, Guidance, Task
 from easel.engine.backends.base import BatchRequest, Interrupted, Loaded, ModelUnavailable, StepCallback
 from easel.engine.backends.lora import Adapters
+from easel.engine.sources import cached_snapshot
 from easel.imaging import resample_filter
 from easel.settings import Settings
 
@@ -49,9 +50,16 @@ def native_shape(width: int, height: int, native: int, multiple: int = 8) -> tup
     return native, max(multiple, round(native * height / width / multiple) * multiple)
 
 
-def load_pipeline(source: str, device: str, options: dict[str, Any], family: str | None = None) -> Any:
+def load_pipeline(
+    source: str, device: str, options: dict[str, Any], family: str | None = None, revision: str | None = None
+) -> Any:
     """A text-to-image diffusers pipeline from a folder, a single-file checkpoint of `family`
-    (engine/backends/single_file.py, with its `options.config` folder) or a hub id."""
+    (engine/backends/single_file.py, with its `options.config` folder) or a hub id at `revision`, with the
+    weights of `options.variant` (e.g. "fp16"; default: the default weights).
+
+    A hub id pinned to a revision whose snapshot is in the local Hugging Face cache (`easel models pull`
+    writes the commit it downloaded) loads with `local_files_only`: a commit cannot change, so the Hub is
+    not asked anything. Otherwise diffusers asks the Hub (and falls back to the cache when it cannot)."""
     import torch
     from diffusers import DiffusionPipeline
 
@@ -60,25 +68,31 @@ def load_pipeline(source: str, device: str, options: dict[str, Any], family: str
     dtype = torch.float16 if device.startswith("cuda") and options.get("fp16", True) else torch.float32
     path = Path(source)
     single_file = path.suffix.lower() in SINGLE_FILE_SUFFIXES
+    variant = options.get("variant")
+    kwargs: dict[str, Any] = {"dtype": dtype} | ({"variant": variant} if isinstance(variant, str) else {})
     try:
         if path.is_file() and single_file:
             pipe = load_single_file(path, family, options, dtype)
         elif path.is_dir():
-            pipe = DiffusionPipeline.from_pretrained(str(path), dtype=dtype)
+            pipe = DiffusionPipeline.from_pretrained(str(path), **kwargs)
         elif single_file or source.startswith(("/", "./", "../")):
             raise ModelUnavailable(
                 f"model file or folder {source!r} does not exist (a relative `source` is relative to the "
                 f"catalog file's folder)"
             )
         else:
-            pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype)
+            if revision is not None:
+                kwargs["revision"] = revision
+                kwargs["local_files_only"] = cached_snapshot(source, revision) is not None
+            pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     except ModelUnavailable:
         raise
     except OSError as e:
+        at = f" at revision {revision}" if revision else ""
         raise ModelUnavailable(
-            f"cannot load {source!r}: {e}. If this is a Hugging Face hub id, download it first on a machine "
-            f"with network access (`hf download {source}`) into the cache (HF_HOME), or point the catalog "
-            f"entry's `source` at a local folder or .safetensors file."
+            f"cannot load {source!r}{at}: {e}. If this is a Hugging Face hub id, download it first on a "
+            f"machine with network access (`easel models pull {source}`) into the cache (HF_HOME), or point "
+            f"the catalog entry's `source` at a local folder or .safetensors file."
         ) from e
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -92,7 +106,7 @@ class DiffusersBackend:
     def __init__(self, settings: Settings, max_loaded: int | None = None) -> None:
         self.device = pick_device(settings.device)
         self.max_loaded = max_loaded or settings.max_loaded_models
-        self._pipes: OrderedDict[str, Any] = OrderedDict()
+        self._pipes: OrderedDict[tuple[str, str | None], Any] = OrderedDict()  # (source, revision)
         self._lock = threading.Lock()
         self.calls = 0  # pipeline calls made (one per batch): observable batching
         self.adapters = Adapters()
@@ -100,14 +114,17 @@ class DiffusersBackend:
             Any, tuple[int, Loaded]
         ] = {}  # cache key -> (id of its pipeline, what loaded() says)
 
-    def pipeline(self, source: str, options: dict[str, Any], family: str | None = None) -> Any:
+    def pipeline(
+        self, source: str, options: dict[str, Any], family: str | None = None, revision: str | None = None
+    ) -> Any:
+        key = (source, revision)
         with self._lock:
-            if source in self._pipes:
-                self._pipes.move_to_end(source)
-                return self._pipes[source]
-            log.info("loading model %s on %s", source, self.device)
-            pipe = load_pipeline(source, self.device, options, family)
-            self._pipes[source] = pipe
+            if key in self._pipes:
+                self._pipes.move_to_end(key)
+                return self._pipes[key]
+            log.info("loading model %s%s on %s", source, f"@{revision}" if revision else "", self.device)
+            pipe = load_pipeline(source, self.device, options, family, revision)
+            self._pipes[key] = pipe
             while len(self._pipes) > self.max_loaded:
                 self._pipes.popitem(last=False)
             return pipe
@@ -156,7 +173,7 @@ class DiffusersBackend:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
         entry = request.model
-        base = self.pipeline(request.source, entry.options, entry.family)
+        base = self.pipeline(request.source, entry.options, entry.family, entry.revision)
         width, height = request.width, request.height
         if entry.native_size:
             width, height = native_shape(width, height, entry.native_size, entry.multiple_of)

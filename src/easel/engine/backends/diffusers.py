@@ -133,7 +133,7 @@ class DiffusersBackend:
 
     def load(self, model: ModelEntry) -> None:
         """The model's pipeline into the cache (the least recently used one leaves when it is full)."""
-        self.pipeline(model.source, model.options, model.family)
+        self.pipeline(model.source, model.options, model.family, model.revision)
         self.loaded()  # note when it arrived
 
     def unload(self, model: ModelEntry) -> bool:

@@ -15,6 +15,7 @@ import typer
 from easel.settings import Settings
 
 if TYPE_CHECKING:
+    from easel.domain.spec import LoraRef
     from easel.runtime import Runtime
 
 app = typer.Typer(
@@ -152,6 +153,10 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option("--lora", help="A catalog LoRA as NAME or NAME:SCALE; repeat for several."),
+    ] = None,
 ) -> None:
     """Generate without a server: runs the engine in this process and writes the image file(s)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -167,6 +172,7 @@ def generate(
         raise typer.BadParameter("output must end in .png, .jpg, .jpeg or .webp", param_hint="--output")
     spec = GenerationSpec(
         prompt=prompt,
+        loras=[_lora_ref(text) for text in lora or []],
         model=model,
         size=size,
         aspect_ratio=aspect_ratio,
@@ -209,6 +215,19 @@ def generate(
         f"model={resolved.model} steps={resolved.steps} guidance={resolved.guidance} "
         f"in {time.monotonic() - started:.1f}s"
     )
+
+
+def _lora_ref(text: str) -> LoraRef:
+    """`NAME` or `NAME:SCALE` as a LoraRef (the scale's bounds are the spec's)."""
+    from pydantic import ValidationError
+
+    from easel.domain.spec import LoraRef
+
+    name, sep, scale = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        return LoraRef(name=name, scale=float(scale) if sep else None)
+    except (ValueError, ValidationError) as e:
+        raise typer.BadParameter(f"{text!r}: NAME or NAME:SCALE (a number)", param_hint="--lora") from e
 
 
 @db_app.command("upgrade")

@@ -217,15 +217,16 @@ def attention_backends(model: Any) -> set[str]:
 
 
 def vae_tiling(pipe: Any, opts: DiffusersOptions, width: int, height: int) -> None:
-    """VAE tiling on for a call that samples more than vae_tiling_above² pixels, off for smaller ones
-    (the option set); nothing when the option is unset or the pipeline's VAE cannot tile."""
+    """VAE tiling on for a call that samples more than vae_tiling_above² pixels, off otherwise (also
+    when the option is unset: entries that share a pipeline set it per call, so none inherits another's
+    tiling); nothing for a VAE that cannot tile."""
     vae = getattr(pipe, "vae", None)
-    above = opts.vae_tiling_above
-    if above is None or vae is None or not hasattr(vae, "enable_tiling"):
+    if vae is None or not hasattr(vae, "enable_tiling"):
         return
-    if width * height > above * above:
+    above = opts.vae_tiling_above
+    if above is not None and width * height > above * above:
         vae.enable_tiling()
-    else:
+    elif getattr(vae, "use_tiling", False):
         vae.disable_tiling()
 
 

@@ -107,6 +107,14 @@ def test_the_weights_are_loaded_in_the_entrys_dtype(
         assert {p.dtype for p in module.parameters()} == {dtype}, name
 
 
+def test_the_old_fp16_flag_still_loads_and_says_it_is_deprecated(
+    catalog: Catalog, backend: DiffusersBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="easel.engine.backends.diffusers"):
+        loaded(backend, catalog, "sd-old-fp32")
+    assert 'options.fp16 is deprecated: use dtype (fp16 = false is dtype = "fp32")' in caplog.text
+
+
 def test_auto_is_fp16_on_cuda_and_the_old_fp16_flag_reads_as_a_dtype(catalog: Catalog) -> None:
     options = catalog.resolve("sd").diffusers_options
     assert torch_dtype(options, "cuda") is torch.float16

@@ -85,6 +85,8 @@ def load_pipeline(
     from easel.engine.backends.single_file import load_single_file
 
     opts = parse_options(options)
+    if opts.fp16 is not None:
+        log.warning('%s: options.fp16 is deprecated: use dtype (fp16 = false is dtype = "fp32")', source)
     dtype = torch_dtype(opts, device)
     path = Path(source)
     single_file = path.suffix.lower() in SINGLE_FILE_SUFFIXES

@@ -81,6 +81,13 @@ def serve(
     settings = Settings()
     if no_worker:
         settings = settings.model_copy(update={"worker_enabled": False})
+    if settings.worker_enabled:
+        from easel.engine.devices import check_device
+
+        problem = check_device(settings.device)  # imports torch only for an accelerator
+        if problem is not None:
+            typer.echo(f"error: {problem} (EASEL_DEVICE of the in-process worker)", err=True)
+            raise typer.Exit(2)
     bind_host = host or settings.host
     if no_auth or not settings.auth_enabled:
         if not is_loopback(bind_host):
@@ -117,13 +124,53 @@ def serve(
     )
 
 
+def _worker_settings(
+    settings: Settings, device: str | None, threads: int | None, models: str | None
+) -> Settings:
+    """The settings of an `easel worker`: its options over the environment's; threads resolved (auto:
+    OMP_NUM_THREADS if set, else every usable core, as the process has them to itself)."""
+    from easel.engine.devices import auto_threads
+
+    update: dict[str, Any] = {}
+    if device is not None:
+        update["device"] = device
+    if models is not None:
+        update["worker_models"] = [m.strip() for m in models.split(",") if m.strip()]
+    requested = settings.torch_threads if threads is None else threads
+    update["torch_threads"] = requested or auto_threads(shares_cores=False)
+    return settings.model_copy(update=update)
+
+
 @app.command()
-def worker(log_level: str = "info") -> None:
+def worker(
+    device: Annotated[
+        str | None,
+        typer.Option(help="torch device: auto, cpu, cuda, cuda:N, mps (default EASEL_DEVICE, auto)."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="torch CPU threads (default EASEL_TORCH_THREADS; 0 = auto: OMP_NUM_THREADS, else all "
+            "cores).",
+        ),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma list of the models to serve (default EASEL_WORKER_MODELS, all).")
+    ] = None,
+    log_level: str = "info",
+) -> None:
     """Run a worker process: claims jobs from the shared database and runs them."""
+    from easel.engine.devices import check_device
     from easel.runtime import Runtime
 
     _logging(log_level)
-    runtime = Runtime.build(Settings())
+    settings = _worker_settings(Settings(), device, threads, models)
+    problem = check_device(settings.device)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    runtime = Runtime.build(settings)
     w = runtime.make_worker()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -199,7 +246,9 @@ def generate(
             return True
 
         try:
-            resolved, files = generate_images(Settings(), spec, on_step)
+            # alone in its process: auto threads are every usable core, as for `easel worker`
+            settings = _worker_settings(Settings(), None, None, None)
+            resolved, files = generate_images(settings, spec, on_step)
         except EaselError as e:
             typer.echo(f"error: {e.message}", err=True)
             raise typer.Exit(2) from e

@@ -272,6 +272,7 @@ def webhook_payload(event: GenerationEvent) -> str:
         "model": spec.model,
         "prompt": spec.original_prompt or spec.prompt,
         "n": spec.n,
+        "loras": lora_json(spec),
         "images": [
             {
                 "id": im.id,

@@ -70,6 +70,7 @@ def create_app(
         thread = None
         if run_worker:
             worker = rt.make_worker()
+            rt.services.metrics.local_worker = worker.times  # GET /metrics: this process's worker
             thread = threading.Thread(target=worker.run_forever, name="easel-worker", daemon=True)
             thread.start()
         app.state.worker = worker

@@ -188,6 +188,11 @@ def test_a_database_error_on_completion_fails_only_that_job(runtime: Any, monkey
 
 
 def test_a_database_error_in_a_progress_write_gives_the_jobs_back(runtime: Any, monkeypatch: Any) -> None:
+    import easel.engine.worker as worker_module
+
+    # Progress is written at the first step and then at most every PROGRESS_INTERVAL: write every step
+    # here, so that the failing write is one in the middle of the run.
+    monkeypatch.setattr(worker_module, "PROGRESS_INTERVAL", 0.0)
     gen = make(runtime, "a red circle", size="64x64", steps=3)
     worker = runtime.make_worker()
     real = runtime.queue.progress

@@ -17,6 +17,16 @@ never `sum`). Nothing is counted in process memory. Series (docs/operations.md h
 - `easel_metrics_window_seconds` (gauge): that window (`EASEL_METRICS_WINDOW_SECONDS`).
 - `easel_worker_last_heartbeat_timestamp_seconds{worker,hostname}` (gauge, workers seen in the last
   hour) and `easel_workers_live` (gauge: seen within max(lease, 3 x idle check)).
+
+The one exception, this process's own in-process worker (`easel serve` with a worker; absent otherwise),
+counted in its memory since it started (benchmarks/serving.py reads them):
+
+- `easel_worker_cpu_seconds_total{worker,stage}` (counter): thread CPU time by stage (db, inputs,
+  generate, encode, store; engine/worker.py WorkerStats).
+- `easel_worker_busy_seconds_total{worker,stage}` (counter): wall time the model (generate) and the
+  post-processing (post) were busy.
+- `easel_worker_batches_total`, `easel_worker_images_stored_total`, `easel_worker_progress_writes_total`
+  `{worker}` (counters).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from prometheus_client.registry import Collector
 
 from easel.api.deps import MetricsDep, SettingsDep
 from easel.domain.generation import Status
-from easel.domain.metrics import FinishedJob, MetricsSnapshot, WorkerRecord
+from easel.domain.metrics import FinishedJob, MetricsSnapshot, WorkerRecord, WorkerTimes
 from easel.service.metrics import MetricsService
 from easel.settings import Settings
 
@@ -171,7 +181,42 @@ def render_metrics(metrics: MetricsService, settings: Settings) -> bytes:
         value=settings.metrics_window_seconds,
     )
     registry.register(_Static([window]))
+    local = metrics.local_worker_times()
+    if local is not None:
+        registry.register(_Static(_worker_families(local)))
     return generate_latest(registry)
+
+
+def _worker_families(t: WorkerTimes) -> list[Metric]:
+    """The in-process worker's own counters (this process only, not the fleet's)."""
+    cpu = CounterMetricFamily(
+        "easel_worker_cpu_seconds",
+        "This process's worker: thread CPU seconds by stage, since it started.",
+        labels=["worker", "stage"],
+    )
+    for stage, seconds in t.cpu_seconds.items():
+        cpu.add_metric([t.worker_id, stage], seconds)
+    busy = CounterMetricFamily(
+        "easel_worker_busy_seconds",
+        "This process's worker: wall seconds the model (generate) and post-processing (post) were busy.",
+        labels=["worker", "stage"],
+    )
+    for stage, seconds in t.busy_seconds.items():
+        busy.add_metric([t.worker_id, stage], seconds)
+    out: list[Metric] = [cpu, busy]
+    for name, doc, value in (
+        ("easel_worker_batches", "This process's worker: pipeline calls that returned images.", t.batches),
+        ("easel_worker_images_stored", "This process's worker: images stored and completed.", t.images),
+        (
+            "easel_worker_progress_writes",
+            "This process's worker: progress writes to the database.",
+            t.progress_writes,
+        ),
+    ):
+        family = CounterMetricFamily(name, doc, labels=["worker"])
+        family.add_metric([t.worker_id], value)
+        out.append(family)
+    return out
 
 
 class _Static(Collector):

@@ -45,3 +45,19 @@ class WorkerRecord:
     started_at: datetime
     last_seen_at: datetime
     loaded: tuple[LoadedModel, ...] | None = None  # what it reports it has loaded; None: never reported
+
+
+@dataclass(frozen=True)
+class WorkerTimes:
+    """What an in-process worker counted in its own process's memory since it started (GET /metrics
+    shows it beside the database's fleet-wide numbers, for that process only): batches, jobs, images
+    stored, progress writes, thread CPU seconds by stage (db, inputs, generate, encode, store) and the
+    wall seconds the model (`generate`) and the post-processing (`post`) were busy."""
+
+    worker_id: str
+    batches: int
+    jobs: int
+    images: int
+    progress_writes: int
+    cpu_seconds: dict[str, float]
+    busy_seconds: dict[str, float]

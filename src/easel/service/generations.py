@@ -36,7 +36,7 @@ from easel.service.fetch import ImageFetcher
 from easel.service.library import PreparedUpload, prepare_decoded, put_bytes
 from easel.settings import Settings
 from easel.storage.base import BlobStore
-from easel.store.notify import Doorbell
+from easel.store.notify import CANCELS, Doorbell
 from easel.store.repository import QueueCaps, Repository
 from easel.store.tables import utcnow
 
@@ -251,10 +251,16 @@ class GenerationService:
         return sorted(gen.images, key=lambda i: i.index)
 
     def cancel(self, project_id: str, gid: str) -> Generation:
-        return self.repo.cancel(project_id, gid)
+        """Cancel a queued or running generation; a running one's worker is told at once (its cancel
+        watcher: the CANCELS doorbell here, NOTIFY on PostgreSQL) and stops at the next step."""
+        gen = self.repo.cancel(project_id, gid)
+        self.doorbell.ring(CANCELS)
+        return gen
 
     def delete(self, project_id: str, gid: str) -> None:
-        for img in self.repo.soft_delete(project_id, gid):
+        images = self.repo.soft_delete(project_id, gid)
+        self.doorbell.ring(CANCELS)  # deleting an unfinished generation cancels it
+        for img in images:
             self.blobs.delete(img.storage_key)
 
     async def wait(self, project_id: str, gid: str, seconds: float, *, capped: bool = True) -> Generation:

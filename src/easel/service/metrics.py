@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from easel.domain.metrics import MetricsSnapshot, WorkerRecord
+from easel.domain.metrics import MetricsSnapshot, WorkerRecord, WorkerTimes
 from easel.store.metrics import read_snapshot
 from easel.store.workers import WorkerRegistry
 
@@ -15,9 +16,15 @@ class MetricsService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.registry = WorkerRegistry(engine)
+        # The in-process worker's own counters (app.py sets it when `easel serve` runs a worker).
+        self.local_worker: Callable[[], WorkerTimes] | None = None
 
     def snapshot(self, window: timedelta) -> MetricsSnapshot:
         return read_snapshot(self.engine, window)
 
     def workers(self, within: timedelta) -> list[WorkerRecord]:
         return self.registry.recent(within)
+
+    def local_worker_times(self) -> WorkerTimes | None:
+        """What this process's own worker counted (None when it runs none)."""
+        return self.local_worker() if self.local_worker is not None else None

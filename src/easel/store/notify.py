@@ -7,6 +7,10 @@ Sockets of dead workers are removed by the first ring that finds them refusing.
 On PostgreSQL, workers on other machines are woken too: creating a job sends `NOTIFY easel_jobs` in the
 job's own transaction (delivered on commit), and each worker LISTENs on a dedicated connection whose
 socket it waits on together with its doorbell.
+
+A second bell, `CANCELS`, rings a busy worker's cancel watcher (engine/worker.py) when a job is canceled:
+its sockets are named `c-*.sock` and its channel is `easel_cancels`, so a cancel wakes no idle worker and a
+create wakes no watcher.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ log = logging.getLogger(__name__)
 
 PG_RECONNECT_SECONDS = 2.0  # a lost LISTEN connection is opened again at most this often
 
+JOBS = "jobs"  # a job was queued (or given back): idle workers claim
+CANCELS = "cancels"  # a job was canceled: busy workers' watchers look at their jobs
+_SOCKET_PREFIX = {JOBS: "w", CANCELS: "c"}
+
 
 class Doorbell:
     def __init__(self, run_dir: Path) -> None:
@@ -36,12 +44,13 @@ class Doorbell:
             self.run_dir = Path(tempfile.gettempdir()) / f"easel-{digest}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def ring(self) -> int:
-        """Wake every listening worker; returns how many were reached."""
+    def ring(self, bell: str = JOBS) -> int:
+        """Wake every listener of `bell` (JOBS: idle workers; CANCELS: cancel watchers); returns how many
+        were reached."""
         reached = 0
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.setblocking(False)
-            for path in self.run_dir.glob("w-*.sock"):
+            for path in self.run_dir.glob(f"{_SOCKET_PREFIX[bell]}-*.sock"):
                 try:
                     s.sendto(b"!", str(path))
                     reached += 1
@@ -52,8 +61,8 @@ class Doorbell:
                     reached += 1  # its buffer is full of rings: it is already awake
         return reached
 
-    def listener(self) -> DoorbellListener:
-        return DoorbellListener(self.run_dir / f"w-{uuid.uuid4().hex[:12]}.sock")
+    def listener(self, bell: str = JOBS) -> DoorbellListener:
+        return DoorbellListener(self.run_dir / f"{_SOCKET_PREFIX[bell]}-{uuid.uuid4().hex[:12]}.sock")
 
 
 class DoorbellListener:
@@ -65,6 +74,7 @@ class DoorbellListener:
         self._r, self._w = os.pipe()  # lets close()/interrupt() wake a waiting thread
         self.pg: PgListener | None = None
         self._pg_url: str | None = None
+        self._pg_channel = CHANNEL
         self._pg_retry_at = 0.0
 
     def wait(self, timeout: float) -> bool:
@@ -99,17 +109,21 @@ class DoorbellListener:
     def _reconnect(self) -> bool:
         assert self._pg_url is not None
         try:
-            self.pg = PgListener(self._pg_url)
+            self.pg = PgListener(self._pg_url, self._pg_channel)
         except Exception as e:
             log.warning("could not LISTEN on the database (%s); retrying in %g s", e, PG_RECONNECT_SECONDS)
             self._pg_retry_at = time.monotonic() + PG_RECONNECT_SECONDS
             return False
         return True
 
-    def listen_postgres(self, url: str) -> None:
-        """Also wake on `NOTIFY easel_jobs` from the database at `url` (a SQLAlchemy URL)."""
+    def listen_postgres(self, url: str, channel: str | None = None, *, connect: bool = True) -> None:
+        """Also wake on `NOTIFY <channel>` (default `easel_jobs`) from the database at `url` (a
+        SQLAlchemy URL). With `connect=False` the connection is opened by the first `wait` (which counts
+        it as a ring, as after any reconnect)."""
         self._pg_url = url
-        self.pg = PgListener(url)
+        self._pg_channel = channel or CHANNEL
+        if connect:
+            self.pg = PgListener(url, self._pg_channel)
 
     def interrupt(self) -> None:
         with contextlib.suppress(OSError):
@@ -127,18 +141,21 @@ class DoorbellListener:
 
 
 CHANNEL = "easel_jobs"
+CANCEL_CHANNEL = "easel_cancels"
 
 
 class PgListener:
-    """A dedicated autocommit connection LISTENing on the jobs channel."""
+    """A dedicated autocommit connection LISTENing on one channel (default: the jobs channel)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, channel: str = CHANNEL) -> None:
         import psycopg
         from sqlalchemy.engine import make_url
 
+        if channel not in (CHANNEL, CANCEL_CHANNEL):
+            raise ValueError(f"unknown channel {channel!r}")
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.conn = psycopg.connect(dsn, autocommit=True)
-        self.conn.execute(f"LISTEN {CHANNEL}")
+        self.conn.execute(f"LISTEN {channel}")
 
     def fileno(self) -> int:
         return int(self.conn.fileno())

@@ -291,3 +291,28 @@ class JobQueue:
                 .limit(1)
             ).scalar()
             return value
+
+    def held(self, jobs: Sequence[ClaimedJob]) -> set[str]:
+        """The ids of `jobs` this worker still holds (running under its lease token), read without a
+        write: the cancel watcher's check (engine/worker.py) when a cancel rings."""
+        if not jobs:
+            return set()
+        tokens = {j.id: j.lease_token for j in jobs}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(generations.c.id, generations.c.lease_token).where(
+                    generations.c.id.in_(list(tokens)), generations.c.status == Status.RUNNING.value
+                )
+            ).all()
+        return {r.id for r in rows if tokens[r.id] == r.lease_token}
+
+    def queued_images(self, models: Sequence[str] | None) -> int:
+        """Images waiting in queued jobs (of `models`, when given): the worker's batch gathering asks it
+        before a claim (engine/worker.py, `_gather`)."""
+        q = select(func.coalesce(func.sum(generations.c.n), 0)).where(
+            generations.c.status == Status.QUEUED.value, generations.c.deleted_at.is_(None)
+        )
+        if models:
+            q = q.where(generations.c.model.in_(list(models)))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)

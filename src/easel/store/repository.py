@@ -38,6 +38,13 @@ def notify_workers(conn: Connection) -> None:
         conn.execute(text("SELECT pg_notify('easel_jobs', '')"))
 
 
+def notify_cancel(conn: Connection) -> None:
+    """On PostgreSQL, wake the cancel watchers of busy workers on every machine when this transaction
+    commits (a running job was canceled: its worker stops it at the next step)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_notify('easel_cancels', '')"))
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -476,6 +483,8 @@ class Repository:
                 .where(generations.c.id == gid, generations.c.status.in_(UNFINISHED))
                 .values(**ended(Status.CANCELED, utcnow(), "canceled", "Canceled by request"))
             )
+            if res.rowcount and gen.status is Status.RUNNING:
+                notify_cancel(conn)
             if res.rowcount:  # its webhooks, in this same transaction
                 record_generation_event(
                     conn,
@@ -499,6 +508,8 @@ class Repository:
                 values |= ended(Status.CANCELED, now, "canceled", "Deleted by request")
             conn.execute(update(generations).where(generations.c.id == gid).values(**values))
             conn.execute(update(images).where(images.c.generation_id == gid).values(deleted_at=now))
+            if gen.status is Status.RUNNING:
+                notify_cancel(conn)
             if gen.status not in FINISHED:  # deleting an unfinished job cancels it: its webhooks
                 record_generation_event(
                     conn,

@@ -11,8 +11,11 @@ lint: setup
 	.venv/bin/ruff check src tests training benchmarks
 	.venv/bin/mypy
 
+# The suite in PYTEST_WORKERS processes (pytest-xdist): most of its time is spent waiting on servers and
+# workers it starts, so two processes on two cores take well under the time of one. 0 = one process.
+PYTEST_WORKERS ?= 2
 pytest: setup
-	.venv/bin/pytest
+	.venv/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: lint pytest
 

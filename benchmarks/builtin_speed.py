@@ -150,7 +150,7 @@ def main():
     spec = GenerationSpec(
         prompt=prompt, width=256, height=256, steps=steps, guidance=guidance, seed=0
     ).resolve(catalog, seed=7)
-    request = build_batch(entry, args.model, [BatchPart(spec)])
+    request = build_batch(catalog, entry, [BatchPart(spec)])
     backend.generate(request, lambda _s, _t: True)
     res["engine_one_256_s"], _ = (
         round(v, 3) for v in timed(lambda: backend.generate(request, lambda _s, _t: True), args.runs)

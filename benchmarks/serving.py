@@ -123,6 +123,7 @@ class Server:
             "EASEL_MAX_BATCH_IMAGES": str(max_batch),
             "EASEL_METRICS_ENABLED": "true",
             "OMP_NUM_THREADS": str(threads),
+            "EASEL_TORCH_THREADS": str(threads),  # trees that read it; the same count as the raw loop
             "HF_HUB_OFFLINE": "1",
         }
         env.pop("PYTHONPATH", None)  # the launcher puts the tree first; nothing else of Easel's

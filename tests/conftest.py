@@ -160,3 +160,11 @@ def api(runtime, admin_key):  # type: ignore[no-untyped-def]
 
     with TestClient(create_app(runtime=runtime, with_worker=False), headers=key_headers(admin_key)) as c:
         yield c
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`), every test of the S3 gateway runs in one process: the process
+    that started the gateway stops it when its session ends (tests/s3_support.py)."""
+    for item in items:
+        if "rgw" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("s3"))

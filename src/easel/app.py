@@ -40,6 +40,8 @@ CORS_ALLOW_HEADERS = [
     "Idempotency-Key",
     "Prefer",
     "Content-Type",
+    "X-Easel-Priority",
+    "Cancel-After",
 ]
 CORS_EXPOSE_HEADERS = [
     "X-RateLimit-Limit",

@@ -1,4 +1,4 @@
-"""The `easel` command: serve, worker, generate, db upgrade, models list."""
+"""The `easel` command: serve, worker, generate, db upgrade, keys, models list / pull / add."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from easel.settings import Settings
 
 if TYPE_CHECKING:
+    from easel.domain.spec import LoraRef
     from easel.runtime import Runtime
 
 app = typer.Typer(
@@ -23,7 +24,10 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-models_app = typer.Typer(help="The model catalog.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model catalog: list it, pull a model from the Hugging Face Hub, add one on this machine.",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
@@ -77,6 +81,13 @@ def serve(
     settings = Settings()
     if no_worker:
         settings = settings.model_copy(update={"worker_enabled": False})
+    if settings.worker_enabled:
+        from easel.engine.devices import check_device
+
+        problem = check_device(settings.device)  # imports torch only for an accelerator
+        if problem is not None:
+            typer.echo(f"error: {problem} (EASEL_DEVICE of the in-process worker)", err=True)
+            raise typer.Exit(2)
     bind_host = host or settings.host
     if no_auth or not settings.auth_enabled:
         if not is_loopback(bind_host):
@@ -113,13 +124,53 @@ def serve(
     )
 
 
+def _worker_settings(
+    settings: Settings, device: str | None, threads: int | None, models: str | None
+) -> Settings:
+    """The settings of an `easel worker`: its options over the environment's; threads resolved (auto:
+    OMP_NUM_THREADS if set, else every usable core, as the process has them to itself)."""
+    from easel.engine.devices import auto_threads
+
+    update: dict[str, Any] = {}
+    if device is not None:
+        update["device"] = device
+    if models is not None:
+        update["worker_models"] = [m.strip() for m in models.split(",") if m.strip()]
+    requested = settings.torch_threads if threads is None else threads
+    update["torch_threads"] = requested or auto_threads(shares_cores=False)
+    return settings.model_copy(update=update)
+
+
 @app.command()
-def worker(log_level: str = "info") -> None:
+def worker(
+    device: Annotated[
+        str | None,
+        typer.Option(help="torch device: auto, cpu, cuda, cuda:N, mps (default EASEL_DEVICE, auto)."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="torch CPU threads (default EASEL_TORCH_THREADS; 0 = auto: OMP_NUM_THREADS, else all "
+            "cores).",
+        ),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma list of the models to serve (default EASEL_WORKER_MODELS, all).")
+    ] = None,
+    log_level: str = "info",
+) -> None:
     """Run a worker process: claims jobs from the shared database and runs them."""
+    from easel.engine.devices import check_device
     from easel.runtime import Runtime
 
     _logging(log_level)
-    runtime = Runtime.build(Settings())
+    settings = _worker_settings(Settings(), device, threads, models)
+    problem = check_device(settings.device)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    runtime = Runtime.build(settings)
     w = runtime.make_worker()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -149,6 +200,10 @@ def generate(
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option("--lora", help="A catalog LoRA as NAME or NAME:SCALE; repeat for several."),
+    ] = None,
 ) -> None:
     """Generate without a server: runs the engine in this process and writes the image file(s)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -164,6 +219,7 @@ def generate(
         raise typer.BadParameter("output must end in .png, .jpg, .jpeg or .webp", param_hint="--output")
     spec = GenerationSpec(
         prompt=prompt,
+        loras=[_lora_ref(text) for text in lora or []],
         model=model,
         size=size,
         aspect_ratio=aspect_ratio,
@@ -190,7 +246,9 @@ def generate(
             return True
 
         try:
-            resolved, files = generate_images(Settings(), spec, on_step)
+            # alone in its process: auto threads are every usable core, as for `easel worker`
+            settings = _worker_settings(Settings(), None, None, None)
+            resolved, files = generate_images(settings, spec, on_step)
         except EaselError as e:
             typer.echo(f"error: {e.message}", err=True)
             raise typer.Exit(2) from e
@@ -206,6 +264,19 @@ def generate(
         f"model={resolved.model} steps={resolved.steps} guidance={resolved.guidance} "
         f"in {time.monotonic() - started:.1f}s"
     )
+
+
+def _lora_ref(text: str) -> LoraRef:
+    """`NAME` or `NAME:SCALE` as a LoraRef (the scale's bounds are the spec's)."""
+    from pydantic import ValidationError
+
+    from easel.domain.spec import LoraRef
+
+    name, sep, scale = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        return LoraRef(name=name, scale=float(scale) if sep else None)
+    except (ValueError, ValidationError) as e:
+        raise typer.BadParameter(f"{text!r}: NAME or NAME:SCALE (a number)", param_hint="--lora") from e
 
 
 @db_app.command("upgrade")
@@ -231,6 +302,10 @@ def keys_create(
     expires_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
     rate_limit: Annotated[int | None, typer.Option(help="Requests per window (0 = unlimited).")] = None,
     budget: Annotated[float | None, typer.Option(help="Credits this key may spend.")] = None,
+    max_queued: Annotated[
+        int | None,
+        typer.Option(min=0, help="Queued generations this key may have at once (0 = no cap of its own)."),
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed once and stored only as a hash."""
     from datetime import timedelta
@@ -248,7 +323,13 @@ def keys_create(
     project_id = runtime.repo.ensure_project(project)
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     plaintext, info = runtime.keys.create(
-        project_id, name, scopes, expires_at=expires, rate_limit_per_hour=rate_limit, budget_credits=budget
+        project_id,
+        name,
+        scopes,
+        expires_at=expires,
+        rate_limit_per_hour=rate_limit,
+        budget_credits=budget,
+        max_queued=max_queued,
     )
     typer.echo(plaintext)
     typer.echo(
@@ -321,6 +402,159 @@ def models_list() -> None:
             ", ".join(lo.name for lo in catalog.loras_for(m)),
         )
     Console().print(table)
+
+
+CatalogOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog", help="The catalog file to add to (default: EASEL_CATALOG, else models/catalog.toml)."
+    ),
+]
+NameOption = Annotated[
+    str | None, typer.Option(help="The model's name in the catalog (default: from the id or path).")
+]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _check_family(family: str | None) -> None:
+    from easel.domain.families import family_names
+
+    if family is not None and family not in family_names():
+        _fail(f"unknown family {family!r} for --family; one of: {', '.join(family_names())}")
+
+
+def _added(catalog: Path, name: str, block: str, family: str | None) -> None:
+    typer.echo(f"added model {name!r} to {catalog}:\n\n{block}")
+    if family is None:
+        typer.echo(
+            "its family is unknown (a pipeline Easel does not know): it runs with the generic arguments and "
+            "without the family's checks; set `family` in the entry if you know it"
+        )
+    typer.echo(
+        f'use it:  easel generate "a prompt" --model {name}\n'
+        f"         (a running `easel serve` or `easel worker` reads the catalog when it starts: restart it)"
+    )
+
+
+@models_app.command("pull")
+def models_pull(
+    hub_id: Annotated[str, typer.Argument(help="The model's Hugging Face Hub id (owner/name).")],
+    revision: Annotated[str | None, typer.Option(help="A branch, tag or commit (default: main).")] = None,
+    name: NameOption = None,
+    variant: Annotated[
+        str | None, typer.Option(help="A weights variant, e.g. fp16 (default: the default weights).")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Override the family read from the model's files.")
+    ] = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Download a diffusers pipeline from the Hugging Face Hub (only the files it loads) into the Hugging
+    Face cache (HF_HOME) and add it to the catalog, pinned to the commit downloaded."""
+    from huggingface_hub import constants
+
+    from easel.engine.catalog_file import CatalogFileError, add_model, check_new_name, default_name
+    from easel.engine.hub import HubError, pull
+
+    path = catalog or Settings().catalog
+    model = name or default_name(hub_id)
+    _check_family(family)
+    try:
+        check_new_name(path, model)
+        at = f" at {revision}" if revision else ""
+        typer.echo(f"pulling {hub_id}{at} from {constants.ENDPOINT} into {constants.HF_HUB_CACHE}", err=True)
+        pulled = pull(hub_id, revision, variant)
+        typer.echo(
+            f"{len(pulled.files)} files ({pulled.size / 1e6:.1f} MB) of {hub_id} at commit {pulled.revision} "
+            f"in {pulled.folder}"
+        )
+        fields: dict[str, Any] = {
+            "source": hub_id,
+            "revision": pulled.revision,
+            "family": family or pulled.family,
+            "description": f"{hub_id} from the Hugging Face Hub",
+            "options": {"variant": variant} if variant else None,
+        }
+        block = add_model(path, model, fields, comment=f"easel models pull {hub_id}{at}")
+    except (HubError, CatalogFileError) as e:
+        _fail(e.message)
+    _added(path, model, block, fields["family"])
+
+
+@models_app.command("add")
+def models_add(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A diffusers folder (with model_index.json) or a .safetensors / .ckpt file."),
+    ],
+    name: NameOption = None,
+    family: Annotated[
+        str | None,
+        typer.Option(help="The family (a single file needs it; a folder's is read from its files)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="For a single file: a diffusers folder of the same model, for its configs."),
+    ] = None,
+    catalog: CatalogOption = None,
+) -> None:
+    """Add a model on this machine to the catalog: a diffusers folder, or a single-file checkpoint with
+    --family and --config (docs/models.md, single-file checkpoints)."""
+    from easel.domain.catalog import SINGLE_FILE_FAMILIES, SINGLE_FILE_SUFFIXES, is_single_file
+    from easel.engine.catalog_file import CatalogFileError, add_model, catalog_path_for, default_name
+    from easel.engine.sources import folder_family
+
+    catalog_file = catalog or Settings().catalog
+    target = path.expanduser()
+    suffixes = " / ".join(SINGLE_FILE_SUFFIXES)
+    fields: dict[str, Any] = {}
+    if target.is_dir():
+        if config is not None:
+            _fail("--config is for a single-file checkpoint; a diffusers folder has its own configs")
+        if not (target / "model_index.json").is_file():
+            _fail(
+                f"{path} is not a diffusers folder (it has no model_index.json); a single checkpoint file is "
+                f"added with --family and --config"
+            )
+        _check_family(family)
+        fields = {"source": catalog_path_for(target, catalog_file), "family": family or folder_family(target)}
+    elif target.is_file() and is_single_file(target.name):
+        loadable = ", ".join(SINGLE_FILE_FAMILIES)
+        if family is None:
+            _fail(
+                f"a single-file checkpoint does not say which model it is: pass --family (one of {loadable})"
+            )
+        if family not in SINGLE_FILE_FAMILIES:
+            _check_family(family)
+            _fail(f"family {family} has no single-file loader (one of {loadable}): add its diffusers folder")
+        if config is None or not (config.expanduser() / "model_index.json").is_file():
+            given = "" if config is None else f" ({config} has no model_index.json)"
+            _fail(
+                f"a single-file checkpoint takes its configs from a diffusers folder of the same model: pass "
+                f"--config FOLDER, a folder with its model_index.json and component configs{given}"
+            )
+        fields = {
+            "source": catalog_path_for(target, catalog_file),
+            "family": family,
+            "options": {"config": catalog_path_for(config, catalog_file)},
+        }
+    elif target.exists():
+        _fail(f"{path} is neither a diffusers folder nor a single-file checkpoint ({suffixes})")
+    else:
+        _fail(
+            f"{path} does not exist: give a diffusers folder or a {suffixes} file on this machine "
+            f"(a model on the Hugging Face Hub is pulled with `easel models pull OWNER/NAME`)"
+        )
+    model = name or default_name(target.stem if target.is_file() else target.resolve().name)
+    try:
+        block = add_model(catalog_file, model, fields, comment=f"easel models add {path}")
+    except CatalogFileError as e:
+        _fail(e.message)
+    _added(catalog_file, model, block, fields["family"])
 
 
 def _version() -> str:

@@ -87,7 +87,9 @@ class Runtime:
         engine = make_engine(settings.resolved_database_url)
         if migrate_db:
             migrate.upgrade(engine)
-        repo = Repository(engine, render_event=webhook_payload)
+        # A worker seen this recently is live (the queue's ETAs share the work among the live workers).
+        live_within = timedelta(seconds=max(settings.lease_seconds, 3 * settings.idle_check_seconds))
+        repo = Repository(engine, render_event=webhook_payload, live_within=live_within)
         blobs = make_blob_store(settings)
         doorbell = Doorbell(settings.data_dir / "run")
         events = EventHub()

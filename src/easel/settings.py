@@ -25,6 +25,34 @@ def load_catalog(path: Path) -> Catalog:
     return Catalog.parse(text, base_dir=str(path.parent), origin=str(path), probe=detect_family)
 
 
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_UNITS |= {f"{u}b": n for u, n in list(_UNITS.items()) if u not in ("", "b")}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory(text: str) -> int | float | None:
+    """EASEL_MODEL_MEMORY: bytes (an int: `24GiB`, `16 GB`, `512MiB`, `8000000000`), a share of the
+    device's memory (a float: `60%` is 0.6), or None for `auto`. ValueError for anything else."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    if value.endswith("%"):
+        try:
+            share = float(value[:-1])
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= 100:
+            raise ValueError(f"model_memory {text!r}: a share is above 0% and at most 100%")
+        return share / 100
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value)
+    if m is None or m[2] not in _UNITS or float(m[1]) * _UNITS[m[2]] < 1:
+        raise ValueError(
+            f"model_memory {text!r}: give bytes (24GiB, 16GB, 512MiB, 8000000000), a share of the device's "
+            f"memory (60%) or auto"
+        )
+    return int(float(m[1]) * _UNITS[m[2]])
+
+
 # The checkout's models/ folder (catalog + built-in weights) when running from a source tree.
 _REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -47,8 +75,23 @@ class Settings(BaseSettings):
         default_factory=list, description="Models a worker serves (comma list); empty = all."
     )
     max_batch_images: int = Field(8, ge=1, le=64, description="Images per pipeline call at most.")
-    max_loaded_models: int = Field(
-        2, ge=1, le=64, description="Pipelines a worker keeps loaded (least recently used is dropped)."
+    max_loaded_models: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="At most this many pipelines loaded per worker, on top of model_memory; unset: no cap.",
+    )
+    model_memory: str = Field(
+        "auto",
+        description="The bytes of weights a worker keeps loaded (least recently used unloaded first): "
+        "24GiB, 16GB, 8000000000, 60% (of the device's memory) or auto (80% of a GPU's, 50% of RAM).",
+    )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="torch's CPU threads in a worker; 0 = auto (OMP_NUM_THREADS if set, else the cores "
+        "less one in `easel serve`, all of them in `easel worker`).",
     )
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float | None = Field(None, description="Default: lease_seconds / 3.")
@@ -108,6 +151,16 @@ class Settings(BaseSettings):
         "memory", description="memory: one process; database: shared by every API process."
     )
     idempotency_ttl_hours: float = Field(24.0, gt=0, description="How long Idempotency-Key records are kept.")
+    max_queued_per_key: int = Field(
+        0,
+        ge=0,
+        description="Queued generations a key may have at once (its maxQueued overrides); 0 = no cap.",
+    )
+    max_queued_per_project: int = Field(
+        1000,
+        ge=0,
+        description="Queued generations a project may have at once (its maxQueued overrides); 0 = no cap.",
+    )
 
     # Image inputs by URL (service/fetch.py; docs/security.md)
     # NoDecode: the env value is a comma list (split by `_split`), not JSON.
@@ -157,6 +210,12 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @field_validator("model_memory")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        parse_memory(v)
+        return v.strip()
 
     @field_validator("cors_origins")
     @classmethod

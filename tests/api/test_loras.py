@@ -262,3 +262,20 @@ def test_the_parameter_chunk_holds_exact_scales_in_every_format() -> None:
     for fmt in OutputFormat:
         found = read_params(encode(Image.new("RGB", (8, 8)), fmt, params=params).data)
         assert json.loads(found["loras"]) == [{"name": "a", "scale": 1 / 3}]
+
+
+def test_the_webhook_payload_names_the_loras_and_their_scales() -> None:
+    from datetime import UTC, datetime
+
+    from easel.api.native.protocol import webhook_payload
+    from easel.domain.webhooks import GenerationEvent
+
+    def payload(spec: GenerationSpec) -> Any:
+        event = GenerationEvent("generation.succeeded", "g", "p", spec, [], None, None, datetime.now(UTC))
+        return json.loads(webhook_payload(event))["data"]["loras"]
+
+    spec = GenerationSpec(
+        prompt="x", loras=[LoraRef(name="ink", scale=0.8), LoraRef(name="detail", scale=-1)]
+    )
+    assert payload(spec) == [{"name": "ink", "scale": 0.8}, {"name": "detail", "scale": -1.0}]
+    assert payload(GenerationSpec(prompt="x")) == []

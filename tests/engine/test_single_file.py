@@ -124,8 +124,8 @@ def test_a_single_file_draws_what_its_diffusers_folder_draws(
         request = build_batch(catalog, entry, [BatchPart(spec.resolve(catalog, seed=7))])
         images.append([np.asarray(im.convert("RGB")) for im in backend.generate(request, lambda i, n: True)])
     assert backend.calls == 2 and len(backend._pipes) == 2  # two pipelines, one of them from the file
-    single = backend._pipes[str(m.file)]
-    assert type(single).__name__ == type(backend._pipes[str(m.folder)]).__name__
+    single = backend._pipes[(str(m.file), None)]
+    assert type(single).__name__ == type(backend._pipes[(str(m.folder), None)]).__name__
     for from_folder, from_file in zip(*images, strict=True):
         assert from_folder.shape == (64, 64, 3)
         assert within_bound(from_folder, from_file)

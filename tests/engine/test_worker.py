@@ -102,7 +102,8 @@ def test_backend_error_fails_the_job_with_a_stable_message_and_a_logged_id(runti
 
 
 @pytest.mark.parametrize(
-    ("source", "hint"), [("easel-test/not-downloaded", "hf download"), ("./no-such-folder", "does not exist")]
+    ("source", "hint"),
+    [("easel-test/not-downloaded", "easel models pull"), ("./no-such-folder", "does not exist")],
 )
 def test_unavailable_model_fails_with_instructions(runtime, tmp_path, source: str, hint: str) -> None:
     from easel.settings import load_catalog

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.families import FAMILIES, Family, Guidance, Task, family_names
+from easel.domain.model_options import DiffusersOptions, load_options_differ, parse_options
 from easel.domain.sizes import ASPECT_RATIOS, SIZE_PRESETS, SizeLimits
 
 # A `source` ending so is one checkpoint file in its family's original layout (not a diffusers folder).
@@ -85,6 +86,9 @@ class ModelEntry(BaseModel):
     styles: list[str] | None = None
     qualities: list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # A hub id's revision (branch, tag or commit; `easel models pull` writes the commit it downloaded),
+    # passed to diffusers with `options.variant` (the weights variant, e.g. "fp16"). None: the main branch.
+    revision: str | None = Field(None, min_length=1)
     # The model family (domain/families.py): read from the pipeline's model_index.json when the catalog
     # is loaded (engine/sources.detect_family), or set here. None: an unknown pipeline, run with the
     # generic arguments and no per-family checks.
@@ -156,6 +160,19 @@ class ModelEntry(BaseModel):
                 f"relative to the catalog file), so it loads without the Hub"
             )
         return self
+
+    @model_validator(mode="after")
+    def _options(self) -> ModelEntry:
+        """A diffusers entry's options are the backend's known ones, each of its type
+        (domain/model_options.py); another backend's options are that backend's to check."""
+        if self.backend == "diffusers":
+            parse_options(self.options)
+        return self
+
+    @property
+    def diffusers_options(self) -> DiffusersOptions:
+        """The entry's options as the diffusers backend reads them."""
+        return parse_options(self.options)
 
     @model_validator(mode="after")
     def _check(self) -> ModelEntry:
@@ -275,6 +292,23 @@ class LoraEntry(BaseModel):
         }
 
 
+def _check_shared_sources(models: list[ModelEntry]) -> None:
+    """Diffusers entries that share a source (and revision) share one loaded pipeline, so they must agree
+    on how it is loaded: dtype, variant, compile, channels_last, attention_backend, cpu_offload."""
+    first: dict[tuple[str, str | None], ModelEntry] = {}
+    for m in models:
+        if m.backend != "diffusers":
+            continue
+        other = first.setdefault((m.source, m.revision), m)
+        differ = [] if other is m else load_options_differ(other.options, m.options)
+        if differ:
+            raise ValueError(
+                f"models {other.name!r} and {m.name!r} share the source {m.source!r}, and so one loaded "
+                f"pipeline, but set different {', '.join('options.' + d for d in differ)}: give them the "
+                f"same (another path to the model's files would load a second pipeline)"
+            )
+
+
 # A function that tells a catalog entry's family from its files (engine/sources.detect_family), given
 # the folder relative sources are relative to.
 FamilyProbe = Callable[[ModelEntry, str], str | None]
@@ -306,6 +340,7 @@ class Catalog:
                 missing = [n for n in names or [] if n not in known]
                 if missing:
                     raise ValueError(f"model {m.name!r} names unknown {kind} presets {missing}")
+        _check_shared_sources(models)
         self.models = {m.name: m for m in models}
         self._names: dict[str, str] = {}
         for m in models:

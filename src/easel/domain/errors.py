@@ -102,6 +102,14 @@ class RateLimited(EaselError):
         super().__init__(message, [], 429, "rate_limit_exceeded", {"Retry-After": str(retry_after)})
 
 
+class QueueFull(EaselError):
+    """Too many queued jobs for a key or a project (EASEL_MAX_QUEUED_PER_KEY / _PER_PROJECT): a 429
+    with Retry-After, the time until one of them is estimated to start."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, [], 429, "queue_limit_exceeded", {"Retry-After": str(retry_after)})
+
+
 class QuotaExceeded(EaselError):
     def __init__(self, message: str) -> None:
         super().__init__(message, [], 402, "insufficient_credits")

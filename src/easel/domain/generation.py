@@ -80,7 +80,8 @@ class Generation:
     processing_ms: int | None
     deleted_at: datetime | None
     images: list[Image] = field(default_factory=list)
-    queue_position: int | None = None
+    queue_position: int | None = None  # 1-based place in the claim order, while queued
+    eta_seconds: float | None = None  # estimated seconds until it finishes, while queued or running
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -96,6 +96,7 @@ class KeyInfo:
     revoked_at: datetime | None
     last_used_at: datetime | None
     secret_hash: str
+    max_queued: int | None = None  # None: the server default (EASEL_MAX_QUEUED_PER_KEY); 0: unlimited
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class ProjectInfo:
     budget_credits: float | None
     rate_limit_per_hour: int | None
     record_parameters: bool = True
+    max_queued: int | None = None  # None: the server default (EASEL_MAX_QUEUED_PER_PROJECT); 0: unlimited
+    allow_high_priority: bool = False  # its keys may queue priority "high" (set by the server admin)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class Principal:
     scopes: frozenset[str]
     rate_limit_per_hour: int | None  # None: the server default; 0: unlimited
     budget_credits: float | None
+    max_queued: int | None = None  # the key's cap on its queued jobs; None: the server default
+    high_priority: bool = False  # may queue priority "high" (the local project, or allowed by the admin)
 
     def require(self, scope: str) -> None:
         if not allows(self.scopes, scope):
@@ -129,4 +134,4 @@ class Principal:
     @classmethod
     def system(cls, project_id: str) -> Principal:
         """The server itself acting for a project (the CLI, tests, `--no-auth`): every scope, no key."""
-        return cls(project_id, None, frozenset({"admin"}), 0, None)
+        return cls(project_id, None, frozenset({"admin"}), 0, None, high_priority=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -21,6 +22,7 @@ from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.errors import ValidationFailed
 from easel.domain.families import Guidance, Task
 from easel.domain.inputs import ImageInput, Role, count
+from easel.domain.scheduling import Priority, check_seconds
 from easel.domain.sizes import (
     ASPECT_RATIOS,
     SIZE_PRESETS,
@@ -103,7 +105,12 @@ class GenerationSpec(BaseModel):
     folder: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = None
-    priority: int = 0
+    priority: int = 0  # a class (domain/scheduling.py); resolve() maps other integers
+    # The time by which the job must have started (else it ends canceled, deadline_exceeded), given as
+    # an absolute time or as seconds from its creation; the service keeps the earlier of the two, as
+    # `deadline`, and clears `cancel_after`.
+    deadline: datetime | None = None
+    cancel_after: float | None = None
     record_parameters: bool = True  # write prompt, seed, steps... into the image files
     # Size: the model's aspect ratio closest to the source image's (Wix), set once the source is decoded.
     match_source_aspect: bool = False
@@ -142,6 +149,13 @@ class GenerationSpec(BaseModel):
             raise fail("strength", "must be greater than 0 and at most 1")
         if self.output_compression is not None and not 0 <= self.output_compression <= 100:
             raise fail("output_compression", "must be between 0 and 100")
+        if self.cancel_after is not None:
+            try:
+                check_seconds(self.cancel_after)
+            except ValueError as e:
+                raise fail("cancel_after", str(e)) from None
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise fail("deadline", "must carry a time zone (e.g. 2026-01-02T03:04:05Z)")
         sources = len(self.source_image_ids) + count(inputs, Role.SOURCE)
         masks = (self.mask_image_id is not None) + count(inputs, Role.MASK)
         if self.task in (Task.IMAGE_TO_IMAGE, Task.INPAINT, Task.VARIATION) and not sources:
@@ -213,6 +227,7 @@ class GenerationSpec(BaseModel):
                 "guidance": guidance if guidance is not None else entry.defaults.guidance,
                 "strength": strength,
                 "loras": loras,
+                "priority": int(Priority.of(self.priority)),
             }
         )
 

@@ -62,17 +62,25 @@ def _json(path: Path | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _cached(repo_id: str, filename: str) -> Path | None:
-    """A file of a hub repository already in the local Hugging Face cache (no network)."""
+def _cached(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """A file of a hub repository at `revision` (default: main) already in the local Hugging Face cache
+    (no network)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # the engine extra is not installed: nothing is cached either
         return None
     try:
-        found = try_to_load_from_cache(repo_id, filename)
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
     except ValueError:  # not a valid repository id
         return None
     return Path(found) if isinstance(found, str) else None
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The folder of a hub repository's snapshot at `revision` in the local Hugging Face cache, when its
+    model_index.json is there (`easel models pull` put it there); None otherwise. No network."""
+    index = _cached(repo_id, "model_index.json", revision)
+    return None if index is None else index.parent
 
 
 def family_of_folder(index: dict[str, Any] | None, transformer_config: dict[str, Any] | None) -> str | None:
@@ -85,18 +93,22 @@ def family_of_folder(index: dict[str, Any] | None, transformer_config: dict[str,
     )
 
 
+def folder_family(folder: Path) -> str | None:
+    """The family of the diffusers pipeline saved in `folder` (its model_index.json and
+    transformer/config.json), None when they cannot tell."""
+    return family_of_folder(_json(folder / "model_index.json"), _json(folder / "transformer" / "config.json"))
+
+
 def detect_family(entry: ModelEntry, base_dir: str) -> str | None:
     """The family of a diffusers entry from its files: a local folder's model_index.json, or the same
-    file of a hub repository already in the local cache. None when they cannot tell (a single-file
-    checkpoint, a hub id not downloaded, an unknown pipeline): set `family` in the catalog then."""
+    file of a hub repository already in the local cache (at the entry's `revision`). None when they cannot
+    tell (a single-file checkpoint, a hub id not downloaded, an unknown pipeline): set `family` then."""
     if entry.backend != "diffusers":
         return None
     path = local_source(base_dir, entry.source)
     if path is not None:
-        if not path.is_dir():
-            return None
-        return family_of_folder(_json(path / "model_index.json"), _json(path / "transformer" / "config.json"))
-    index = _json(_cached(entry.source, "model_index.json"))
+        return folder_family(path) if path.is_dir() else None
+    index = _json(_cached(entry.source, "model_index.json", entry.revision))
     if index is None:
         return None
-    return family_of_folder(index, _json(_cached(entry.source, "transformer/config.json")))
+    return family_of_folder(index, _json(_cached(entry.source, "transformer/config.json", entry.revision)))

@@ -5,9 +5,11 @@ created on first start) manages every project. Another project's ids are a 404, 
 do not exist (a key id answers "key <id> not found" either way, so a 404 never tells that a key exists
 or which project holds it).
 
-A project's budget and rate limit are the server admin's to set: a project admin may change its
-project's `record_parameters`, but changing its budget or rate limit is a 403, and so is giving one of
-its keys a rate limit above the project's (or unlimited) when the project has one.
+A project's budget, rate limit, cap on queued jobs (`max_queued`) and whether its keys may queue
+priority "high" are the server admin's to set: a project admin may change its project's
+`record_parameters`, but changing any of those is a 403, and so is giving one of its keys a rate limit
+above the project's (or unlimited) when the project has one. A key's own cap on queued jobs only
+narrows what its project's cap allows, so any admin of the project sets it.
 """
 
 from __future__ import annotations
@@ -51,13 +53,24 @@ class AdminService:
     # -- projects ------------------------------------------------------------------------------------
 
     def create_project(
-        self, caller: Principal, name: str, budget_credits: float | None, rate_limit_per_hour: int | None
+        self,
+        caller: Principal,
+        name: str,
+        budget_credits: float | None,
+        rate_limit_per_hour: int | None,
+        *,
+        max_queued: int | None = None,
+        allow_high_priority: bool = False,
     ) -> ProjectInfo:
         if not self._is_server_admin(caller):
             raise Forbidden("Only the server's admin (the local project) creates projects")
         pid = self.repo.ensure_project(name)
         return self.keys.set_project_limits(
-            pid, budget_credits=budget_credits, rate_limit_per_hour=rate_limit_per_hour
+            pid,
+            budget_credits=budget_credits,
+            rate_limit_per_hour=rate_limit_per_hour,
+            max_queued=max_queued,
+            allow_high_priority=allow_high_priority,
         )
 
     def projects(self, caller: Principal) -> list[ProjectInfo]:
@@ -71,9 +84,12 @@ class AdminService:
         budget_credits: float | None = _UNSET,
         rate_limit_per_hour: int | None = _UNSET,
         record_parameters: bool | None = None,
+        max_queued: int | None = _UNSET,
+        allow_high_priority: bool | None = None,
     ) -> ProjectInfo:
-        """PATCH: a limit not given keeps its value (None sets "no limit"). Only the server admin changes
-        a budget or a rate limit (sending the current value is no change)."""
+        """PATCH: a limit not given keeps its value (None sets "no limit", for `max_queued` "the server
+        default"). Only the server admin changes a budget, a rate limit, a cap on queued jobs or the
+        right to priority high (sending the current value is no change)."""
         self._may_manage(caller, project_id)
         current = self.keys.project(project_id)
         if not self._is_server_admin(caller):
@@ -82,13 +98,20 @@ class AdminService:
                 for name, given, now in (
                     ("budget", budget_credits, current.budget_credits),
                     ("rate limit", rate_limit_per_hour, current.rate_limit_per_hour),
+                    ("cap on queued generations", max_queued, current.max_queued),
+                    (
+                        "right to priority high",
+                        _UNSET if allow_high_priority is None else allow_high_priority,
+                        current.allow_high_priority,
+                    ),
                 )
                 if given is not _UNSET and given != now
             ]
             if changed:
                 raise Forbidden(
-                    f"Only the server's admin (the local project) changes a project's budget and rate "
-                    f"limit (this request changes its {' and '.join(changed)})"
+                    "Only the server's admin (the local project) changes a project's budget, rate limit, "
+                    "cap on queued generations and priority "
+                    f"(this request changes its {' and '.join(changed)})"
                 )
         return self.keys.set_project_limits(
             project_id,
@@ -97,6 +120,8 @@ class AdminService:
                 current.rate_limit_per_hour if rate_limit_per_hour is _UNSET else rate_limit_per_hour
             ),
             record_parameters=record_parameters,
+            max_queued=current.max_queued if max_queued is _UNSET else max_queued,
+            allow_high_priority=allow_high_priority,
         )
 
     # -- keys ----------------------------------------------------------------------------------------
@@ -111,6 +136,7 @@ class AdminService:
         expires_at: datetime | None,
         rate_limit_per_hour: int | None,
         budget_credits: float | None,
+        max_queued: int | None = None,
     ) -> tuple[str, KeyInfo]:
         """A new key (its plaintext is returned once)."""
         target = project_id or caller.project_id
@@ -135,6 +161,7 @@ class AdminService:
             expires_at=expires_at,
             rate_limit_per_hour=rate_limit_per_hour,
             budget_credits=budget_credits,
+            max_queued=max_queued,
         )
 
     def list_keys(self, caller: Principal, project_id: str | None) -> list[KeyInfo]:

@@ -3,6 +3,7 @@ is what every dialect's auth dependency calls."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import threading
 import time
@@ -46,7 +47,15 @@ class Authenticator:
         rate = (
             info.rate_limit_per_hour if info.rate_limit_per_hour is not None else project.rate_limit_per_hour
         )
-        return Principal(info.project_id, info.id, info.scopes, rate, info.budget_credits)
+        return Principal(
+            info.project_id,
+            info.id,
+            info.scopes,
+            rate,
+            info.budget_credits,
+            max_queued=info.max_queued,
+            high_priority=project.allow_high_priority,
+        )
 
     def _touch(self, key_id: str) -> None:
         """Record last use at most once a minute per key (not a write per request)."""
@@ -70,10 +79,14 @@ class Access:
         self.default_project_id = default_project_id
 
     def principal_for(self, credential: str | None) -> Principal:
-        """With auth disabled (loopback `--no-auth`) everyone is the local project's admin."""
+        """With auth disabled (loopback `--no-auth`) everyone is the local project's admin. The local
+        project's keys (the server admin's) may always queue priority high."""
         if not self.settings.auth_enabled:
             return Principal.system(self.default_project_id)
-        return self.auth.verify(credential)
+        principal = self.auth.verify(credential)
+        if principal.project_id == self.default_project_id and not principal.high_priority:
+            principal = dataclasses.replace(principal, high_priority=True)
+        return principal
 
     def rate_limit(self, principal: Principal) -> RateDecision | None:
         """Count one request of this principal; None when it is unlimited."""

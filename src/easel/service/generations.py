@@ -16,16 +16,18 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio
 from PIL.Image import Image as PILImage
 
 from easel.domain.catalog import Catalog
 from easel.domain.enhance import TEMPLATES
-from easel.domain.errors import NotFound, ValidationFailed
+from easel.domain.errors import Forbidden, NotFound, ValidationFailed
 from easel.domain.generation import Generation, ImageFile, ListQuery
 from easel.domain.inputs import ImageInput, MaskEncoding, Role
 from easel.domain.keys import Principal
+from easel.domain.scheduling import MAX_DEADLINE_SECONDS, Priority
 from easel.domain.spec import MAX_SEED, GenerationSpec
 from easel.imaging import decode_upload, mask_from_transparency
 from easel.service.enhance import PromptEnhancer
@@ -35,7 +37,8 @@ from easel.service.library import PreparedUpload, prepare_decoded, put_bytes
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import CANCELS, Doorbell
-from easel.store.repository import Repository
+from easel.store.repository import QueueCaps, Repository
+from easel.store.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class GenerationService:
         """Validate, import the inputs, persist and queue a generation for `principal`'s project."""
         project_id = principal.project_id
         seed = spec.seed if spec.seed is not None else draw_seed()
-        resolved = spec.resolve(self.catalog, seed=seed, inputs=inputs)
+        resolved = self._scheduled(principal, spec.resolve(self.catalog, seed=seed, inputs=inputs))
         template = self._template(resolved)
         imported = self._import(project_id, resolved, inputs)
         if imported.first_source_size is not None:
@@ -115,6 +118,7 @@ class GenerationService:
                 key_id=principal.key_id,
                 key_budget=principal.budget_credits,
                 uploads=[u.record for u in imported.uploads],
+                caps=self._caps(principal),
             )
         except BaseException:
             for upload in imported.uploads:
@@ -123,6 +127,37 @@ class GenerationService:
             raise
         self.doorbell.ring()
         return gen
+
+    def _caps(self, principal: Principal) -> QueueCaps:
+        per_key = principal.max_queued
+        return QueueCaps(
+            per_key=self.settings.max_queued_per_key if per_key is None else per_key,
+            per_project=self.settings.max_queued_per_project,
+        )
+
+    @staticmethod
+    def _scheduled(principal: Principal, spec: GenerationSpec) -> GenerationSpec:
+        """The resolved spec's scheduling checked: priority high only for principals allowed it (403), a
+        deadline in the future and at most a week ahead (400), `cancel_after` turned into a deadline
+        (the earlier one wins when both are given)."""
+        if spec.priority >= Priority.HIGH and not principal.high_priority:
+            raise Forbidden(
+                'priority: "high" is not allowed for this project; the server\'s admin allows it '
+                '(PATCH /api/v1/admin/projects/{id} with {"allowHighPriority": true})'
+            )
+        now = utcnow()
+        deadline = spec.deadline
+        if deadline is not None:
+            if deadline <= now:
+                raise ValidationFailed.for_field("deadline", "must be in the future")
+            if deadline > now + timedelta(seconds=MAX_DEADLINE_SECONDS):
+                raise ValidationFailed.for_field(
+                    "deadline", f"must be at most {MAX_DEADLINE_SECONDS} seconds ahead"
+                )
+        if spec.cancel_after is not None:
+            by = now + timedelta(seconds=spec.cancel_after)
+            deadline = by if deadline is None else min(deadline, by)
+        return spec.model_copy(update={"deadline": deadline, "cancel_after": None})
 
     def _template(self, spec: GenerationSpec) -> str | None:
         """The enhancement template to apply, None for none; an unknown template is a 400."""
@@ -191,7 +226,9 @@ class GenerationService:
     def retry(self, principal: Principal, gid: str) -> Generation:
         """Queue a failed or canceled generation again (same id, spec and seed: the same picture), budgets
         checked again like a create; 409 in any other state."""
-        gen = self.repo.retry(principal.project_id, gid, extra_attempts=self.settings.max_attempts)
+        # The caps of the key that created it (its own, else the server default) and of the project.
+        caps = QueueCaps(self.settings.max_queued_per_key, self.settings.max_queued_per_project)
+        gen = self.repo.retry(principal.project_id, gid, extra_attempts=self.settings.max_attempts, caps=caps)
         self.doorbell.ring()
         return gen
 

@@ -104,7 +104,12 @@ class ModelAdminService:
 
     def overview(self, caller: Principal) -> ModelsOverview:
         self._only_server_admin(caller)
-        live = self._live()
+        # The requests before the workers' state: a worker writes its state, then marks its request
+        # done, so a request read as done here is never newer than the state read after it.
+        self._live()  # marks lost the requests of workers that are gone
+        requests = self.requests.recent(RECENT_REQUESTS)
+        lost = self.requests.recent(RECENT_REQUESTS, status=RequestStatus.LOST)
+        live = self.registry.recent(self.live_within)
         models = []
         for entry in self.catalog.models.values():
             states = []
@@ -124,8 +129,8 @@ class ModelAdminService:
         return ModelsOverview(
             models=models,
             workers=live,
-            requests=self.requests.recent(RECENT_REQUESTS),
-            lost=self.requests.recent(RECENT_REQUESTS, status=RequestStatus.LOST),
+            requests=requests,
+            lost=lost,
         )
 
     def request(self, caller: Principal, name: str, action: ModelAction) -> list[ModelRequest]:

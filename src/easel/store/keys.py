@@ -46,6 +46,7 @@ def _key(row: Row[Any]) -> KeyInfo:
         revoked_at=m["revoked_at"],
         last_used_at=m["last_used_at"],
         secret_hash=m["secret_hash"],
+        max_queued=m["max_queued"],
     )
 
 
@@ -62,6 +63,7 @@ class KeyStore:
         expires_at: datetime | None = None,
         rate_limit_per_hour: int | None = None,
         budget_credits: float | None = None,
+        max_queued: int | None = None,
     ) -> tuple[str, KeyInfo]:
         """A new key: returns the plaintext (shown once) and its record."""
         plaintext, parts = new_key()
@@ -75,6 +77,7 @@ class KeyStore:
                     scopes=sorted(set(scopes)),
                     rate_limit_per_hour=rate_limit_per_hour,
                     budget_credits=budget_credits,
+                    max_queued=max_queued,
                     created_at=utcnow(),
                     expires_at=expires_at,
                 )
@@ -116,7 +119,13 @@ class KeyStore:
         if row is None:
             raise NotFound("project", project_id)
         return ProjectInfo(
-            row.id, row.name, row.budget_credits, row.rate_limit_per_hour, row.record_parameters
+            row.id,
+            row.name,
+            row.budget_credits,
+            row.rate_limit_per_hour,
+            row.record_parameters,
+            max_queued=row.max_queued,
+            allow_high_priority=bool(row.allow_high_priority),
         )
 
     def project_by_name(self, name: str) -> ProjectInfo:
@@ -138,13 +147,20 @@ class KeyStore:
         budget_credits: float | None,
         rate_limit_per_hour: int | None,
         record_parameters: bool | None = None,
+        max_queued: int | None = None,
+        allow_high_priority: bool | None = None,
     ) -> ProjectInfo:
+        """Set a project's limits; `max_queued` is always written (None: the server default), the
+        booleans only when given."""
         values: dict[str, Any] = {
             "budget_credits": budget_credits,
             "rate_limit_per_hour": rate_limit_per_hour,
+            "max_queued": max_queued,
         }
         if record_parameters is not None:
             values["record_parameters"] = record_parameters
+        if allow_high_priority is not None:
+            values["allow_high_priority"] = allow_high_priority
         with self.engine.begin() as conn:
             conn.execute(update(projects).where(projects.c.id == project_id).values(**values))
         return self.project(project_id)

@@ -7,6 +7,10 @@ claimed by another worker, silently refuses the old worker's writes. A job whose
 again after its lease expires; `attempts` counts claims, and a job that has used `max_attempts` fails
 with `worker_lost` instead of being claimed again. On PostgreSQL the claim skips rows locked by
 concurrent claimers (FOR UPDATE SKIP LOCKED); on SQLite the claim transaction holds the write lock.
+
+The claim order is fair (store/scheduling.py): priority class first, then the job's round, so projects
+take turns within a class, for the head of a batch and for its compatible mates alike. A queued job
+past its deadline is never claimed: the claim's sweep ends it (canceled, `deadline_exceeded`).
 """
 
 from __future__ import annotations
@@ -17,16 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, Select, case, func, insert, select, update
 
 from easel.domain.failures import DEADLINE_EXCEEDED as DEADLINE_EXCEEDED
 from easel.domain.failures import WORKER_LOST as WORKER_LOST
 from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
+from easel.store import scheduling
 from easel.store.db import is_postgres
 from easel.store.outbox import record_generation_event
-from easel.store.repository import ended, image_row, notify_workers
+from easel.store.repository import ended, expire_overdue, image_row, notify_workers
 from easel.store.tables import generations, images, utcnow
 
 
@@ -39,6 +44,7 @@ class ClaimedJob:
     lease_token: str
     created_at: datetime
     started_at: datetime | None = None  # the job's first start: its deadline counts from here
+    batch_images: int = 1  # images in the batch it was claimed with (its share of the batch's time)
 
 
 class JobQueue:
@@ -48,18 +54,33 @@ class JobQueue:
         self.lease = timedelta(seconds=lease_seconds)
         self._skip_locked = is_postgres(engine)
 
-    def _claimable(self, now: datetime, models: Sequence[str] | None) -> Select[Any]:
-        q = select(generations.c.id, generations.c.batch_key, generations.c.n).where(
-            generations.c.deleted_at.is_(None),
-            or_(
-                generations.c.status == Status.QUEUED.value,
-                and_(generations.c.status == Status.RUNNING.value, generations.c.lease_expires_at < now),
-            ),
+    def _claimable(
+        self, now: datetime, models: Sequence[str] | None, batch_key: str | None, limit: int
+    ) -> list[Select[Any]]:
+        """The claim's two selects, each in claim order: jobs whose lease expired (a dead worker's, to
+        rescue) and queued jobs not past their deadline; both lock what they return (SKIP LOCKED)."""
+        g = generations.c
+        base = select(g.id, g.batch_key, g.n, g.priority, g.fair_tag, g.created_at).where(
+            g.deleted_at.is_(None)
         )
         if models:
-            q = q.where(generations.c.model.in_(list(models)))
-        q = q.order_by(generations.c.priority.desc(), generations.c.created_at, generations.c.id)
-        return q.with_for_update(skip_locked=True) if self._skip_locked else q
+            base = base.where(g.model.in_(list(models)))
+        if batch_key is not None:
+            base = base.where(g.batch_key == batch_key)
+        rescue = base.where(g.status == Status.RUNNING.value, g.lease_expires_at < now)
+        queued = base.where(g.status == Status.QUEUED.value, scheduling.not_expired(now))
+        out = []
+        for q in (rescue, queued):
+            q = q.order_by(*scheduling.claim_order()).limit(limit)
+            out.append(q.with_for_update(skip_locked=True) if self._skip_locked else q)
+        return out
+
+    def _candidates(
+        self, conn: Connection, now: datetime, models: Sequence[str] | None, batch_key: str | None, limit: int
+    ) -> list[Row[Any]]:
+        rows = [r for q in self._claimable(now, models, batch_key, limit) for r in conn.execute(q)]
+        rows.sort(key=lambda r: (-r.priority, r.fair_tag, r.created_at, r.id))
+        return rows[:limit]
 
     def _sweep(self, conn: Connection, now: datetime, job_timeout: float | None = None) -> None:
         """Jobs whose worker died after their last allowed attempt end as failed; so do running jobs past
@@ -77,6 +98,7 @@ class JobQueue:
             cutoff = now - timedelta(seconds=job_timeout) - self.lease
             message = f"The job ran longer than its deadline ({job_timeout:g} s) and was stopped"
             self._fail_where(conn, now, DEADLINE_EXCEEDED, message, generations.c.started_at < cutoff)
+        expire_overdue(conn, now, self.render_event)  # queued jobs that did not start in time
 
     def _fail_where(self, conn: Connection, now: datetime, code: str, message: str, *where: Any) -> None:
         lost = conn.execute(
@@ -112,20 +134,18 @@ class JobQueue:
         now = utcnow()
         with self.engine.begin() as conn:
             self._sweep(conn, now, job_timeout)
-            head = conn.execute(self._claimable(now, models).limit(1)).first()
-            if head is None:
+            found = self._candidates(conn, now, models, None, 1)
+            if not found:
                 return []
+            head = found[0]
             ids, total = [head.id], head.n
             if total < max_images:
-                mates = conn.execute(
-                    self._claimable(now, models)
-                    .where(generations.c.batch_key == head.batch_key, generations.c.id != head.id)
-                    .limit(max_images)
-                ).all()
-                for m in mates:
-                    if total + m.n <= max_images:
+                # Compatible jobs in the same fair order: round-robin across the projects that have some.
+                for m in self._candidates(conn, now, models, head.batch_key, max_images + 1):
+                    if m.id != head.id and total + m.n <= max_images:
                         ids.append(m.id)
                         total += m.n
+            scheduling.advance_clock(conn, head.priority, head.fair_tag)
             token = secrets.token_hex(16)
             conn.execute(
                 update(generations)
@@ -152,6 +172,7 @@ class JobQueue:
                 lease_token=token,
                 created_at=r.created_at,
                 started_at=r.started_at,
+                batch_images=total,
             )
             for r in rows
         ]
@@ -192,6 +213,10 @@ class JobQueue:
         with self.engine.begin() as conn:
             if not self._fenced(conn, job, values):
                 return False
+            steps = job.spec.steps or 0
+            if steps > 0 and processing_ms > 0:  # the model's speed, for the queue's ETAs
+                per_step = processing_ms / 1000 / steps / max(1, job.batch_images)
+                scheduling.record_timing(conn, job.spec.model or "", per_step, now)
             if new_images:
                 conn.execute(
                     insert(images),

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, Row, func, select, text, update
 
-from easel.domain.errors import NotFound, QuotaExceeded
+from easel.domain.errors import NotFound, QueueFull, QuotaExceeded
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
+from easel.domain.scheduling import DEADLINE_EXCEEDED, deadline_message
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
+from easel.store import scheduling
 from easel.store.outbox import record_generation_event
 from easel.store.tables import generation_keys, generations, images, projects, task_numbers, utcnow
 
@@ -108,7 +112,9 @@ def image_from_row(row: Row[Any]) -> Image:
     )
 
 
-def generation_from_row(row: Row[Any], imgs: Sequence[Image] = (), position: int | None = None) -> Generation:
+def generation_from_row(
+    row: Row[Any], imgs: Sequence[Image] = (), position: int | None = None, eta: float | None = None
+) -> Generation:
     m = row._mapping
     return Generation(
         id=m["id"],
@@ -130,15 +136,80 @@ def generation_from_row(row: Row[Any], imgs: Sequence[Image] = (), position: int
         deleted_at=m["deleted_at"],
         images=list(imgs),
         queue_position=position,
+        eta_seconds=eta,
     )
+
+
+@dataclass(frozen=True)
+class QueueCaps:
+    """Caps on queued jobs (0: none): the key's (its own, else EASEL_MAX_QUEUED_PER_KEY) and the
+    project's default (EASEL_MAX_QUEUED_PER_PROJECT; a project's own `max_queued` replaces it)."""
+
+    per_key: int = 0
+    per_project: int = 0
+
+
+# Retry-After of a 429 for a full queue when no estimate can be made (no worker, nothing measured).
+QUEUE_FULL_RETRY_SECONDS = 10
+
+
+def expire_overdue(
+    conn: Connection,
+    now: datetime,
+    render: EventRenderer,
+    *,
+    project_id: str | None = None,
+    generation_id: str | None = None,
+) -> list[str]:
+    """End the queued jobs whose deadline has passed (canceled, `deadline_exceeded`, never run, not
+    charged), with their webhooks, in this transaction; their ids. On PostgreSQL rows another
+    transaction holds are skipped (that one is ending or claiming them)."""
+    g = generations.c
+    q = select(g.id).where(g.status == Status.QUEUED.value, g.deadline_at < now)
+    if project_id is not None:
+        q = q.where(g.project_id == project_id)
+    if generation_id is not None:
+        q = q.where(g.id == generation_id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    ids = [r.id for r in conn.execute(q.limit(1000))]
+    if not ids:
+        return []
+    message = deadline_message()
+    ended_rows = conn.execute(
+        update(generations)
+        .where(g.id.in_(ids), g.status == Status.QUEUED.value)
+        .values(**ended(Status.CANCELED, now, DEADLINE_EXCEEDED, message))
+        .returning(g.id, g.project_id, g.spec)
+    ).all()
+    for r in ended_rows:
+        record_generation_event(
+            conn,
+            Status.CANCELED,
+            render=render,
+            generation_id=r.id,
+            project_id=r.project_id,
+            spec=GenerationSpec.model_validate(r.spec),
+            error_code=DEADLINE_EXCEEDED,
+            error_message=message,
+            now=now,
+        )
+    return [r.id for r in ended_rows]
 
 
 class Repository:
     """Records of projects, generations and images."""
 
-    def __init__(self, engine: Engine, *, render_event: EventRenderer) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        render_event: EventRenderer,
+        live_within: timedelta = timedelta(seconds=30),
+    ) -> None:
         self.engine = engine
         self.render_event = render_event  # webhook bodies (api/native/protocol.webhook_payload)
+        self.live_within = live_within  # a worker seen this recently is live (queue estimates)
 
     # -- projects ----------------------------------------------------------------------------------
 
@@ -172,15 +243,19 @@ class Repository:
         key_id: str | None = None,
         key_budget: float | None = None,
         uploads: Sequence[ImageFile] = (),
+        caps: QueueCaps = QueueCaps(),
     ) -> Generation:
         """Queue a generation, with the rows of its uploaded image inputs (their bytes already stored).
-        Budgets (the project's, and the key's) are checked in the same
-        transaction, with the project row locked on PostgreSQL, so concurrent creates cannot overspend;
-        over budget raises QuotaExceeded and nothing is written."""
+        Budgets (the project's, and the key's) and the caps on queued jobs are checked in the same
+        transaction, with the project row locked on PostgreSQL, so concurrent creates can neither
+        overspend nor overfill the queue; over budget raises QuotaExceeded, over a cap QueueFull, and
+        nothing is written. The job's round (store/scheduling.py) is set under the same lock."""
         now = utcnow()
         gid = new_id()
         with self.engine.begin() as conn:
-            self._check_budget(conn, project_id, credits, key_id, key_budget, "this API key")
+            project = self._lock_project(conn, project_id)
+            self._check_budget(conn, project, credits, key_id, key_budget, "this API key")
+            self._check_caps(conn, project, key_id, caps, now)
             for img in uploads:  # the request's image inputs, in the same transaction
                 self._insert_upload(conn, project_id, img, None, now)
             conn.execute(
@@ -191,6 +266,8 @@ class Repository:
                     model=spec.model,
                     batch_key=spec.batch_key,
                     priority=spec.priority,
+                    fair_tag=scheduling.next_round(conn, project_id, spec.priority),
+                    deadline_at=spec.deadline,
                     spec=spec.model_dump(mode="json"),
                     n=spec.n,
                     attempts=0,
@@ -207,22 +284,32 @@ class Repository:
             notify_workers(conn)
             return self._load(conn, project_id, gid, include_deleted=False)
 
+    @staticmethod
+    def _lock_project(conn: Connection, project_id: str) -> Any:
+        """The project's limits, its row locked on PostgreSQL so that concurrent creates of the project
+        are serialised (budgets, caps, rounds); on SQLite the write transaction already serialises them."""
+        lock = select(projects.c.id, projects.c.budget_credits, projects.c.max_queued).where(
+            projects.c.id == project_id
+        )
+        if conn.dialect.name == "postgresql":
+            lock = lock.with_for_update()
+        row = conn.execute(lock).first()
+        if row is None:
+            raise NotFound("project", project_id)
+        return row
+
     def _check_budget(
         self,
         conn: Connection,
-        project_id: str,
+        project: Row[Any],
         credits: float,
         key_id: str | None,
         key_budget: float | None,
         key_words: str,
     ) -> None:
         """QuotaExceeded unless `credits` more fit the project's budget and the key's (`key_words` names
-        the key in the message). Locks the project row on PostgreSQL so concurrent creates cannot
-        overspend; on SQLite the write transaction already serialises them."""
-        lock = select(projects.c.budget_credits).where(projects.c.id == project_id)
-        if conn.dialect.name == "postgresql":
-            lock = lock.with_for_update()
-        budget = conn.execute(lock).scalar()
+        the key in the message). `project` is the locked row of `_lock_project`."""
+        project_id, budget = project.id, project.budget_credits
         if budget is not None:
             spent = self._spent(conn, generations.c.project_id == project_id)
             if spent + credits > budget:
@@ -242,6 +329,32 @@ class Repository:
                     f"This generation costs {credits:g} credits; {key_words} has "
                     f"{max(0.0, key_budget - spent):g} of its {key_budget:g} left"
                 )
+
+    def _check_caps(
+        self, conn: Connection, project: Row[Any], key_id: str | None, caps: QueueCaps, now: datetime
+    ) -> None:
+        """QueueFull (429) when the key or the project already has as many queued jobs as its cap allows
+        (0: no cap); Retry-After is the estimated time until the first of them starts."""
+        project_cap = caps.per_project if project.max_queued is None else project.max_queued
+        checks: list[tuple[int, str | None, str, str]] = [
+            (project_cap, None, "this project", "the project's cap")
+        ]
+        if key_id is not None:
+            checks.insert(0, (caps.per_key, key_id, "this API key", "the key's cap"))
+        for cap, key, who, whose in checks:
+            if cap <= 0 or scheduling.queued_count(conn, project.id, key, cap) < cap:
+                continue
+            retry = QUEUE_FULL_RETRY_SECONDS
+            first = scheduling.first_queued(conn, project.id, key)
+            if first is not None:
+                eta = scheduling.estimates(conn, [first], now, self.live_within, own=False)[first.id][1]
+                if eta is not None:
+                    retry = min(3600, max(1, math.ceil(eta)))
+            raise QueueFull(
+                f"Queue limit reached: {who} has {cap} queued generations, {whose} ({cap}); "
+                f"retry when one has started (in about {retry} s)",
+                retry_after=retry,
+            )
 
     def ping(self) -> str:
         """Run a trivial query; the database's dialect name (for the health check)."""
@@ -287,8 +400,15 @@ class Repository:
         return sorted(buckets.values(), key=lambda b: (b["period"], b["model"]))
 
     def get_generation(self, project_id: str, gid: str, *, include_deleted: bool = False) -> Generation:
+        """One generation; a queued one past its deadline is ended first (the sweep runs on reads too,
+        so a deadline holds even while no worker claims)."""
         with self.engine.connect() as conn:
-            return self._load(conn, project_id, gid, include_deleted=include_deleted)
+            gen = self._load(conn, project_id, gid, include_deleted=include_deleted)
+        if gen.status is Status.QUEUED and gen.spec.deadline is not None and gen.spec.deadline <= utcnow():
+            with self.engine.begin() as conn:
+                expire_overdue(conn, utcnow(), self.render_event, generation_id=gid)
+                gen = self._load(conn, project_id, gid, include_deleted=include_deleted)
+        return gen
 
     def _load(
         self, conn: Connection, project_id: str | None, gid: str, *, include_deleted: bool
@@ -302,8 +422,8 @@ class Repository:
         if row is None:
             raise NotFound("generation", gid)
         imgs = self._images_of(conn, [gid]).get(gid, [])
-        position = self._queue_position(conn, row) if row.status == Status.QUEUED.value else None
-        return generation_from_row(row, imgs, position)
+        position, eta = scheduling.estimates(conn, [row], utcnow(), self.live_within).get(gid, (None, None))
+        return generation_from_row(row, imgs, position, eta)
 
     def _images_of(self, conn: Connection, gids: Iterable[str]) -> dict[str, list[Image]]:
         ids = list(gids)
@@ -319,27 +439,26 @@ class Repository:
             out[r.generation_id].append(image_from_row(r))
         return out
 
-    def _queue_position(self, conn: Connection, row: Row[Any]) -> int:
-        """1-based place in the queue: queued jobs that will be claimed before this one, plus one."""
-        ahead = conn.execute(
-            select(func.count())
-            .select_from(generations)
-            .where(
-                generations.c.status == Status.QUEUED.value,
-                or_(
-                    generations.c.priority > row.priority,
-                    and_(generations.c.priority == row.priority, generations.c.created_at < row.created_at),
-                ),
-            )
-        ).scalar_one()
-        return int(ahead) + 1
-
     def list_generations(self, project_id: str, query: ListQuery) -> tuple[list[Generation], int]:
         where = [generations.c.project_id == project_id]
         if query.statuses:
             where.append(generations.c.status.in_([s.value for s in query.statuses]))
         if not query.include_deleted:
             where.append(generations.c.deleted_at.is_(None))
+        now = utcnow()
+        with self.engine.connect() as conn:
+            overdue = conn.execute(
+                select(generations.c.id)
+                .where(
+                    generations.c.project_id == project_id,
+                    generations.c.status == Status.QUEUED.value,
+                    generations.c.deadline_at < now,
+                )
+                .limit(1)
+            ).first()
+        if overdue is not None:  # the sweep, as on GET
+            with self.engine.begin() as conn:
+                expire_overdue(conn, now, self.render_event, project_id=project_id)
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(generations).where(*where)).scalar_one()
             rows = conn.execute(
@@ -350,7 +469,10 @@ class Repository:
                 .offset(query.offset)
             ).all()
             imgs = self._images_of(conn, [r.id for r in rows])
-            return [generation_from_row(r, imgs[r.id]) for r in rows], int(total)
+            found = scheduling.estimates(conn, rows, utcnow(), self.live_within)
+            return [generation_from_row(r, imgs[r.id], *found.get(r.id, (None, None))) for r in rows], int(
+                total
+            )
 
     def cancel(self, project_id: str, gid: str) -> Generation:
         """Queued or running -> canceled. A running job's worker sees it at its next step and stops."""
@@ -456,11 +578,14 @@ class Repository:
 
     # -- retry -------------------------------------------------------------------------------------
 
-    def retry(self, project_id: str, gid: str, *, extra_attempts: int) -> Generation:
+    def retry(
+        self, project_id: str, gid: str, *, extra_attempts: int, caps: QueueCaps = QueueCaps()
+    ) -> Generation:
         """Failed or canceled -> queued again: the same generation (same id, spec and seed, so the same
         picture), error and progress cleared. `attempts` keeps counting; `max_attempts` grows by
-        `extra_attempts`, so the new run has a full rescue budget. Budgets are checked again, like a
-        create (a failed or canceled job was not charged). 409 in any other state."""
+        `extra_attempts`, so the new run has a full rescue budget. Budgets and queue caps are checked
+        again, like a create (a failed or canceled job was not charged); the job joins its project's
+        turns in a new round, and its deadline, if it had one, is dropped. 409 in any other state."""
         from easel.domain.errors import Conflict
         from easel.store.tables import api_keys
 
@@ -474,18 +599,23 @@ class Repository:
                     "not_retryable",
                 )
             key = conn.execute(
-                select(api_keys.c.id, api_keys.c.budget_credits)
+                select(api_keys.c.id, api_keys.c.budget_credits, api_keys.c.max_queued)
                 .join(generation_keys, generation_keys.c.key_id == api_keys.c.id)
                 .where(generation_keys.c.generation_id == gid)
             ).first()
+            project = self._lock_project(conn, project_id)
             self._check_budget(
                 conn,
-                project_id,
+                project,
                 gen.credits,
                 key.id if key is not None else None,
                 key.budget_credits if key is not None else None,
                 "its API key",
             )
+            if key is not None and key.max_queued is not None:
+                caps = QueueCaps(per_key=key.max_queued, per_project=caps.per_project)
+            self._check_caps(conn, project, key.id if key is not None else None, caps, now)
+            spec = gen.spec.model_copy(update={"deadline": None, "cancel_after": None})
             res = conn.execute(
                 update(generations)
                 .where(
@@ -495,6 +625,9 @@ class Repository:
                 )
                 .values(
                     status=Status.QUEUED.value,
+                    fair_tag=scheduling.next_round(conn, project_id, gen.spec.priority),
+                    deadline_at=None,
+                    spec=spec.model_dump(mode="json"),
                     max_attempts=generations.c.attempts + extra_attempts,
                     progress_step=0,
                     error_code=None,
@@ -510,6 +643,7 @@ class Repository:
             )
             if not res.rowcount:
                 raise Conflict("The generation changed while being retried; try again", "not_retryable")
+            notify_workers(conn)
             return self._load(conn, project_id, gid, include_deleted=False)
 
     # -- media library -----------------------------------------------------------------------------

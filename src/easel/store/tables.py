@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
     true,
 )
 
@@ -62,6 +63,8 @@ projects = Table(
     Column("rate_limit_per_hour", Integer),  # None = the server default
     # False: generation parameters are not written into this project's image files
     Column("record_parameters", Boolean, nullable=False, server_default=true()),
+    Column("max_queued", Integer),  # None = the server default (EASEL_MAX_QUEUED_PER_PROJECT); 0 = none
+    Column("allow_high_priority", Boolean, nullable=False, server_default=false()),
 )
 
 generations = Table(
@@ -91,10 +94,28 @@ generations = Table(
     Column("finished_at", UTCDateTime()),
     Column("processing_ms", BigInteger),
     Column("deleted_at", UTCDateTime()),
-    Index("ix_generations_claim", "status", "priority", "created_at"),
-    Index("ix_generations_project_created", "project_id", "created_at"),
+    # The job's round in its priority class (store/scheduling.py): projects take turns by it.
+    Column("fair_tag", BigInteger, nullable=False, server_default="0"),
+    Column("deadline_at", UTCDateTime()),  # must have started by then (None: no deadline)
     Index("ix_generations_finished", "finished_at"),  # the metrics' recent window
 )
+# The claim order (priority class first, then the round, then age), for the head of the queue and for
+# a batch's compatible jobs; a project's jobs by class and round (its next round, its queued count);
+# queued jobs by deadline (the sweep).
+_gen = generations.c
+Index("ix_generations_claim", _gen.status, _gen.priority.desc(), _gen.fair_tag, _gen.created_at, _gen.id)
+Index(
+    "ix_generations_batch",
+    _gen.status,
+    _gen.batch_key,
+    _gen.priority.desc(),
+    _gen.fair_tag,
+    _gen.created_at,
+    _gen.id,
+)
+Index("ix_generations_project_round", _gen.project_id, _gen.status, _gen.priority, _gen.fair_tag)
+Index("ix_generations_project_created", _gen.project_id, _gen.created_at)
+Index("ix_generations_deadline", _gen.status, _gen.deadline_at)
 
 images = Table(
     "images",
@@ -143,6 +164,7 @@ api_keys = Table(
     Column("scopes", JSON, nullable=False),
     Column("rate_limit_per_hour", Integer),  # None = the project's or the server default
     Column("budget_credits", Float),  # None = unlimited (the project's budget still applies)
+    Column("max_queued", Integer),  # None = the server default (EASEL_MAX_QUEUED_PER_KEY); 0 = none
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime()),
     Column("revoked_at", UTCDateTime()),
@@ -281,4 +303,24 @@ model_requests = Table(
     Column("finished_at", UTCDateTime()),
     Index("ix_model_requests_worker_status", "worker_id", "status"),
     Index("ix_model_requests_created", "created_at"),
+)
+
+# The fair scheduler's clock (store/scheduling.py): per priority class, the round of the job claimed
+# last at the head of the queue. A project with nothing queued joins the queue at this round.
+queue_clock = Table(
+    "queue_clock",
+    metadata,
+    Column("priority", Integer, primary_key=True, autoincrement=False),
+    Column("round", BigInteger, nullable=False),
+)
+
+# Measured speed per model (store/scheduling.py): a moving average of seconds per denoising step and
+# image, updated when a job completes; the queue's ETAs are computed from it.
+model_timings = Table(
+    "model_timings",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("seconds_per_step", Float, nullable=False),
+    Column("samples", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -27,12 +27,16 @@ class CreateProject(CamelWire):
     name: str = Field(min_length=1, max_length=200)
     budget_credits: float | None = Field(None, ge=0, le=MAX_CREDITS)
     rate_limit_per_hour: int | None = Field(None, ge=0, le=MAX_COUNT)
+    max_queued: int | None = Field(None, ge=0, le=MAX_COUNT)  # None: the server default; 0: no cap
+    allow_high_priority: bool = False
 
 
 class UpdateProject(CamelWire):
     budget_credits: float | None = Field(None, ge=0, le=MAX_CREDITS)
     rate_limit_per_hour: int | None = Field(None, ge=0, le=MAX_COUNT)
     record_parameters: bool | None = None  # None: unchanged
+    max_queued: int | None = Field(None, ge=0, le=MAX_COUNT)  # null: the server default
+    allow_high_priority: bool | None = None  # None: unchanged
 
 
 class CreateKey(CamelWire):
@@ -42,12 +46,20 @@ class CreateKey(CamelWire):
     expires_at: DateTime | None = Field(None, strict=False)
     rate_limit_per_hour: int | None = Field(None, ge=0, le=MAX_COUNT)
     budget_credits: float | None = Field(None, ge=0, le=MAX_CREDITS)
+    max_queued: int | None = Field(None, ge=0, le=MAX_COUNT)  # None: the server default; 0: no cap
 
 
 @router.post("/admin/projects", status_code=201)
 async def create_project(body: CreateProject, admin: AdminDep, caller: Admin) -> dict[str, Any]:
     info = await anyio.to_thread.run_sync(
-        admin.create_project, caller, body.name, body.budget_credits, body.rate_limit_per_hour
+        lambda: admin.create_project(
+            caller,
+            body.name,
+            body.budget_credits,
+            body.rate_limit_per_hour,
+            max_queued=body.max_queued,
+            allow_high_priority=body.allow_high_priority,
+        )
     )
     return {"success": True, "data": project_json(info)}
 
@@ -63,9 +75,16 @@ async def update_project(
     project_id: str, body: UpdateProject, admin: AdminDep, caller: Admin
 ) -> dict[str, Any]:
     given = body.model_fields_set  # PATCH: fields not sent keep their values
-    changes = {k: getattr(body, k) for k in ("budget_credits", "rate_limit_per_hour") if k in given}
+    limits = ("budget_credits", "rate_limit_per_hour", "max_queued")
+    changes = {k: getattr(body, k) for k in limits if k in given}
     info = await anyio.to_thread.run_sync(
-        lambda: admin.update_project(caller, project_id, record_parameters=body.record_parameters, **changes)
+        lambda: admin.update_project(
+            caller,
+            project_id,
+            record_parameters=body.record_parameters,
+            allow_high_priority=body.allow_high_priority,
+            **changes,
+        )
     )
     return {"success": True, "data": project_json(info)}
 
@@ -81,6 +100,7 @@ async def create_key(body: CreateKey, admin: AdminDep, caller: Admin) -> dict[st
             expires_at=body.expires_at,
             rate_limit_per_hour=body.rate_limit_per_hour,
             budget_credits=body.budget_credits,
+            max_queued=body.max_queued,
         )
     )
     return {"success": True, "data": key_json(info) | {"key": plaintext}}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 
 from easel.api.limits import check_json_value
-from easel.api.wire import MAX_SIDE, CamelWire, Loras, LoraWire, iso
+from easel.api.wire import MAX_SIDE, CamelWire, DateTime, Loras, LoraWire, iso
 from easel.domain.errors import EaselError
 from easel.domain.families import Task
 from easel.domain.generation import Generation, Image, Status
@@ -17,6 +17,7 @@ from easel.domain.inputs import ImageInput, Role
 from easel.domain.keys import KeyInfo, ProjectInfo
 from easel.domain.metrics import WorkerRecord
 from easel.domain.model_requests import LoadedModel, ModelRequest
+from easel.domain.scheduling import MAX_DEADLINE_SECONDS, PRIORITY_NAMES, Priority, parse_priority
 from easel.domain.spec import MAX_SEED, GenerationSpec, OutputFormat
 from easel.domain.urls import MAX_URL_LENGTH, is_http_url
 from easel.domain.webhooks import Endpoint, GenerationEvent, Message
@@ -42,7 +43,28 @@ WIRE_NAMES = {
     "enhance_template": "enhancementOptions.template",
     "output_compression": "outputCompression",
     "guidance": "guidance",
+    "cancel_after": "cancelAfter",
 }
+
+
+def _priority(value: Any) -> int:
+    return int(parse_priority(value))
+
+
+# `priority`: a class name, or (for compatibility) an integer -100..100 taken by its sign.
+PriorityWire = Annotated[
+    int,
+    BeforeValidator(_priority),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": list(PRIORITY_NAMES)},
+                {"type": "integer", "minimum": -100, "maximum": 100},
+            ],
+            "default": "normal",
+        }
+    ),
+]
 
 
 # `meta` is stored with the generation and echoed in every response and webhook: kept small and flat.
@@ -82,7 +104,10 @@ class CreateGenerationRequest(CamelWire):
     output_compression: int | None = Field(None, ge=0, le=100)
     folder: str | None = Field(None, max_length=200)
     meta: dict[str, Any] = Field(default_factory=dict)
-    priority: int = Field(0, ge=-100, le=100)
+    priority: PriorityWire = 0  # high | normal | low ("high": projects the server admin allows)
+    # The job must have started within `cancelAfter` seconds of its creation, or by `deadline`.
+    cancel_after: float | None = Field(None, gt=0, le=MAX_DEADLINE_SECONDS)
+    deadline: DateTime | None = Field(None, strict=False)
     webhook: str | None = Field(
         None, max_length=MAX_URL_LENGTH
     )  # POSTed when the job ends (docs/webhooks.md)
@@ -139,6 +164,8 @@ class CreateGenerationRequest(CamelWire):
             folder=self.folder,
             meta=self.meta,
             priority=self.priority,
+            cancel_after=self.cancel_after,
+            deadline=self.deadline,
             webhook_url=self.webhook,
             record_parameters=self.record_parameters,
         )
@@ -206,12 +233,14 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "quality": s.quality,
         "outputFormat": s.output_format.value,
         "folder": s.folder,
-        "priority": s.priority,
+        "priority": Priority.of(s.priority).label,
+        "deadline": iso(s.deadline),
         "webhook": s.webhook_url,
         "recordParameters": s.record_parameters,
         "status": STATUS_NAMES[gen.status],
         "progress": {"step": gen.progress_step, "total": gen.progress_total},
         "queuePosition": gen.queue_position,
+        "etaSeconds": gen.eta_seconds,
         "outputImageId": imgs[0]["id"] if imgs else None,
         "outputImage": imgs[0] if imgs else None,
         "outputImageIds": [i["id"] for i in imgs],
@@ -243,6 +272,7 @@ def webhook_payload(event: GenerationEvent) -> str:
         "model": spec.model,
         "prompt": spec.original_prompt or spec.prompt,
         "n": spec.n,
+        "loras": lora_json(spec),
         "images": [
             {
                 "id": im.id,
@@ -273,6 +303,7 @@ def key_json(k: KeyInfo) -> dict[str, Any]:
         "scopes": sorted(k.scopes),
         "rateLimitPerHour": k.rate_limit_per_hour,
         "budgetCredits": k.budget_credits,
+        "maxQueued": k.max_queued,
         "createdAt": iso(k.created_at),
         "lastUsedAt": iso(k.last_used_at),
         "expiresAt": iso(k.expires_at),
@@ -287,6 +318,8 @@ def project_json(p: ProjectInfo) -> dict[str, Any]:
         "budgetCredits": p.budget_credits,
         "rateLimitPerHour": p.rate_limit_per_hour,
         "recordParameters": p.record_parameters,
+        "maxQueued": p.max_queued,
+        "allowHighPriority": p.allow_high_priority,
     }
 
 

@@ -15,6 +15,7 @@ from easel.api.idempotency import idempotent
 from easel.api.limits import JSON_MAX_BYTES, max_body
 from easel.api.native.common import GenRead, GenWrite, generation_body, native_router, page
 from easel.api.native.protocol import STATUS_BY_NAME, CreateGenerationRequest
+from easel.api.scheduling import SchedulingHeaders, scheduled
 from easel.api.wire import MAX_OFFSET
 from easel.domain.errors import ValidationFailed
 from easel.domain.generation import ListQuery, Status
@@ -33,9 +34,11 @@ async def create_generation(
     links: LinksDep,
     principal: GenWrite,
     _idempotent: Annotated[None, Depends(idempotent)],
+    scheduling: SchedulingHeaders,
     prefer: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    gen = await anyio.to_thread.run_sync(generations.submit, principal, body.to_spec(), body.inputs())
+    spec = scheduled(body.to_spec(), scheduling, body.model_fields_set)  # the body's fields win
+    gen = await anyio.to_thread.run_sync(generations.submit, principal, spec, body.inputs())
     match = _WAIT.search(prefer or "")
     if match:
         gen = await generations.wait(principal.project_id, gen.id, float(match.group(1)))

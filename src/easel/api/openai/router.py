@@ -25,6 +25,7 @@ from easel.api.openai.protocol import (
 )
 from easel.api.openai.serving import generate
 from easel.api.routing import dialect_route
+from easel.api.scheduling import SchedulingHeaders
 from easel.api.wire import STRING, json_object
 from easel.domain.errors import EaselError, NotFound, ValidationFailed
 from easel.domain.keys import Principal
@@ -52,6 +53,8 @@ def render_error(err: EaselError) -> Response:
         code = "invalid_api_key"
     elif status == 402:  # OpenAI reports an exhausted quota as a 429
         status, kind, code = 429, "insufficient_quota", "insufficient_quota"
+    elif status == 429 and code == "queue_limit_exceeded":  # too many queued jobs: not a request rate
+        kind = "requests"
     elif status == 429:
         kind, code = "requests", "rate_limit_exceeded"
     elif status >= 500:
@@ -79,10 +82,16 @@ M = TypeVar("M", bound=BaseModel)
 @router.post("/v1/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES))
 @router.post("/api/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES))
 async def create_image(
-    body: GenerateRequest, request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent
+    body: GenerateRequest,
+    request: Request,
+    svc: ServicesDep,
+    principal: Writer,
+    _i: Idempotent,
+    scheduling: SchedulingHeaders,
 ) -> dict[str, Any]:
     inputs = body.inputs(svc.links.image_of_link)
-    return await generate(request, svc, principal, body.to_spec(svc.catalog), inputs, body.format)
+    spec = body.to_spec(svc.catalog)
+    return await generate(request, svc, principal, spec, inputs, body.format, scheduling)
 
 
 def _form_body(model: type[BaseModel], files: dict[str, Any]) -> dict[str, Any]:
@@ -103,11 +112,13 @@ _EDIT_FILES = {"image": _FILE, "image[]": {"type": "array", "items": _FILE}, "ma
     openapi_extra=max_body(multipart_max_bytes(MAX_INPUT_IMAGES + 1)) | _form_body(EditRequest, _EDIT_FILES),
     form_limits=form_limits(MAX_INPUT_IMAGES + 1),
 )
-async def edit_image(request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent) -> dict[str, Any]:
+async def edit_image(
+    request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent, scheduling: SchedulingHeaders
+) -> dict[str, Any]:
     body, files = await _multipart(request, EditRequest, frozenset({*IMAGE_FIELDS, "mask"}))
     inputs = EditRequest.inputs(files)
     spec = body.to_spec(svc.catalog, with_mask=any(name == "mask" for name, _ in files))
-    return await generate(request, svc, principal, spec, inputs, body.format)
+    return await generate(request, svc, principal, spec, inputs, body.format, scheduling)
 
 
 @router.post(
@@ -115,10 +126,12 @@ async def edit_image(request: Request, svc: ServicesDep, principal: Writer, _i: 
     openapi_extra=max_body(multipart_max_bytes(1)) | _form_body(VariationRequest, {"image": _FILE}),
     form_limits=form_limits(1),
 )
-async def vary_image(request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent) -> dict[str, Any]:
+async def vary_image(
+    request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent, scheduling: SchedulingHeaders
+) -> dict[str, Any]:
     body, files = await _multipart(request, VariationRequest, frozenset({"image"}))
     inputs = VariationRequest.inputs(files)
-    return await generate(request, svc, principal, body.to_spec(svc.catalog), inputs, body.format)
+    return await generate(request, svc, principal, body.to_spec(svc.catalog), inputs, body.format, scheduling)
 
 
 @router.get("/v1/models")

@@ -13,11 +13,13 @@ from fastapi import Request
 
 from easel.api.deps import image_url
 from easel.api.openai.protocol import ResponseFormat, images_response
+from easel.api.scheduling import scheduled
 from easel.domain.errors import EaselError, TimedOut
 from easel.domain.failures import GENERATION_FAILED, client_message
 from easel.domain.generation import Status
 from easel.domain.inputs import ImageInput
 from easel.domain.keys import Principal
+from easel.domain.scheduling import DEADLINE_EXCEEDED
 from easel.domain.spec import GenerationSpec
 from easel.service.container import Services
 
@@ -31,8 +33,11 @@ async def generate(
     spec: GenerationSpec,
     inputs: Sequence[ImageInput],
     fmt: ResponseFormat,
+    scheduling: dict[str, Any],
 ) -> dict[str, Any]:
+    """`scheduling`: what the X-Easel-Priority and Cancel-After headers ask for (api/scheduling.py)."""
     generations = svc.generations
+    spec = scheduled(spec, scheduling)
     gen = await anyio.to_thread.run_sync(generations.submit, principal, spec, inputs)
     timeout = svc.settings.openai_timeout_seconds
     gen = await generations.wait(principal.project_id, gen.id, timeout, capped=False)
@@ -43,6 +48,14 @@ async def generate(
             code=gen.error_code or GENERATION_FAILED,
             headers=dict(NO_RETRY),
         )
+    if gen.status is Status.CANCELED and gen.error_code == DEADLINE_EXCEEDED:
+        err = TimedOut(
+            f"Generation {gen.id} had not started by its deadline (Cancel-After) and was canceled "
+            "without running; it was not charged"
+        )
+        err.code = DEADLINE_EXCEEDED
+        err.headers.update(NO_RETRY)
+        raise err
     if gen.status is Status.CANCELED:
         raise EaselError(
             f"Generation {gen.id} was canceled", status=500, code="canceled", headers=dict(NO_RETRY)

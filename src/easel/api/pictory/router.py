@@ -17,6 +17,7 @@ from easel.api.deps import GenerationsDep, LinksDep, ServicesDep, authenticated,
 from easel.api.idempotency import idempotent
 from easel.api.pictory.protocol import WIRE_NAMES, CreateImageRequest, created_json, job_json
 from easel.api.routing import dialect_route
+from easel.api.scheduling import SchedulingHeaders, scheduled
 from easel.api.wire import FIELD_ERRORS, STRING, json_object
 from easel.domain.errors import EaselError, FieldError
 from easel.domain.keys import Principal
@@ -74,9 +75,10 @@ async def create_image(
     svc: ServicesDep,
     principal: Writer,
     _idempotent: Annotated[None, Depends(idempotent)],
+    scheduling: SchedulingHeaders,
 ) -> dict[str, Any]:
     body.check(svc.catalog)
-    spec = body.to_spec(svc.catalog)
+    spec = scheduled(body.to_spec(svc.catalog), scheduling)  # X-Easel-Priority, Cancel-After
     gen = await anyio.to_thread.run_sync(svc.generations.submit, principal, spec, body.inputs())
     return created_json(gen)
 

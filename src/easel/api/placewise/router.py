@@ -27,6 +27,7 @@ from easel.api.placewise.protocol import (
     task_json,
 )
 from easel.api.routing import dialect_route
+from easel.api.scheduling import SchedulingHeaders, scheduled
 from easel.api.wire import FIELD_ERRORS, STRING, json_object
 from easel.domain.errors import EaselError, NotFound, ValidationFailed
 from easel.domain.keys import Principal
@@ -98,6 +99,7 @@ async def generate_image(
     svc: ServicesDep,
     principal: Writer,
     _idempotent: Annotated[None, Depends(idempotent)],
+    scheduling: SchedulingHeaders,
     slug_header: SlugHeader = None,
 ) -> dict[str, Any]:
     slug = _slug(slug_header)
@@ -105,7 +107,7 @@ async def generate_image(
         body = GenerateImageRequest.model_validate(await _read_body(request))
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
-    spec = body.to_spec(svc.catalog, slug)
+    spec = scheduled(body.to_spec(svc.catalog, slug), scheduling)  # X-Easel-Priority, Cancel-After
     generations = svc.generations
 
     def create() -> int:

@@ -18,6 +18,7 @@ from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.families import Task
 from easel.domain.generation import Generation, Status
 from easel.domain.inputs import ImageInput, Role
+from easel.domain.scheduling import DEADLINE_EXCEEDED
 from easel.domain.spec import GenerationSpec
 from easel.domain.urls import is_http_url
 
@@ -91,6 +92,8 @@ def generated_image_json(gen: Generation, url_for: Callable[[str], str]) -> dict
     if gen.status is Status.SUCCEEDED and gen.images:
         body["imageUrl"] = url_for(gen.images[0].id)
         body["fileId"] = gen.images[0].id
+    elif gen.status is Status.CANCELED and gen.error_code == DEADLINE_EXCEEDED:  # Cancel-After
+        body["failureReason"] = gen.error_message or "The generation had not started by its deadline"
     elif gen.status is Status.CANCELED:
         body["failureReason"] = "The generation was canceled"
     elif gen.status is Status.FAILED:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from easel.api.deps import GenerationsDep, LinksDep, authenticated, image_links, raw_header
 from easel.api.idempotency import idempotent
 from easel.api.routing import dialect_route
+from easel.api.scheduling import SchedulingHeaders, scheduled
 from easel.api.wix.protocol import WIRE_NAMES, GenerateImageRequest, generate_image_json, generated_image_json
 from easel.domain.errors import EaselError
 from easel.domain.keys import Principal
@@ -84,9 +85,11 @@ async def generate_image(
     generations: GenerationsDep,
     principal: Writer,
     _idempotent: Annotated[None, Depends(idempotent)],
+    scheduling: SchedulingHeaders,
 ) -> dict[str, Any]:
     body.check()
-    gen = await anyio.to_thread.run_sync(generations.submit, principal, body.to_spec(), body.inputs())
+    spec = scheduled(body.to_spec(), scheduling)  # X-Easel-Priority, Cancel-After
+    gen = await anyio.to_thread.run_sync(generations.submit, principal, spec, body.inputs())
     return generate_image_json(gen)
 
 

@@ -88,8 +88,7 @@ class Runtime:
         if migrate_db:
             migrate.upgrade(engine)
         # A worker seen this recently is live (the queue's ETAs share the work among the live workers).
-        live_within = timedelta(seconds=max(settings.lease_seconds, 3 * settings.idle_check_seconds))
-        repo = Repository(engine, render_event=webhook_payload, live_within=live_within)
+        repo = Repository(engine, render_event=webhook_payload, live_within=settings.worker_live_within)
         blobs = make_blob_store(settings)
         doorbell = Doorbell(settings.data_dir / "run")
         events = EventHub()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -233,6 +234,12 @@ class Settings(BaseSettings):
     @property
     def heartbeat_interval(self) -> float:
         return self.heartbeat_seconds or self.lease_seconds / 3
+
+    @property
+    def worker_live_within(self) -> timedelta:
+        """A worker is live while its heartbeat is this recent (/healthz, /metrics, the admin's models,
+        the queue's ETAs): a busy worker beats every heartbeat interval, an idle one every idle check."""
+        return timedelta(seconds=max(self.lease_seconds, 3 * self.idle_check_seconds))
 
     def load_catalog(self) -> Catalog:
         """The catalog file this configuration names (`catalog`)."""

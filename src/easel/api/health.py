@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -33,10 +32,8 @@ def worker_state(state: Any) -> str:
 def _check(svc: Services) -> dict[str, Any]:
     body: dict[str, Any] = dict(svc.generations.health())
     if body.get("status") == "ok":
-        s = svc.settings
-        within = timedelta(seconds=max(s.lease_seconds, 3 * s.idle_check_seconds))
         try:
-            body["workers"] = len(svc.metrics.workers(within))
+            body["workers"] = len(svc.metrics.workers(svc.settings.worker_live_within))
         except Exception:  # the hint only; the database check above decides
             log.warning("health check: could not count live workers", exc_info=True)
     return body

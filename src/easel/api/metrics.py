@@ -172,9 +172,8 @@ def render_metrics(metrics: MetricsService, settings: Settings) -> bytes:
     """The exposition text of one scrape (blocking: database reads)."""
     snapshot = metrics.snapshot(timedelta(seconds=settings.metrics_window_seconds))
     workers = metrics.workers(HEARTBEAT_HORIZON)
-    live_within = timedelta(seconds=max(settings.lease_seconds, 3 * settings.idle_check_seconds))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(snapshot, workers, live_within))
+    registry.register(DatabaseCollector(snapshot, workers, settings.worker_live_within))
     window = GaugeMetricFamily(
         "easel_metrics_window_seconds",
         "The window of easel_jobs_ended and the latency histograms.",

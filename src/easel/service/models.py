@@ -83,8 +83,7 @@ class ModelAdminService:
     @property
     def live_within(self) -> timedelta:
         """A worker is live while its heartbeat is this recent (as /healthz and /metrics count them)."""
-        s = self.settings
-        return timedelta(seconds=max(s.lease_seconds, 3 * s.idle_check_seconds))
+        return self.settings.worker_live_within
 
     def _only_server_admin(self, caller: Principal) -> None:
         if caller.project_id != self.default_project_id:

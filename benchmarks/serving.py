@@ -111,7 +111,9 @@ def pct(xs: list[float], q: float) -> float:
 class Server:
     """`easel serve --no-auth` of one source tree (through easel_launch.py) in a fresh data folder."""
 
-    def __init__(self, src: Path, root: Path, catalog: Path, *, max_batch: int, threads: int) -> None:
+    def __init__(
+        self, src: Path, root: Path, catalog: Path, *, max_batch: int, threads: int, split: bool = False
+    ) -> None:
         self.data = Path(tempfile.mkdtemp(prefix="data-", dir=root))
         self.log = self.data / "serve.log"
         port = free_port()
@@ -127,6 +129,12 @@ class Server:
             "HF_HUB_OFFLINE": "1",
         }
         env.pop("PYTHONPATH", None)  # the launcher puts the tree first; nothing else of Easel's
+        self.worker: subprocess.Popen[bytes] | None = None
+        if split:  # the API alone in `easel serve`, the worker in its own `easel worker` process
+            env["EASEL_WORKER_ENABLED"] = "false"
+            launch = [sys.executable, str(BENCH / "easel_launch.py"), "--src", str(src)]
+            with open(self.data / "worker.log", "ab") as out:
+                self.worker = subprocess.Popen([*launch, "worker"], env=env, stdout=out, stderr=out)
         cmd = [sys.executable, str(BENCH / "easel_launch.py"), "--src", str(src), "serve", "--no-auth"]
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         with open(self.log, "ab") as out:
@@ -146,7 +154,8 @@ class Server:
             time.sleep(0.1)
 
     def cpu(self) -> float:
-        return proc_cpu(self.proc.pid)
+        """CPU seconds of the server process, and of its worker process when split."""
+        return proc_cpu(self.proc.pid) + (proc_cpu(self.worker.pid) if self.worker is not None else 0.0)
 
     def worker_counters(self) -> dict[str, float] | None:
         """The in-process worker's counters from GET /metrics (None when this tree has none)."""
@@ -163,13 +172,14 @@ class Server:
         return out or None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        for proc in (self.worker, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
         shutil.rmtree(self.data, ignore_errors=True)
 
 

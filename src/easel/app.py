@@ -79,9 +79,12 @@ def create_app(
         if dispatcher is not None:
             dispatcher.start()
         app.state.webhook_dispatcher = dispatcher
+        relay = rt.make_finished_relay()  # jobs that workers in other processes end wake our waiters
+        relay.start()
         try:
             yield
         finally:
+            relay.stop()
             if dispatcher is not None:
                 dispatcher.stop()
             if worker is not None and thread is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from easel.service.admin import AdminService
 from easel.service.auth import Access, Authenticator
 from easel.service.container import Services
 from easel.service.enhance import PromptEnhancer
-from easel.service.events import EventHub
+from easel.service.events import EventHub, JobEvent
 from easel.service.fetch import ImageFetcher
 from easel.service.generations import GenerationService
 from easel.service.idempotency import Idempotency
@@ -32,11 +33,11 @@ from easel.storage.base import BlobStore
 from easel.storage.factory import make_blob_store
 from easel.storage.signing import UrlSigner
 from easel.store import migrate
-from easel.store.db import make_engine
+from easel.store.db import is_postgres, make_engine
 from easel.store.idempotency import IdempotencyStore
 from easel.store.keys import KeyStore
 from easel.store.model_requests import ModelRequestStore
-from easel.store.notify import Doorbell
+from easel.store.notify import FINISHED, FINISHED_CHANNEL, Doorbell
 from easel.store.outbox import WebhookStore
 from easel.store.queue import JobQueue
 from easel.store.repository import Repository
@@ -186,5 +187,49 @@ class Runtime:
         w._wake = dispatcher.wake_event  # redelivery wakes it at once
         return dispatcher
 
+    def make_finished_relay(self) -> FinishedRelay:
+        """A relay of jobs that ended in other processes to this runtime's waiters (start(); stop())."""
+        engine = self.repo.engine
+        url = engine.url.render_as_string(hide_password=False) if is_postgres(engine) else None
+        return FinishedRelay(self.doorbell, self.events, url)
+
     def close(self) -> None:
         self.repo.engine.dispose()
+
+
+class FinishedRelay:
+    """One thread of an API process that turns "these jobs ended" from other processes into `finished`
+    events on its EventHub, so that `Prefer: wait`, OpenAI requests and event streams answer the moment
+    a job ends wherever it ran: the FINISHED doorbell (workers on this host ring it with the ids) and, on
+    PostgreSQL, LISTEN easel_finished (every transaction that ends a job notifies its id). Waiters still
+    re-read the store every second, which covers a lost connection or datagram."""
+
+    def __init__(self, doorbell: Doorbell, events: EventHub, postgres_url: str | None) -> None:
+        self.events = events
+        self.listener = doorbell.listener(FINISHED)
+        if postgres_url is not None:
+            self.listener.listen_postgres(postgres_url, FINISHED_CHANNEL, connect=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="easel-finished-relay", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = self.listener.receive(5.0)
+            except Exception:  # never let the relay die; waiters fall back to re-reading
+                log.exception("the finished relay failed to receive; retrying")
+                self._stop.wait(1.0)
+                continue
+            for message in messages or ():
+                for gid in message.split(","):
+                    if gid:
+                        self.events.publish(JobEvent(gid, "finished"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.interrupt()
+        self._thread.join(timeout=10)
+        self.listener.close()

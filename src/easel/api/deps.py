@@ -28,11 +28,17 @@ def services(request: Request) -> Services:
     return found
 
 
-ServicesDep = Annotated[Services, Depends(services)]
+# Dependencies that do no I/O are coroutines: FastAPI runs a plain function dependency in its thread
+# pool, a hop per dependency per request that costs more CPU than the lookup itself.
+async def _services_dependency(request: Request) -> Services:
+    return services(request)
+
+
+ServicesDep = Annotated[Services, Depends(_services_dependency)]
 
 
 def _member(name: str) -> Callable[[Request], Any]:
-    def dependency(request: Request) -> Any:
+    async def dependency(request: Request) -> Any:
         return getattr(services(request), name)
 
     dependency.__name__ = f"{name}_service"

@@ -23,7 +23,7 @@ PRIORITY_HEADER = "X-Easel-Priority"
 CANCEL_AFTER_HEADER = "Cancel-After"
 
 
-def _scheduling_headers(
+async def _scheduling_headers(
     priority: Annotated[
         str | None,
         Header(

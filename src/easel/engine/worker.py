@@ -62,7 +62,7 @@ from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.keys import generated_image_key
 from easel.store.model_requests import ModelRequestStore
-from easel.store.notify import CANCEL_CHANNEL, CANCELS, Doorbell, DoorbellListener
+from easel.store.notify import CANCEL_CHANNEL, CANCELS, FINISHED, Doorbell, DoorbellListener
 from easel.store.queue import ClaimedJob, JobQueue
 from easel.store.repository import Repository, new_id
 from easel.store.tables import utcnow
@@ -672,8 +672,16 @@ class Worker:
             return False
 
     def _finish_events(self, jobs: Sequence[ClaimedJob]) -> None:
+        """Tell waiters that these jobs ended: this process's (the EventHub) and, through the FINISHED
+        doorbell, the API processes on this host (on PostgreSQL the ending transaction also notified
+        `easel_finished`, which reaches other hosts)."""
         for j in jobs:
             self.publish(JobEvent(j.id, "finished"))
+        if jobs:
+            try:
+                self.doorbell.ring(FINISHED, ",".join(j.id for j in jobs).encode())
+            except OSError:
+                log.exception("could not ring the finished doorbell (waiters re-read within a second)")
 
 
 class _LeaseKeeper:

@@ -82,9 +82,16 @@ class GenerationService:
     # -- create ------------------------------------------------------------------------------------
 
     def submit(
-        self, principal: Principal, spec: GenerationSpec, inputs: Sequence[ImageInput] = ()
+        self,
+        principal: Principal,
+        spec: GenerationSpec,
+        inputs: Sequence[ImageInput] = (),
+        *,
+        estimate: bool = True,
     ) -> Generation:
-        """Validate, import the inputs, persist and queue a generation for `principal`'s project."""
+        """Validate, import the inputs, persist and queue a generation for `principal`'s project. The
+        record returned carries its queue position and ETA unless `estimate` is False (a caller that
+        waits for the job next and answers with its final state)."""
         project_id = principal.project_id
         seed = spec.seed if spec.seed is not None else draw_seed()
         resolved = self._scheduled(principal, spec.resolve(self.catalog, seed=seed, inputs=inputs))
@@ -119,6 +126,7 @@ class GenerationService:
                 key_budget=principal.budget_credits,
                 uploads=[u.record for u in imported.uploads],
                 caps=self._caps(principal),
+                estimate=estimate,
             )
         except BaseException:
             for upload in imported.uploads:
@@ -272,16 +280,22 @@ class GenerationService:
         deadline = loop.time() + limit
         with self.events.subscribe(gid) as queue:
             while True:
-                gen = await anyio.to_thread.run_sync(self.get, project_id, gid)
+                gen = await anyio.to_thread.run_sync(self._status_of, project_id, gid)
                 remaining = deadline - loop.time()
-                if gen.status.finished or remaining <= 0:
+                if gen.status.finished:
                     return gen
+                if remaining <= 0:  # answered unfinished: with its queue position and ETA
+                    return await anyio.to_thread.run_sync(self.get, project_id, gid)
                 try:
                     async with asyncio.timeout(min(1.0, remaining)):
                         while (await queue.get()).kind != "finished":
                             pass
                 except TimeoutError:
                     pass
+
+    def _status_of(self, project_id: str, gid: str) -> Generation:
+        """The generation without its queue estimates (a waiter's poll)."""
+        return self.repo.get_generation(project_id, gid, estimate=False)
 
     # -- integer task numbers (dialects whose ids are integers) -------------------------------------
 

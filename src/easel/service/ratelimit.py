@@ -17,6 +17,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from easel.store.db import reading
 from easel.store.tables import rate_counters
 
 
@@ -95,7 +96,7 @@ class DatabaseRateLimiter:
 
     def count(self, bucket: str, window: int) -> int:
         start = int(time.time() // window * window)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             value = conn.execute(
                 select(rate_counters.c.count).where(
                     rate_counters.c.bucket == bucket, rate_counters.c.window_start == start

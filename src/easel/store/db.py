@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+_READ = "easel_read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings Easel relies on.
 
-    SQLite: WAL (readers never block the writer), a busy timeout, foreign keys, and every transaction
-    opened with BEGIN IMMEDIATE, so that a read-then-write (a claim) cannot deadlock on lock upgrade.
+    SQLite: WAL (readers never block the writer), a busy timeout, foreign keys, and every write
+    transaction (`engine.begin()`) opened with BEGIN IMMEDIATE, so that a read-then-write (a claim) cannot
+    deadlock on lock upgrade; a read (`reading(engine)`) opens a plain BEGIN, which in WAL mode takes no
+    lock that a writer or another reader waits for.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -30,13 +34,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read = conn.get_execution_options().get(_READ, False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads (`with reading(engine) as conn:`): nothing it writes is committed, and on
+    SQLite its transaction does not take the write lock, so reads run beside writers and each other."""
+    return engine.connect().execution_options(**{_READ: True})
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -19,6 +19,7 @@ from easel.domain.keys import (
     format_key,
     hash_secret,
 )
+from easel.store.db import reading
 from easel.store.tables import api_keys, projects, utcnow
 
 
@@ -85,7 +86,7 @@ class KeyStore:
         return plaintext, self.get(parts.key_id)
 
     def get(self, key_id: str) -> KeyInfo:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
         if row is None:
             raise NotFound("key", key_id)
@@ -95,7 +96,7 @@ class KeyStore:
         q = select(api_keys).order_by(api_keys.c.created_at)
         if project_id is not None:
             q = q.where(api_keys.c.project_id == project_id)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [_key(r) for r in conn.execute(q)]
 
     def revoke(self, key_id: str, project_id: str | None = None) -> KeyInfo:
@@ -114,7 +115,7 @@ class KeyStore:
             conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
 
     def project(self, project_id: str) -> ProjectInfo:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(projects).where(projects.c.id == project_id)).first()
         if row is None:
             raise NotFound("project", project_id)
@@ -129,14 +130,14 @@ class KeyStore:
         )
 
     def project_by_name(self, name: str) -> ProjectInfo:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(projects.c.id).where(projects.c.name == name)).first()
         if row is None:
             raise NotFound("project", name)
         return self.project(row.id)
 
     def list_projects(self) -> list[ProjectInfo]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(projects.c.id).order_by(projects.c.created_at)).all()
         return [self.project(r.id) for r in rows]
 

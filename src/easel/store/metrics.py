@@ -14,13 +14,14 @@ from sqlalchemy import Engine, func, select
 
 from easel.domain.generation import Status
 from easel.domain.metrics import FinishedJob, MetricsSnapshot, QueueRow
+from easel.store.db import reading
 from easel.store.tables import generations, images, utcnow
 
 
 def read_snapshot(engine: Engine, window: timedelta) -> MetricsSnapshot:
     now = utcnow()
     g = generations
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         queue = [
             QueueRow(r.status, r.model, int(r.jobs), r.oldest)
             for r in conn.execute(

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from easel.store.db import reading
+
 _SCRIPTS = Path(__file__).parent / "migrations"
 
 
@@ -28,7 +30,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

@@ -19,6 +19,7 @@ from easel.domain.model_requests import (
     RequestStatus,
     lost_message,
 )
+from easel.store.db import reading
 from easel.store.repository import notify_workers
 from easel.store.tables import model_requests, utcnow
 
@@ -70,13 +71,13 @@ class ModelRequestStore:
         return made
 
     def get(self, request_id: str) -> ModelRequest | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(select(model_requests).where(model_requests.c.id == request_id)).first()
         return None if row is None else _record(row)
 
     def queued_for(self, worker_id: str) -> list[ModelRequest]:
         """The worker's queued requests, oldest first."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(model_requests)
                 .where(
@@ -139,5 +140,5 @@ class ModelRequestStore:
         if status is not None:
             query = query.where(model_requests.c.status == status.value)
         query = query.order_by(model_requests.c.created_at.desc(), model_requests.c.id).limit(limit)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [_record(r) for r in conn.execute(query).all()]

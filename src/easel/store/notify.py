@@ -11,6 +11,12 @@ socket it waits on together with its doorbell.
 A second bell, `CANCELS`, rings a busy worker's cancel watcher (engine/worker.py) when a job is canceled:
 its sockets are named `c-*.sock` and its channel is `easel_cancels`, so a cancel wakes no idle worker and a
 create wakes no watcher.
+
+A third, `FINISHED`, carries which jobs ended to the API processes (`f-*.sock`, channel `easel_finished`):
+a worker in another process rings it with the jobs' ids after it completes or fails them, and on
+PostgreSQL every transaction that ends a job notifies it with the job's id (store/outbox.py), so a
+`Prefer: wait`, an OpenAI request or an event stream in any API process learns at once that its job
+ended, whichever process or host ran it (`FinishedRelay`, easel/runtime.py).
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ PG_RECONNECT_SECONDS = 2.0  # a lost LISTEN connection is opened again at most t
 
 JOBS = "jobs"  # a job was queued (or given back): idle workers claim
 CANCELS = "cancels"  # a job was canceled: busy workers' watchers look at their jobs
-_SOCKET_PREFIX = {JOBS: "w", CANCELS: "c"}
+FINISHED = "finished"  # jobs ended (the message: their ids): API processes wake their waiters
+_SOCKET_PREFIX = {JOBS: "w", CANCELS: "c", FINISHED: "f"}
+MAX_MESSAGE = 60_000  # bytes of one datagram (ids of the jobs that ended; more are split)
 
 
 class Doorbell:
@@ -44,15 +52,15 @@ class Doorbell:
             self.run_dir = Path(tempfile.gettempdir()) / f"easel-{digest}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def ring(self, bell: str = JOBS) -> int:
-        """Wake every listener of `bell` (JOBS: idle workers; CANCELS: cancel watchers); returns how many
-        were reached."""
+    def ring(self, bell: str = JOBS, message: bytes = b"!") -> int:
+        """Wake every listener of `bell` (JOBS: idle workers; CANCELS: cancel watchers; FINISHED: API
+        processes, `message` the ids that ended, comma-separated); returns how many were reached."""
         reached = 0
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.setblocking(False)
             for path in self.run_dir.glob(f"{_SOCKET_PREFIX[bell]}-*.sock"):
                 try:
-                    s.sendto(b"!", str(path))
+                    s.sendto(message[:MAX_MESSAGE], str(path))
                     reached += 1
                 except (ConnectionRefusedError, FileNotFoundError):
                     with contextlib.suppress(OSError):
@@ -83,6 +91,16 @@ class DoorbellListener:
         A lost LISTEN connection (the database restarted) is dropped and opened again, at most every
         PG_RECONNECT_SECONDS; meanwhile the wait is capped at that, and a reconnect counts as a ring
         (notifications may have been missed)."""
+        return self._poll(timeout, None)
+
+    def receive(self, timeout: float) -> list[str] | None:
+        """Like `wait`, but the messages: each datagram's text and each NOTIFY's payload (one entry
+        each), [] when interrupted or timed out, None after a reconnect (messages may have been missed)."""
+        got: list[str] = []
+        rung = self._poll(timeout, got)
+        return None if rung and not got else got
+
+    def _poll(self, timeout: float, keep: list[str] | None) -> bool:
         rung = False
         if self.pg is None and self._pg_url is not None and time.monotonic() >= self._pg_retry_at:
             rung = self._reconnect()
@@ -95,10 +113,12 @@ class DoorbellListener:
             rung = True
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    self.sock.recv(16)
+                    message = self.sock.recv(MAX_MESSAGE if keep is not None else 16)
+                    if keep is not None:
+                        keep.append(message.decode("ascii", "replace"))
         if self.pg is not None and pg_fd in ready:
             try:
-                rung = self.pg.drain() or rung
+                rung = self.pg.drain(keep) or rung
             except Exception as e:
                 log.warning("the LISTEN connection was lost (%s); opening it again", e)
                 self.pg.close()
@@ -142,6 +162,7 @@ class DoorbellListener:
 
 CHANNEL = "easel_jobs"
 CANCEL_CHANNEL = "easel_cancels"
+FINISHED_CHANNEL = "easel_finished"
 
 
 class PgListener:
@@ -151,7 +172,7 @@ class PgListener:
         import psycopg
         from sqlalchemy.engine import make_url
 
-        if channel not in (CHANNEL, CANCEL_CHANNEL):
+        if channel not in (CHANNEL, CANCEL_CHANNEL, FINISHED_CHANNEL):
             raise ValueError(f"unknown channel {channel!r}")
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.conn = psycopg.connect(dsn, autocommit=True)
@@ -160,13 +181,15 @@ class PgListener:
     def fileno(self) -> int:
         return int(self.conn.fileno())
 
-    def drain(self) -> bool:
-        """Consume pending notifications; True if there was at least one."""
+    def drain(self, keep: list[str] | None = None) -> bool:
+        """Consume pending notifications (their payloads appended to `keep`); True if there was one."""
         pg = self.conn.pgconn
         pg.consume_input()
         got = False
-        while pg.notifies() is not None:
+        while (note := pg.notifies()) is not None:
             got = True
+            if keep is not None:
+                keep.append(note.extra.decode("ascii", "replace"))
         return got
 
     def close(self) -> None:

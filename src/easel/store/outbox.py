@@ -39,7 +39,8 @@ from easel.domain.webhooks import (
     GenerationEvent,
     Message,
 )
-from easel.store.db import is_postgres
+from easel.store.db import is_postgres, reading
+from easel.store.notify import FINISHED_CHANNEL
 from easel.store.tables import (
     utcnow,
     webhook_attempts,
@@ -73,10 +74,13 @@ def record_generation_event(
 ) -> list[str]:
     """Queue the webhook messages of a job that has just ended, in the caller's transaction: one for
     the request's own `webhook_url` (if any) and one per enabled endpoint of the project whose event
-    filter matches. Returns the message ids."""
+    filter matches. Returns the message ids. On PostgreSQL it also notifies `easel_finished` with the
+    job's id (delivered on commit), so API processes waiting for the job wake at once (store/notify.py)."""
     event = EVENT_OF_STATUS.get(status)
     if event is None:
         return []
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(FINISHED_CHANNEL, generation_id)))
     now = now or utcnow()
     targets: list[tuple[str | None, str]] = []
     if spec.webhook_url:
@@ -160,7 +164,7 @@ class WebhookStore:
         return self.endpoint(project_id, eid)
 
     def endpoint(self, project_id: str, endpoint_id: str) -> Endpoint:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(
                 select(webhook_endpoints).where(
                     webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.project_id == project_id
@@ -171,7 +175,7 @@ class WebhookStore:
         return _endpoint(row)
 
     def endpoints(self, project_id: str) -> list[Endpoint]:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(webhook_endpoints)
                 .where(webhook_endpoints.c.project_id == project_id)
@@ -414,7 +418,7 @@ class WebhookStore:
 
     def next_due(self) -> datetime | None:
         """When the earliest pending message is due (the dispatcher sleeps until then)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             value: datetime | None = conn.execute(
                 select(func.min(webhook_messages.c.next_attempt_at)).where(
                     webhook_messages.c.status == OUTSTANDING
@@ -441,7 +445,7 @@ class WebhookStore:
             where.append(webhook_messages.c.endpoint_id == endpoint_id)
         if status is not None:
             where.append(webhook_messages.c.status == status)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.execute(
                 select(func.count()).select_from(webhook_messages).where(*where)
             ).scalar_one()
@@ -455,7 +459,7 @@ class WebhookStore:
         return [_message(r) for r in rows], int(total)
 
     def message(self, project_id: str, message_id: str) -> Message:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(
                 select(webhook_messages).where(
                     webhook_messages.c.id == message_id, webhook_messages.c.project_id == project_id

@@ -29,7 +29,7 @@ from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
 from easel.store import scheduling
-from easel.store.db import is_postgres
+from easel.store.db import is_postgres, reading
 from easel.store.outbox import record_generation_event
 from easel.store.repository import ended, expire_overdue, image_row, notify_workers
 from easel.store.tables import generations, images, utcnow
@@ -192,8 +192,25 @@ class JobQueue:
         return bool(res.rowcount)
 
     def _each_held(self, jobs: Sequence[ClaimedJob], values: dict[str, Any]) -> set[str]:
+        """Update every job still held in one statement per lease token (a batch shares one)."""
+        by_token: dict[str, list[str]] = {}
+        for j in jobs:
+            by_token.setdefault(j.lease_token, []).append(j.id)
+        held: set[str] = set()
         with self.engine.begin() as conn:
-            return {j.id for j in jobs if self._fenced(conn, j, values)}
+            for token, ids in by_token.items():
+                rows = conn.execute(
+                    update(generations)
+                    .where(
+                        generations.c.id.in_(ids),
+                        generations.c.lease_token == token,
+                        generations.c.status == Status.RUNNING.value,
+                    )
+                    .values(**values)
+                    .returning(generations.c.id)
+                )
+                held.update(r.id for r in rows)
+        return held
 
     def heartbeat(self, jobs: Sequence[ClaimedJob]) -> set[str]:
         """Extend the leases; returns the ids still held (the others were canceled or taken over)."""
@@ -281,7 +298,7 @@ class JobQueue:
 
     def next_lease_expiry(self) -> datetime | None:
         """When the earliest running lease expires (an idle worker wakes then to rescue it)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             value: datetime | None = conn.execute(
                 select(generations.c.lease_expires_at)
                 .where(
@@ -298,7 +315,7 @@ class JobQueue:
         if not jobs:
             return set()
         tokens = {j.id: j.lease_token for j in jobs}
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(generations.c.id, generations.c.lease_token).where(
                     generations.c.id.in_(list(tokens)), generations.c.status == Status.RUNNING.value
@@ -314,5 +331,5 @@ class JobQueue:
         )
         if models:
             q = q.where(generations.c.model.in_(list(models)))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return int(conn.execute(q).scalar() or 0)

@@ -17,6 +17,7 @@ from easel.domain.scheduling import DEADLINE_EXCEEDED, deadline_message
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
 from easel.store import scheduling
+from easel.store.db import reading
 from easel.store.outbox import record_generation_event
 from easel.store.tables import generation_keys, generations, images, projects, task_numbers, utcnow
 
@@ -225,7 +226,7 @@ class Repository:
 
     def records_parameters(self, project_id: str) -> bool:
         """Whether this project wants generation parameters written into its image files."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             value = conn.execute(
                 select(projects.c.record_parameters).where(projects.c.id == project_id)
             ).scalar()
@@ -244,12 +245,15 @@ class Repository:
         key_budget: float | None = None,
         uploads: Sequence[ImageFile] = (),
         caps: QueueCaps = QueueCaps(),
+        estimate: bool = True,
     ) -> Generation:
         """Queue a generation, with the rows of its uploaded image inputs (their bytes already stored).
         Budgets (the project's, and the key's) and the caps on queued jobs are checked in the same
         transaction, with the project row locked on PostgreSQL, so concurrent creates can neither
         overspend nor overfill the queue; over budget raises QuotaExceeded, over a cap QueueFull, and
-        nothing is written. The job's round (store/scheduling.py) is set under the same lock."""
+        nothing is written. The job's round (store/scheduling.py) is set under the same lock. Its queue
+        position and ETA are read after the commit, outside the write transaction, and only when
+        `estimate` (a caller that waits for the job answers with its final state instead)."""
         now = utcnow()
         gid = new_id()
         with self.engine.begin() as conn:
@@ -282,7 +286,8 @@ class Repository:
             if key_id is not None:
                 conn.execute(generation_keys.insert().values(generation_id=gid, key_id=key_id))
             notify_workers(conn)
-            return self._load(conn, project_id, gid, include_deleted=False)
+            created = self._load(conn, project_id, gid, include_deleted=False, estimate=False)
+        return self.get_generation(project_id, gid) if estimate else created
 
     @staticmethod
     def _lock_project(conn: Connection, project_id: str) -> Any:
@@ -358,7 +363,7 @@ class Repository:
 
     def ping(self) -> str:
         """Run a trivial query; the database's dialect name (for the health check)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             conn.execute(text("SELECT 1"))
         return self.engine.dialect.name
 
@@ -381,7 +386,7 @@ class Repository:
             where.append(generations.c.created_at >= since)
         if until is not None:
             where.append(generations.c.created_at < until)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(
                     generations.c.model, generations.c.created_at, generations.c.n, generations.c.credits
@@ -399,11 +404,14 @@ class Repository:
             b["credits"] = round(b["credits"] + r.credits, 6)
         return sorted(buckets.values(), key=lambda b: (b["period"], b["model"]))
 
-    def get_generation(self, project_id: str, gid: str, *, include_deleted: bool = False) -> Generation:
+    def get_generation(
+        self, project_id: str, gid: str, *, include_deleted: bool = False, estimate: bool = True
+    ) -> Generation:
         """One generation; a queued one past its deadline is ended first (the sweep runs on reads too,
-        so a deadline holds even while no worker claims)."""
-        with self.engine.connect() as conn:
-            gen = self._load(conn, project_id, gid, include_deleted=include_deleted)
+        so a deadline holds even while no worker claims). `estimate` False leaves its queue position and
+        ETA out (None), saving their queries (a waiter that only needs the status)."""
+        with reading(self.engine) as conn:
+            gen = self._load(conn, project_id, gid, include_deleted=include_deleted, estimate=estimate)
         if gen.status is Status.QUEUED and gen.spec.deadline is not None and gen.spec.deadline <= utcnow():
             with self.engine.begin() as conn:
                 expire_overdue(conn, utcnow(), self.render_event, generation_id=gid)
@@ -411,7 +419,13 @@ class Repository:
         return gen
 
     def _load(
-        self, conn: Connection, project_id: str | None, gid: str, *, include_deleted: bool
+        self,
+        conn: Connection,
+        project_id: str | None,
+        gid: str,
+        *,
+        include_deleted: bool,
+        estimate: bool = True,
     ) -> Generation:
         q = select(generations).where(generations.c.id == gid)
         if project_id is not None:
@@ -422,7 +436,11 @@ class Repository:
         if row is None:
             raise NotFound("generation", gid)
         imgs = self._images_of(conn, [gid]).get(gid, [])
-        position, eta = scheduling.estimates(conn, [row], utcnow(), self.live_within).get(gid, (None, None))
+        position, eta = None, None
+        if estimate:
+            position, eta = scheduling.estimates(conn, [row], utcnow(), self.live_within).get(
+                gid, (None, None)
+            )
         return generation_from_row(row, imgs, position, eta)
 
     def _images_of(self, conn: Connection, gids: Iterable[str]) -> dict[str, list[Image]]:
@@ -446,7 +464,7 @@ class Repository:
         if not query.include_deleted:
             where.append(generations.c.deleted_at.is_(None))
         now = utcnow()
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             overdue = conn.execute(
                 select(generations.c.id)
                 .where(
@@ -459,7 +477,7 @@ class Repository:
         if overdue is not None:  # the sweep, as on GET
             with self.engine.begin() as conn:
                 expire_overdue(conn, now, self.render_event, project_id=project_id)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.execute(select(func.count()).select_from(generations).where(*where)).scalar_one()
             rows = conn.execute(
                 select(generations)
@@ -530,7 +548,7 @@ class Repository:
         q = select(images).where(images.c.id == image_id, images.c.deleted_at.is_(None))
         if project_id is not None:
             q = q.where(images.c.project_id == project_id)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(q).first()
         if row is None:
             raise NotFound("image", image_id)
@@ -566,7 +584,7 @@ class Repository:
 
     def generation_by_number(self, project_id: str, number: int) -> str:
         """The generation id behind a task number of this project (404 otherwise)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             gid = conn.execute(
                 select(task_numbers.c.generation_id).where(
                     task_numbers.c.number == number, task_numbers.c.project_id == project_id
@@ -644,13 +662,13 @@ class Repository:
             if not res.rowcount:
                 raise Conflict("The generation changed while being retried; try again", "not_retryable")
             notify_workers(conn)
-            return self._load(conn, project_id, gid, include_deleted=False)
+        return self.get_generation(project_id, gid)
 
     # -- media library -----------------------------------------------------------------------------
 
     def folders(self, project_id: str) -> list[tuple[str | None, int]]:
         """(folder, image count) of a project's images, by name; None (no folder) first."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(images.c.folder, func.count())
                 .where(images.c.project_id == project_id, images.c.deleted_at.is_(None))
@@ -667,7 +685,7 @@ class Repository:
         where = [images.c.project_id == project_id, images.c.deleted_at.is_(None)]
         if not any_folder:
             where.append(images.c.folder.is_(None) if folder is None else images.c.folder == folder)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             total = conn.execute(select(func.count()).select_from(images).where(*where)).scalar_one()
             rows = conn.execute(
                 select(images)

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from easel.domain.metrics import WorkerRecord
 from easel.domain.model_requests import LoadedModel
+from easel.store.db import reading
 from easel.store.tables import utcnow, workers
 
 
@@ -62,7 +63,7 @@ class WorkerRegistry:
 
     def recent(self, within: timedelta) -> list[WorkerRecord]:
         """Workers seen in the last `within` (older rows are workers that died long ago)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(
                 select(workers).where(workers.c.last_seen_at >= utcnow() - within).order_by(workers.c.id)
             ).all()

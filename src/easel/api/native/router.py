@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
@@ -38,8 +39,9 @@ async def create_generation(
     prefer: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     spec = scheduled(body.to_spec(), scheduling, body.model_fields_set)  # the body's fields win
-    gen = await anyio.to_thread.run_sync(generations.submit, principal, spec, body.inputs())
     match = _WAIT.search(prefer or "")
+    submit = partial(generations.submit, principal, spec, body.inputs(), estimate=match is None)
+    gen = await anyio.to_thread.run_sync(submit)
     if match:
         gen = await generations.wait(principal.project_id, gen.id, float(match.group(1)))
         response.headers["Preference-Applied"] = f"wait={match.group(1)}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -38,7 +39,7 @@ async def generate(
     """`scheduling`: what the X-Easel-Priority and Cancel-After headers ask for (api/scheduling.py)."""
     generations = svc.generations
     spec = scheduled(spec, scheduling)
-    gen = await anyio.to_thread.run_sync(generations.submit, principal, spec, inputs)
+    gen = await anyio.to_thread.run_sync(partial(generations.submit, principal, spec, inputs, estimate=False))
     timeout = svc.settings.openai_timeout_seconds
     gen = await generations.wait(principal.project_id, gen.id, timeout, capped=False)
     if gen.status is Status.FAILED:

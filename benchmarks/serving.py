@@ -1,7 +1,7 @@
 """Benchmark: images per second through the whole server against the backend alone, and where the CPU goes.
 
     .venv/bin/python benchmarks/serving.py [--baseline DIR] [--src DIR] [--seconds 10] [--no-builtin]
-                                           [--waves] [--json out.json]
+                                           [--waves] [--split] [--json out.json]
     .venv/bin/python benchmarks/serving.py --quick    # tiny: 64x64, 2 steps, a few jobs (a test runs it)
 
 Each source tree (`--src`, default this checkout's `src/`; `--baseline`, e.g. a checkout of main made
@@ -408,6 +408,11 @@ def main(argv: list[str] | None = None) -> list[Load]:
     ap.add_argument("--no-simulated", action="store_true", help="only the built-in model")
     ap.add_argument("--waves", action="store_true", help="also 1024x1024 batch 8 with photo-like content")
     ap.add_argument("--sizes", default="256,1024", help="simulated sizes (comma-separated)")
+    ap.add_argument(
+        "--split",
+        action="store_true",
+        help="also the largest size, batch 8, 16 clients with the worker in its own `easel worker` process",
+    )
     ap.add_argument("--quick", action="store_true", help="64x64, 2 steps, a few jobs: the script runs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -466,6 +471,20 @@ def main(argv: list[str] | None = None) -> list[Load]:
                             load.ratio = round(load.images_per_s / load.alone_per_s, 3)
                             loads.append(load)
                             print(json.dumps(asdict(load)), flush=True)
+                    finally:
+                        server.stop()
+                if args.split and content == "gradient":  # API and worker in two processes (a GPU host)
+                    size = max(sizes)
+                    server = Server(src, root, catalog, max_batch=8, threads=args.threads, split=True)
+                    try:
+                        body = {"prompt": PROMPT, "size": f"{size}x{size}", "steps": steps}
+                        one_job(httpx.Client(base_url=server.url, timeout=300), body | {"seed": 1})
+                        load = Load(label, "simulated-split", size, 8, 16)
+                        run_load(server, load, body, seconds, warmup, None)
+                        load.alone_per_s = round(alone[(content, size, 8)], 2)
+                        load.ratio = round(load.images_per_s / load.alone_per_s, 3)
+                        loads.append(load)
+                        print(json.dumps(asdict(load)), flush=True)
                     finally:
                         server.stop()
             if not args.no_builtin:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -37,7 +38,7 @@ from easel.store.db import is_postgres, make_engine
 from easel.store.idempotency import IdempotencyStore
 from easel.store.keys import KeyStore
 from easel.store.model_requests import ModelRequestStore
-from easel.store.notify import FINISHED, FINISHED_CHANNEL, Doorbell
+from easel.store.notify import ENDED, FINISHED, FINISHED_CHANNEL, PREVIEW, Doorbell
 from easel.store.outbox import WebhookStore
 from easel.store.queue import JobQueue
 from easel.store.repository import Repository
@@ -197,8 +198,21 @@ class Runtime:
         self.repo.engine.dispose()
 
 
+def relayed_events(message: bytes) -> list[JobEvent]:
+    """The EventHub events of one FINISHED message (store/notify.py): `finished` for each id of an ENDED
+    message; one `preview` (its JPEG bytes as `jpeg`) for a PREVIEW message."""
+    kind, body = message[:1], message[1:]
+    if kind == ENDED:
+        return [JobEvent(gid, "finished") for gid in body.decode("ascii").split(",") if gid]
+    if kind == PREVIEW:
+        header, _, picture = body.partition(b"\n")
+        data = json.loads(header)
+        return [JobEvent(str(data.pop("id")), "preview", data | {"jpeg": picture})]
+    return []
+
+
 class FinishedRelay:
-    """One thread of an API process that turns "these jobs ended" from other processes into `finished`
+    """One thread of an API process that turns "these jobs ended" and previews from other processes into
     events on its EventHub, so that `Prefer: wait`, OpenAI requests and event streams answer the moment
     a job ends wherever it ran: the FINISHED doorbell (workers on this host ring it with the ids) and, on
     PostgreSQL, LISTEN easel_finished (every transaction that ends a job notifies its id). Waiters still
@@ -224,9 +238,11 @@ class FinishedRelay:
                 self._stop.wait(1.0)
                 continue
             for message in messages or ():
-                for gid in message.split(","):
-                    if gid:
-                        self.events.publish(JobEvent(gid, "finished"))
+                try:
+                    for event in relayed_events(message):
+                        self.events.publish(event)
+                except Exception:  # a malformed message must not end the relay
+                    log.warning("the finished relay dropped a message it could not read", exc_info=True)
 
     def stop(self) -> None:
         self._stop.set()

@@ -97,7 +97,8 @@ def test_queue_position_then_every_step_then_succeeded(http: httpx.Client, runti
     names = [e.name for e in seen]
     assert names == ["queued", "queued"] + ["progress"] * 8 + ["succeeded"], seen
     assert [e.data for e in seen[2:-1]] == [{"step": i, "total": 8} for i in range(1, 9)]
-    assert [e.id for e in seen] == [str(i) for i in range(1, len(seen) + 1)]
+    # Each id is `<step>.<previews>` told so far (a reconnect with Last-Event-ID resumes there).
+    assert [e.id for e in seen] == ["0.0", "0.0"] + [f"{i}.0" for i in range(1, 9)] + ["8.0"]
     final = seen[-1].data
     record = http.get(f"/api/v1/generations/{gen['id']}").json()["data"]
     assert final["status"] == "success" and final["progress"] == {"step": 8, "total": 8}

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from easel.domain.spec import GenerationSpec
-from easel.runtime import Runtime
+from easel.runtime import Runtime, relayed_events
 from easel.service.events import JobEvent
-from easel.store.notify import FINISHED, Doorbell
+from easel.store.notify import FINISHED, MAX_MESSAGE, Doorbell
 
 
 async def _finished_event(rt: Runtime, gid: str, run_elsewhere: Any) -> JobEvent:
@@ -26,19 +26,33 @@ async def _finished_event(rt: Runtime, gid: str, run_elsewhere: Any) -> JobEvent
     return event
 
 
-def test_the_finished_doorbell_carries_ids(tmp_path: Any) -> None:
+def test_the_finished_doorbell_carries_messages_to_other_processes(tmp_path: Any) -> None:
     bell = Doorbell(tmp_path / "run")
     listener = bell.listener(FINISHED)
     jobs = bell.listener()  # a worker's: a finished ring is not a new job
     try:
-        assert bell.ring(FINISHED, b"a1,b2") == 1
-        assert bell.ring(FINISHED, b"c3") == 1
-        assert listener.receive(5) == ["a1,b2", "c3"]
+        assert bell.ring(FINISHED, b"Fa1,b2") == 1
+        assert bell.ring(FINISHED, b"Fc3") == 1
+        assert listener.receive(5) == [b"Fa1,b2", b"Fc3"]
         assert listener.receive(0) == []
         assert not jobs.wait(0)
+        # A worker skips the listeners of its own process (it publishes to its EventHub directly).
+        assert bell.others(FINISHED) == 0
+        assert bell.ring(FINISHED, b"Fd4", others_only=True) == 0
+        assert listener.receive(0) == []
+        assert bell.ring(FINISHED, b"F" + b"x" * (MAX_MESSAGE + 1)) == 0  # too large: sent to nobody
     finally:
         listener.close()
         jobs.close()
+
+
+def test_relayed_messages_become_hub_events() -> None:
+    assert relayed_events(b"Fa1,b2") == [JobEvent("a1", "finished"), JobEvent("b2", "finished")]
+    header = b'{"id":"g1","step":5,"total":20,"index":0,"count":3,"image_index":0,"width":8,"height":8}'
+    [event] = relayed_events(b"P" + header + b"\n\xff\xd8jpeg")
+    assert event.generation_id == "g1" and event.kind == "preview"
+    assert event.data["step"] == 5 and event.data["jpeg"] == b"\xff\xd8jpeg"
+    assert relayed_events(b"?junk") == []
 
 
 def test_a_job_ended_by_a_worker_in_another_process_wakes_this_process(runtime: Runtime) -> None:

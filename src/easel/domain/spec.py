@@ -34,6 +34,7 @@ from easel.domain.sizes import (
 
 MAX_SEED = 2**32 - 1
 MAX_LORAS = 4  # LoRA adapters per request
+MAX_PREVIEWS = 8  # previews per job at most (OpenAI's partial_images: 0 to 3)
 MAX_BATCH_KEY = 400  # characters (the generations.batch_key column)
 # Control characters a prompt may hold: tab and line breaks (a browser form sends CRLF).
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
@@ -112,6 +113,9 @@ class GenerationSpec(BaseModel):
     deadline: datetime | None = None
     cancel_after: float | None = None
     record_parameters: bool = True  # write prompt, seed, steps... into the image files
+    # Previews: how many pictures of the work in progress its streams get, evenly spaced over the steps
+    # (transient: published to event streams, never stored; docs/api/native.md, "Previews").
+    previews: int = 0
     # Size: the model's aspect ratio closest to the source image's (Wix), set once the source is decoded.
     match_source_aspect: bool = False
 
@@ -149,6 +153,8 @@ class GenerationSpec(BaseModel):
             raise fail("strength", "must be greater than 0 and at most 1")
         if self.output_compression is not None and not 0 <= self.output_compression <= 100:
             raise fail("output_compression", "must be between 0 and 100")
+        if not 0 <= self.previews <= MAX_PREVIEWS:
+            raise fail("previews", f"must be between 0 and {MAX_PREVIEWS}")
         if self.cancel_after is not None:
             try:
                 check_seconds(self.cancel_after)

@@ -23,6 +23,7 @@ after a batch that loaded a model lazily.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import socket
@@ -55,6 +56,7 @@ from easel.domain.model_requests import LoadedModel, ModelRequest
 from easel.engine.backends import make_backend
 from easel.engine.backends.base import Backend, BatchRequest, Interrupted, ModelUnavailable
 from easel.engine.batch import BatchPart, build_batch, image_seeds
+from easel.engine.previews import BatchPreviews
 from easel.engine.sources import model_source, resolved_entry
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
@@ -62,7 +64,7 @@ from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.storage.keys import generated_image_key
 from easel.store.model_requests import ModelRequestStore
-from easel.store.notify import CANCEL_CHANNEL, CANCELS, FINISHED, Doorbell, DoorbellListener
+from easel.store.notify import CANCEL_CHANNEL, CANCELS, ENDED, FINISHED, Doorbell, DoorbellListener
 from easel.store.queue import ClaimedJob, JobQueue
 from easel.store.repository import Repository, new_id
 from easel.store.tables import utcnow
@@ -494,7 +496,13 @@ class Worker:
             with self.stats.cpu("inputs"):
                 request, owners = self._request(entry, jobs)
             cpu = time.thread_time()
-            images = self.backend(entry).generate(request, on_step)
+            backend = self.backend(entry)
+            wanting = {j.id: j.spec for j in jobs if j.spec.previews > 0}
+            if wanting and _takes_previews(backend):
+                hook = BatchPreviews(wanting, [(o, i) for o, i, _ in owners], self.publish, self.doorbell)
+                images = backend.generate(request, on_step, hook)
+            else:
+                images = backend.generate(request, on_step)
         except Interrupted:
             if fault:
                 log.error("progress write failed; releasing %d jobs", len(active), exc_info=fault[0])
@@ -679,9 +687,18 @@ class Worker:
             self.publish(JobEvent(j.id, "finished"))
         if jobs:
             try:
-                self.doorbell.ring(FINISHED, ",".join(j.id for j in jobs).encode())
+                message = ENDED + ",".join(j.id for j in jobs).encode()
+                self.doorbell.ring(FINISHED, message, others_only=True)
             except OSError:
                 log.exception("could not ring the finished doorbell (waiters re-read within a second)")
+
+
+def _takes_previews(backend: Backend) -> bool:
+    """Whether the backend's `generate` takes the PreviewHook (older and test backends may not)."""
+    try:
+        return "previews" in inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class _LeaseKeeper:

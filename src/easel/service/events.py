@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,15 +18,32 @@ class JobEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+KEEP_PREVIEWS = 256  # generations whose latest preview the hub keeps (for streams that join late)
+
+
 class EventHub:
-    """Publish from any thread; subscribe from the event loop."""
+    """Publish from any thread; subscribe from the event loop. The latest preview of each generation in
+    progress is kept (until its `finished`, at most KEEP_PREVIEWS of them) for streams that (re)connect
+    after it was published."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subs: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[JobEvent]]]] = {}
+        self._previews: OrderedDict[str, JobEvent] = OrderedDict()
+
+    def latest_preview(self, generation_id: str) -> JobEvent | None:
+        with self._lock:
+            return self._previews.get(generation_id)
 
     def publish(self, event: JobEvent) -> None:
         with self._lock:
+            if event.kind == "preview":
+                self._previews[event.generation_id] = event
+                self._previews.move_to_end(event.generation_id)
+                while len(self._previews) > KEEP_PREVIEWS:
+                    self._previews.popitem(last=False)
+            elif event.kind == "finished":
+                self._previews.pop(event.generation_id, None)
             targets = list(self._subs.get(event.generation_id, ()))
         for loop, queue in targets:
             with contextlib.suppress(RuntimeError):  # loop already closed

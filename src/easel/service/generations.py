@@ -280,7 +280,7 @@ class GenerationService:
         deadline = loop.time() + limit
         with self.events.subscribe(gid) as queue:
             while True:
-                gen = await anyio.to_thread.run_sync(self._status_of, project_id, gid)
+                gen = await anyio.to_thread.run_sync(self.current, project_id, gid)
                 remaining = deadline - loop.time()
                 if gen.status.finished:
                     return gen
@@ -293,8 +293,8 @@ class GenerationService:
                 except TimeoutError:
                     pass
 
-    def _status_of(self, project_id: str, gid: str) -> Generation:
-        """The generation without its queue estimates (a waiter's poll)."""
+    def current(self, project_id: str, gid: str) -> Generation:
+        """The generation as it stands, without its queue position and ETA (cheaper: a waiter's poll)."""
         return self.repo.get_generation(project_id, gid, estimate=False)
 
     # -- integer task numbers (dialects whose ids are integers) -------------------------------------

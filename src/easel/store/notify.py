@@ -12,11 +12,14 @@ A second bell, `CANCELS`, rings a busy worker's cancel watcher (engine/worker.py
 its sockets are named `c-*.sock` and its channel is `easel_cancels`, so a cancel wakes no idle worker and a
 create wakes no watcher.
 
-A third, `FINISHED`, carries which jobs ended to the API processes (`f-*.sock`, channel `easel_finished`):
-a worker in another process rings it with the jobs' ids after it completes or fails them, and on
-PostgreSQL every transaction that ends a job notifies it with the job's id (store/outbox.py), so a
-`Prefer: wait`, an OpenAI request or an event stream in any API process learns at once that its job
-ended, whichever process or host ran it (`FinishedRelay`, easel/runtime.py).
+A third, `FINISHED`, carries job events to the API processes (`f-*.sock`, channel `easel_finished`): a
+worker rings it with the ids of the jobs it completed or failed (message `F<id>,<id>...`) and with the
+previews of jobs in progress (`P<json header>\n<image bytes>`), skipping the sockets of its own process
+(whose EventHub it publishes to directly); on PostgreSQL every transaction that ends a job notifies the
+channel with the job's id (store/outbox.py). So a `Prefer: wait`, an OpenAI request or an event stream
+in any API process learns at once that its job ended, whichever process or host ran it, and sees the
+previews of workers on its host (`FinishedRelay`, easel/runtime.py). NOTIFY payloads are limited to
+8,000 bytes, so previews do not travel between hosts.
 """
 
 from __future__ import annotations
@@ -38,29 +41,37 @@ PG_RECONNECT_SECONDS = 2.0  # a lost LISTEN connection is opened again at most t
 
 JOBS = "jobs"  # a job was queued (or given back): idle workers claim
 CANCELS = "cancels"  # a job was canceled: busy workers' watchers look at their jobs
-FINISHED = "finished"  # jobs ended (the message: their ids): API processes wake their waiters
+FINISHED = "finished"  # job events for API processes: jobs that ended (their ids), previews
 _SOCKET_PREFIX = {JOBS: "w", CANCELS: "c", FINISHED: "f"}
-MAX_MESSAGE = 60_000  # bytes of one datagram (ids of the jobs that ended; more are split)
+MAX_MESSAGE = 200_000  # bytes of one datagram at most (a larger message is not sent)
+ENDED, PREVIEW = b"F", b"P"  # the kinds of FINISHED messages (their first byte)
 
 
 class Doorbell:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         # AF_UNIX paths are limited to ~107 bytes; fall back to a short private dir for deep data dirs.
-        if len(str(run_dir.resolve())) > 80:
+        if len(str(run_dir.resolve())) > 70:
             digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
             self.run_dir = Path(tempfile.gettempdir()) / f"easel-{digest}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def ring(self, bell: str = JOBS, message: bytes = b"!") -> int:
+    def ring(self, bell: str = JOBS, message: bytes = b"!", *, others_only: bool = False) -> int:
         """Wake every listener of `bell` (JOBS: idle workers; CANCELS: cancel watchers; FINISHED: API
-        processes, `message` the ids that ended, comma-separated); returns how many were reached."""
+        processes, with `message`), or with `others_only` every one outside this process; returns how
+        many were reached. A message over MAX_MESSAGE bytes reaches nobody."""
         reached = 0
+        if len(message) > MAX_MESSAGE:
+            return 0
+        own = f"{_SOCKET_PREFIX[bell]}-{os.getpid()}-"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE + 4096)
             for path in self.run_dir.glob(f"{_SOCKET_PREFIX[bell]}-*.sock"):
+                if others_only and path.name.startswith(own):
+                    continue
                 try:
-                    s.sendto(message[:MAX_MESSAGE], str(path))
+                    s.sendto(message, str(path))
                     reached += 1
                 except (ConnectionRefusedError, FileNotFoundError):
                     with contextlib.suppress(OSError):
@@ -69,8 +80,18 @@ class Doorbell:
                     reached += 1  # its buffer is full of rings: it is already awake
         return reached
 
+    def others(self, bell: str) -> int:
+        """How many listeners of `bell` outside this process there are (sockets; dead ones included)."""
+        own = f"{_SOCKET_PREFIX[bell]}-{os.getpid()}-"
+        return sum(
+            1 for p in self.run_dir.glob(f"{_SOCKET_PREFIX[bell]}-*.sock") if not p.name.startswith(own)
+        )
+
     def listener(self, bell: str = JOBS) -> DoorbellListener:
-        return DoorbellListener(self.run_dir / f"{_SOCKET_PREFIX[bell]}-{uuid.uuid4().hex[:12]}.sock")
+        name = (
+            f"{_SOCKET_PREFIX[bell]}-{os.getpid()}-{uuid.uuid4().hex[:12]}.sock"  # the pid: ring(others_only)
+        )
+        return DoorbellListener(self.run_dir / name)
 
 
 class DoorbellListener:
@@ -93,14 +114,14 @@ class DoorbellListener:
         (notifications may have been missed)."""
         return self._poll(timeout, None)
 
-    def receive(self, timeout: float) -> list[str] | None:
-        """Like `wait`, but the messages: each datagram's text and each NOTIFY's payload (one entry
+    def receive(self, timeout: float) -> list[bytes] | None:
+        """Like `wait`, but the messages: each datagram, and each NOTIFY's payload after ENDED (one entry
         each), [] when interrupted or timed out, None after a reconnect (messages may have been missed)."""
-        got: list[str] = []
+        got: list[bytes] = []
         rung = self._poll(timeout, got)
         return None if rung and not got else got
 
-    def _poll(self, timeout: float, keep: list[str] | None) -> bool:
+    def _poll(self, timeout: float, keep: list[bytes] | None) -> bool:
         rung = False
         if self.pg is None and self._pg_url is not None and time.monotonic() >= self._pg_retry_at:
             rung = self._reconnect()
@@ -115,7 +136,7 @@ class DoorbellListener:
                 while True:
                     message = self.sock.recv(MAX_MESSAGE if keep is not None else 16)
                     if keep is not None:
-                        keep.append(message.decode("ascii", "replace"))
+                        keep.append(message)
         if self.pg is not None and pg_fd in ready:
             try:
                 rung = self.pg.drain(keep) or rung
@@ -181,15 +202,16 @@ class PgListener:
     def fileno(self) -> int:
         return int(self.conn.fileno())
 
-    def drain(self, keep: list[str] | None = None) -> bool:
-        """Consume pending notifications (their payloads appended to `keep`); True if there was one."""
+    def drain(self, keep: list[bytes] | None = None) -> bool:
+        """Consume pending notifications (their payloads, after ENDED, appended to `keep`); True if
+        there was one."""
         pg = self.conn.pgconn
         pg.consume_input()
         got = False
         while (note := pg.notifies()) is not None:
             got = True
             if keep is not None:
-                keep.append(note.extra.decode("ascii", "replace"))
+                keep.append(ENDED + note.extra)
         return got
 
     def close(self) -> None:

@@ -4,19 +4,28 @@
 
 - `queued` `{"position": p}`: while pending, each time the queue position changes;
 - `progress` `{"step": i, "total": n}`: while processing, steps strictly increasing;
+- `preview` `{"step", "total", "index", "count", "imageIndex", "width", "height", "image"}`: when the
+  generation was created with `previews: N`, the picture of the work in progress at N steps spread over
+  the run (`image` a `data:image/jpeg;base64,...` URI; `index` 0..count-1; one per image of the job);
 - then one final event, `succeeded`, `failed` or `canceled`, whose data is the generation as
   `GET /api/v1/generations/{id}` returns it, and the stream ends.
 
 Steps come from the in-process EventHub as the worker publishes them (every step, at once); the record
 is also re-read from the store every `POLL_SECONDS`, which covers workers in other processes (there,
-steps in between two reads are coalesced into the latest one). Every event has an `id:` (its number in
-this stream); a comment line is sent every `HEARTBEAT_SECONDS` so that proxies keep the connection open.
+steps in between two reads are coalesced into the latest one; a worker's end reaches every API process at
+once, easel/runtime.py FinishedRelay). Previews come from the EventHub only (this process's worker, or a
+worker on this host through the relay); the latest one is kept, so a stream that (re)connects mid-run
+starts with it. Every event has an `id:` `<step>.<previews>` (the step and the number of previews told
+so far); a client reconnecting with `Last-Event-ID` is not told again what it had (progress up to that
+step, previews before that number). A comment line is sent every `HEARTBEAT_SECONDS` so that proxies
+keep the connection open.
 A client that disconnects ends its stream: Starlette cancels it, and it checks before each read too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +38,7 @@ from easel.api.deps import EventsDep, GenerationsDep, LinksDep
 from easel.api.native.common import GenRead, generation_body, native_router
 from easel.domain.generation import Generation, Status
 from easel.service.events import JobEvent
+from easel.service.previews import preview_bytes
 
 router = native_router()
 
@@ -41,15 +51,42 @@ FINAL_EVENT = {Status.SUCCEEDED: "succeeded", Status.FAILED: "failed", Status.CA
 class _Stream:
     """What one client has been told so far, and the next events to tell it."""
 
-    def __init__(self) -> None:
-        self.seq = 0
+    def __init__(self, images: int = 1, last_event_id: str | None = None) -> None:
+        self.images = images  # the job's n: each preview step tells one preview per image
         self.position: int | None = None
         self.step = 0
+        self.previews = 0  # previews told (the next one's index + 1 for a one-image job)
         self.attempts: int | None = None
+        if last_event_id:  # a reconnecting client: what it had, `<step>.<previews>`
+            step, _, previews = last_event_id.strip().partition(".")
+            if step.isdigit() and previews.isdigit():
+                self.step, self.previews = int(step), int(previews)
 
     def event(self, name: str, data: dict[str, Any]) -> str:
-        self.seq += 1
-        return f"id: {self.seq}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+        body = json.dumps(data, separators=(",", ":"))
+        return f"id: {self.step}.{self.previews}\nevent: {name}\ndata: {body}\n\n"
+
+    def _ordinal(self, ev: JobEvent) -> int:
+        """The place of a preview among the job's (they come by index, then by image)."""
+        return int(ev.data["index"]) * self.images + int(ev.data.get("image_index", 0))
+
+    def wants_preview(self, ev: JobEvent) -> bool:
+        return self._ordinal(ev) >= self.previews
+
+    def preview(self, ev: JobEvent, image: bytes, mime: str) -> str:
+        d = ev.data
+        self.previews = self._ordinal(ev) + 1
+        data = {
+            "step": d["step"],
+            "total": d["total"],
+            "index": d["index"],
+            "count": d.get("count"),
+            "imageIndex": d.get("image_index", 0),
+            "width": d["width"],
+            "height": d["height"],
+            "image": f"data:{mime};base64,{base64.b64encode(image).decode('ascii')}",
+        }
+        return self.event("preview", data)
 
     def progress(self, step: int, total: int) -> list[str]:
         if step <= self.step:
@@ -88,24 +125,37 @@ async def generation_events(
     principal: GenRead,
 ) -> StreamingResponse:
     project = principal.project_id
-    await anyio.to_thread.run_sync(svc.get, project, generation_id)  # 404 before the stream starts
+    first = await anyio.to_thread.run_sync(svc.get, project, generation_id)  # 404 before the stream starts
+    last_event_id = request.headers.get("last-event-id")
 
     async def stream() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
-        told = _Stream()
+        told = _Stream(first.spec.n, last_event_id)
         yield "retry: 1000\n\n"
         with events.subscribe(generation_id) as queue:
 
-            def hub_events() -> tuple[list[str], bool]:
+            async def from_hub(ev: JobEvent) -> list[str]:
+                if ev.kind == "progress":
+                    return told.progress(int(ev.data["step"]), int(ev.data["total"]))
+                if ev.kind == "preview" and told.wants_preview(ev):
+                    image, mime = await anyio.to_thread.run_sync(preview_bytes, ev)
+                    return [told.preview(ev, image, mime)]
+                return []
+
+            async def hub_events() -> tuple[list[str], bool]:
                 """The events waiting in the hub's queue, and whether one said the job finished."""
                 out: list[str] = []
                 finished = False
                 while not queue.empty():
                     ev = queue.get_nowait()
                     finished |= ev.kind == "finished"
-                    out += _from_hub(told, ev)
+                    out += await from_hub(ev)
                 return out, finished
 
+            latest = events.latest_preview(generation_id)  # published before this stream began
+            if latest is not None and first.spec.previews:
+                for chunk in await from_hub(latest):
+                    yield chunk
             next_beat = loop.time() + HEARTBEAT_SECONDS
             while True:
                 if await request.is_disconnected():  # also when the server does not cancel us itself
@@ -115,7 +165,7 @@ async def generation_events(
                     lambda: svc.get(project, generation_id, include_deleted=True)
                 )
                 # Steps published before the read returned come first (they are older than the read).
-                chunks, finished = hub_events()
+                chunks, finished = await hub_events()
                 for chunk in chunks:
                     yield chunk
                 if gen.status.finished:
@@ -135,7 +185,7 @@ async def generation_events(
                         continue
                     if ev.kind == "finished":
                         break
-                    for chunk in _from_hub(told, ev):
+                    for chunk in await from_hub(ev):
                         yield chunk
 
     return StreamingResponse(
@@ -143,9 +193,3 @@ async def generation_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _from_hub(told: _Stream, ev: JobEvent) -> list[str]:
-    if ev.kind == "progress":
-        return told.progress(int(ev.data["step"]), int(ev.data["total"]))
-    return []

@@ -18,7 +18,7 @@ from easel.domain.keys import KeyInfo, ProjectInfo
 from easel.domain.metrics import WorkerRecord
 from easel.domain.model_requests import LoadedModel, ModelRequest
 from easel.domain.scheduling import MAX_DEADLINE_SECONDS, PRIORITY_NAMES, Priority, parse_priority
-from easel.domain.spec import MAX_SEED, GenerationSpec, OutputFormat
+from easel.domain.spec import MAX_PREVIEWS, MAX_SEED, GenerationSpec, OutputFormat
 from easel.domain.urls import MAX_URL_LENGTH, is_http_url
 from easel.domain.webhooks import Endpoint, GenerationEvent, Message
 from easel.service.models import ModelsOverview, ModelState
@@ -120,6 +120,8 @@ class CreateGenerationRequest(CamelWire):
         return None if v is None else v.strip()
 
     record_parameters: bool = True
+    # Pictures of the work in progress on the generation's event stream (docs/api/native.md, "Previews").
+    previews: int = Field(0, ge=0, le=MAX_PREVIEWS)
 
     @field_validator("meta")
     @classmethod
@@ -168,6 +170,7 @@ class CreateGenerationRequest(CamelWire):
             deadline=self.deadline,
             webhook_url=self.webhook,
             record_parameters=self.record_parameters,
+            previews=self.previews,
         )
 
     def inputs(self) -> list[ImageInput]:

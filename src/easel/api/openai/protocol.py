@@ -99,10 +99,10 @@ class _Output(_Common):
     def _output_fields(self, catalog: Catalog) -> dict[str, Any]:
         if self.background == "transparent":
             raise ValidationFailed.for_field("background", "transparent backgrounds are not supported")
-        if self.stream:
-            raise ValidationFailed.for_field("stream", "streaming is not supported; omit it or send false")
-        if self.partial_images:
-            raise ValidationFailed.for_field("partial_images", "partial images need streaming (unsupported)")
+        if self.partial_images and not self.stream:
+            raise ValidationFailed.for_field(
+                "partial_images", "partial images are streamed: send stream=true"
+            )
         fields = self._spec_fields(catalog)
         if self.safety_identifier:
             fields["meta"] = fields["meta"] | {"user": self.safety_identifier}
@@ -111,7 +111,12 @@ class _Output(_Common):
             "output_format": self.output_format or OutputFormat.PNG,
             "output_compression": self.output_compression,
             "enhance": self.enhance,
+            "previews": self.partial_images or 0,
         }
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.stream)
 
 
 class GenerateRequest(_Output):
@@ -245,7 +250,9 @@ def images_response(gen: Generation, fmt: ResponseFormat, values: list[str]) -> 
     }
     if s.quality is not None:
         body["quality"] = s.quality
-    # Extension: how to find this job in the native API, and what it cost (there are no tokens).
+    if is_gpt_image(s.model):  # as OpenAI: token usage for the GPT image models only
+        body["usage"] = usage(gen)
+    # Extension: how to find this job in the native API, and what it cost in credits.
     body["easel"] = {
         "generation_id": gen.id,
         "model": s.model,
@@ -255,6 +262,37 @@ def images_response(gen: Generation, fmt: ResponseFormat, values: list[str]) -> 
         "loras": [{"name": ref.name, "scale": ref.scale} for ref in s.loras],
     }
     return body
+
+
+def is_gpt_image(model: str | None) -> bool:
+    """OpenAI's GPT image models (gpt-image-1, gpt-image-1-mini, gpt-image-1.5...) by catalog name."""
+    return (model or "").startswith("gpt-image")
+
+
+TEXT_TOKEN_BYTES = 4  # one text token: four bytes of prompt
+
+
+def image_tokens(width: int, height: int) -> int:
+    return -(-width // 32) * -(-height // 32)
+
+
+def usage(gen: Generation, images: int | None = None, *, with_input: bool = True) -> dict[str, Any]:
+    """OpenAI's `usage` in Easel's own figures (docs/api/openai.md, "Usage"): text tokens are the prompt's
+    bytes / 4 (rounded up), image tokens 32 x 32 tiles: each input image at the output size it is
+    fitted to, and each output image; `images` output images (default all), input counted only
+    `with_input` (the first of several completed events)."""
+    s = gen.spec
+    width, height = s.width or 0, s.height or 0
+    inputs = len(s.source_image_ids)  # the mask is not an image of its own
+    text = -(-len(s.prompt.encode()) // TEXT_TOKEN_BYTES) if with_input else 0
+    image_in = inputs * image_tokens(width, height) if with_input else 0
+    output = (s.n if images is None else images) * image_tokens(width, height)
+    return {
+        "input_tokens": text + image_in,
+        "input_tokens_details": {"image_tokens": image_in, "text_tokens": text},
+        "output_tokens": output,
+        "total_tokens": text + image_in + output,
+    }
 
 
 def model_json(model_id: str, entry: ModelEntry, created: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from easel.api.openai.protocol import (
     VariationRequest,
     model_json,
 )
-from easel.api.openai.serving import generate
+from easel.api.openai.serving import generate, stream
 from easel.api.routing import dialect_route
 from easel.api.scheduling import SchedulingHeaders
 from easel.api.wire import STRING, json_object
@@ -79,8 +79,8 @@ Idempotent = Annotated[None, Depends(idempotent)]
 M = TypeVar("M", bound=BaseModel)
 
 
-@router.post("/v1/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES))
-@router.post("/api/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES))
+@router.post("/v1/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES), response_model=None)
+@router.post("/api/images/generations", openapi_extra=max_body(JSON_IMAGES_MAX_BYTES), response_model=None)
 async def create_image(
     body: GenerateRequest,
     request: Request,
@@ -88,9 +88,11 @@ async def create_image(
     principal: Writer,
     _i: Idempotent,
     scheduling: SchedulingHeaders,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     inputs = body.inputs(svc.links.image_of_link)
     spec = body.to_spec(svc.catalog)
+    if body.streamed:
+        return await stream(svc, principal, spec, inputs, scheduling, "image_generation", render_error)
     return await generate(request, svc, principal, spec, inputs, body.format, scheduling)
 
 
@@ -111,13 +113,16 @@ _EDIT_FILES = {"image": _FILE, "image[]": {"type": "array", "items": _FILE}, "ma
     "/v1/images/edits",
     openapi_extra=max_body(multipart_max_bytes(MAX_INPUT_IMAGES + 1)) | _form_body(EditRequest, _EDIT_FILES),
     form_limits=form_limits(MAX_INPUT_IMAGES + 1),
+    response_model=None,
 )
 async def edit_image(
     request: Request, svc: ServicesDep, principal: Writer, _i: Idempotent, scheduling: SchedulingHeaders
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     body, files = await _multipart(request, EditRequest, frozenset({*IMAGE_FIELDS, "mask"}))
     inputs = EditRequest.inputs(files)
     spec = body.to_spec(svc.catalog, with_mask=any(name == "mask" for name, _ in files))
+    if body.streamed:
+        return await stream(svc, principal, spec, inputs, scheduling, "image_edit", render_error)
     return await generate(request, svc, principal, spec, inputs, body.format, scheduling)
 
 

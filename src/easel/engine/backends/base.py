@@ -18,6 +18,17 @@ from easel.domain.families import Task
 StepCallback = Callable[[int, int], bool]
 
 
+class PreviewHook(Protocol):
+    """Previews of a batch in progress (the worker's): the backend asks `wanted(step, total)` after each
+    step and, when it is, makes one picture per item of the current estimate of the final image (the
+    model's prediction of the clean image where the scheduler keeps it, else the current latents),
+    decoded at the model's native size, and hands them to `deliver`. Cheap when never wanted."""
+
+    def wanted(self, step: int, total: int) -> bool: ...
+
+    def deliver(self, step: int, total: int, images: list[PILImage]) -> None: ...
+
+
 class Interrupted(Exception):
     """The batch was stopped by its step callback (every job in it was canceled or lost)."""
 
@@ -75,8 +86,11 @@ class Loaded:
 
 
 class Backend(Protocol):
-    def generate(self, request: BatchRequest, on_step: StepCallback) -> list[PILImage]:
-        """One image per item, in order, at exactly (width, height)."""
+    def generate(
+        self, request: BatchRequest, on_step: StepCallback, previews: PreviewHook | None = None
+    ) -> list[PILImage]:
+        """One image per item, in order, at exactly (width, height); `previews` when a job asked for
+        them (a backend that cannot make any ignores it, and the jobs' streams carry none)."""
 
     def load(self, model: ModelEntry) -> None:
         """Load the model into the backend's cache now (nothing to do when it is there). `model` is the

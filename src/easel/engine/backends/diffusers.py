@@ -25,7 +25,14 @@ from PIL.Image import Image as PILImage
 from easel.domain.catalog import SINGLE_FILE_SUFFIXES, ModelEntry
 from easel.domain.families import FAMILIES, Guidance, Task
 from easel.domain.model_options import DiffusersOptions, parse_options
-from easel.engine.backends.base import BatchRequest, Interrupted, Loaded, ModelUnavailable, StepCallback
+from easel.engine.backends.base import (
+    BatchRequest,
+    Interrupted,
+    Loaded,
+    ModelUnavailable,
+    PreviewHook,
+    StepCallback,
+)
 from easel.engine.backends.cache import PipelineCache, budget_bytes, describe, estimate_bytes
 from easel.engine.backends.lora import Adapters
 from easel.engine.devices import configure_threads
@@ -327,7 +334,9 @@ class DiffusersBackend:
                 out.append(known[1])
         return out
 
-    def generate(self, request: BatchRequest, on_step: StepCallback) -> list[PILImage]:
+    def generate(
+        self, request: BatchRequest, on_step: StepCallback, previews: PreviewHook | None = None
+    ) -> list[PILImage]:
         import torch
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
@@ -358,7 +367,7 @@ class DiffusersBackend:
         if request.task is Task.IMAGE_TO_IMAGE or request.task is Task.VARIATION:
             # Image-to-image draws at the source's size, which _fit made (width, height).
             kwargs = {k: v for k, v in kwargs.items() if k not in ("width", "height") or k in accepted}
-        kwargs |= step_callback(accepted, request.steps, on_step)
+        kwargs |= step_callback(accepted, request.steps, on_step, previews, pipe, (width, height))
         unexpected = sorted(set(kwargs) - set(accepted))
         if unexpected:
             name = type(pipe).__name__
@@ -455,13 +464,24 @@ def call_arguments(request: BatchRequest, width: int, height: int) -> dict[str, 
     return kwargs
 
 
-def step_callback(accepted: Any, steps: int, on_step: StepCallback) -> dict[str, Any]:
+def step_callback(
+    accepted: Any,
+    steps: int,
+    on_step: StepCallback,
+    previews: PreviewHook | None = None,
+    pipeline: Any = None,
+    native: tuple[int, int] = (0, 0),
+) -> dict[str, Any]:
     """The pipeline's per-step callback arguments: `callback_on_step_end`, or the older `callback` +
-    `callback_steps` (PixArt). Returning False from `on_step` stops the call (raises _Stop)."""
+    `callback_steps` (PixArt). Returning False from `on_step` stops the call (raises _Stop). At the steps
+    `previews` wants, the current estimate of each image is decoded (`preview_images`) and delivered
+    before the step is reported."""
     if "callback_on_step_end" in accepted:
 
         def on_end(pipe: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = int(getattr(pipe, "num_timesteps", None) or steps)
+            if previews is not None and previews.wanted(i + 1, total) and "latents" in tensors:
+                previews.deliver(i + 1, total, preview_images(pipe, tensors["latents"], *native))
             if not on_step(i + 1, total):
                 raise _Stop()
             return tensors
@@ -469,12 +489,44 @@ def step_callback(accepted: Any, steps: int, on_step: StepCallback) -> dict[str,
         return {"callback_on_step_end": on_end}
     if "callback" in accepted:
 
-        def legacy(i: int, _t: Any, _latents: Any) -> None:
+        def legacy(i: int, _t: Any, latents: Any) -> None:
+            if previews is not None and pipeline is not None and previews.wanted(i + 1, steps):
+                previews.deliver(i + 1, steps, preview_images(pipeline, latents, *native))
             if not on_step(i + 1, steps):
                 raise _Stop()
 
         return {"callback": legacy, "callback_steps": 1}
     return {}
+
+
+def predicted_clean(pipe: Any, latents: Any) -> Any:
+    """The scheduler's current prediction of the clean latents where it keeps one (DPM-Solver++'s last
+    model output is that prediction), else the current latents themselves (their noise fades as the
+    steps go on)."""
+    scheduler = getattr(pipe, "scheduler", None)
+    outputs = getattr(scheduler, "model_outputs", None)
+    algorithm = getattr(getattr(scheduler, "config", None), "algorithm_type", "")
+    if outputs and algorithm in ("dpmsolver++", "sde-dpmsolver++"):
+        last = outputs[-1]
+        if last is not None and tuple(last.shape) == tuple(latents.shape):
+            return last
+    return latents
+
+
+def preview_images(pipe: Any, latents: Any, width: int, height: int) -> list[PILImage]:
+    """Decode the current estimate of a batch's images through the pipeline's own VAE, as the pipeline
+    does at its end (FLUX.1's packed latents unpacked first); RGB pictures at the native size."""
+    import torch
+
+    vae = pipe.vae
+    z = predicted_clean(pipe, latents)
+    if z.ndim == 3 and hasattr(pipe, "_unpack_latents"):  # FLUX.1: (batch, tokens, channels)
+        z = pipe._unpack_latents(z, height, width, pipe.vae_scale_factor)
+    z = z / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
+    with torch.inference_mode():
+        decoded = vae.decode(z.to(vae.dtype), return_dict=False)[0]
+    images: list[PILImage] = pipe.image_processor.postprocess(decoded.float(), output_type="pil")
+    return [im.convert("RGB") for im in images]
 
 
 def keep_outside_mask(generated: PILImage, item: Any) -> PILImage:

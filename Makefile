@@ -8,7 +8,7 @@ run: setup
 	.venv/bin/easel serve
 
 lint: setup
-	.venv/bin/ruff check src tests training benchmarks
+	.venv/bin/ruff check src tests training benchmarks clients
 	.venv/bin/mypy
 
 # The suite in PYTEST_WORKERS processes (pytest-xdist): most of its time is spent waiting on servers and

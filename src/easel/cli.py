@@ -204,19 +204,45 @@ def generate(
         list[str] | None,
         typer.Option("--lora", help="A catalog LoRA as NAME or NAME:SCALE; repeat for several."),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="Run the job on this Easel server (its base URL) instead of in this process."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="The server's API key (with --server; default EASEL_API_KEY)."),
+    ] = None,
 ) -> None:
-    """Generate without a server: runs the engine in this process and writes the image file(s)."""
+    """Generate and write the image file(s): in this process (the engine runs here), or on a remote server
+    with --server URL (through the Python client, easel_client)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from easel.domain.errors import EaselError
     from easel.domain.spec import GenerationSpec, OutputFormat
-    from easel.engine.local import generate_images
 
     _logging("warning")
     suffix = output.suffix.lower().lstrip(".") or "png"
     fmt = {"jpg": "jpeg"}.get(suffix, suffix)
     if fmt not in {f.value for f in OutputFormat}:
         raise typer.BadParameter("output must end in .png, .jpg, .jpeg or .webp", param_hint="--output")
+    if server is not None:
+        remote = {
+            "model": model,
+            "size": size,
+            "aspect_ratio": aspect_ratio,
+            "image_size": image_size,
+            "n": n,
+            "seed": seed,
+            "steps": steps,
+            "guidance": guidance,
+            "negative_prompt": negative_prompt,
+            "loras": [_lora_ref(text).model_dump(exclude_none=True) for text in lora or []] or None,
+            "output_format": fmt,
+        }
+        _generate_remote(server, api_key, prompt, remote, output)
+        return
+    from easel.engine.local import generate_images
+
     spec = GenerationSpec(
         prompt=prompt,
         loras=[_lora_ref(text) for text in lora or []],
@@ -252,17 +278,65 @@ def generate(
         except EaselError as e:
             typer.echo(f"error: {e.message}", err=True)
             raise typer.Exit(2) from e
-    paths = (
-        [output]
-        if len(files) == 1
-        else [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(len(files))]
-    )
+    paths = _output_paths(output, len(files))
     for path, (seed_used, data) in zip(paths, files, strict=True):
         path.write_bytes(data)
         typer.echo(f"{path}  {resolved.width}x{resolved.height}  seed={seed_used}")
     typer.echo(
         f"model={resolved.model} steps={resolved.steps} guidance={resolved.guidance} "
         f"in {time.monotonic() - started:.1f}s"
+    )
+
+
+def _output_paths(output: Path, count: int) -> list[Path]:
+    """`output` for one file; `stem-0.ext`, `stem-1.ext`, ... for several."""
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(count)]
+
+
+def _generate_remote(
+    server: str, api_key: str | None, prompt: str, params: dict[str, Any], output: Path
+) -> None:
+    """`easel generate --server URL`: submit through the client, show the job's events as the local path
+    shows its steps, then download and write the images."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        import easel_client
+    except ImportError:
+        _fail("--server needs the Python client: pip install -e clients/python")
+
+    started = time.monotonic()
+    try:
+        with easel_client.Easel(server, api_key) as client:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                transient=False,
+            ) as progress:
+                task = progress.add_task("submitting", total=None)
+                gen = client.submit(prompt, **params)
+                for ev in client.stream(gen.id):
+                    if isinstance(ev, easel_client.QueuedEvent):
+                        progress.update(task, description=f"queued (position {ev.position})")
+                    elif isinstance(ev, easel_client.ProgressEvent):
+                        progress.update(task, description="denoising", completed=ev.step, total=ev.total)
+                    elif isinstance(ev, easel_client.CompletedEvent):
+                        gen = ev.generation
+            if gen.status != "success":
+                raise easel_client.GenerationError(gen)
+            for path, image in zip(_output_paths(output, len(gen.images)), gen.images, strict=True):
+                image.save(path)
+                typer.echo(f"{path}  {image.width}x{image.height}  seed={image.seed}")
+    except easel_client.EaselError as e:  # as the local path answers a refused request
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(
+        f"model={gen.model} steps={gen.steps} guidance={gen.guidance} "
+        f"in {time.monotonic() - started:.1f}s (on {server}, generation {gen.id})"
     )
 
 

@@ -240,9 +240,27 @@ def test_extensions_seed_negative_prompt_steps(oai, runtime) -> None:
 
 def test_size_auto_and_omitted_use_the_model_default(oai) -> None:
     for kwargs in ({"size": "auto"}, {}):
-        resp = oai.images.generate(model="gpt-image-1", prompt="a cat", response_format="url", **kwargs)
+        resp = oai.images.generate(model="gpt-image-1", prompt="a cat", **kwargs)
         assert resp.size == "1024x1024"
-        assert open_image(download((resp.data or [])[0].url or "")).size == (1024, 1024)
+        assert open_image(base64.b64decode((resp.data or [])[0].b64_json or "")).size == (1024, 1024)
+
+
+def test_gpt_image_models_always_answer_b64_json_on_openai_paths(oai, live_server, headers) -> None:
+    resp = oai.images.generate(model="gpt-image-1", prompt="a cat")
+    item = (resp.data or [])[0]
+    assert item.b64_json and item.url is None
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai.images.generate(model="gpt-image-1", prompt="a cat", response_format="url")
+    assert refused.value.body["param"] == "response_format"  # type: ignore[index]
+    # AIGNE Hub's route keeps its document's default: a link, for every model.
+    r = httpx.post(
+        f"{live_server}/api/images/generations",
+        json={"model": "gpt-image-1", "prompt": "a cat"},
+        headers=headers,
+    )
+    assert r.status_code == 200 and r.json()["data"][0]["url"]
+    # dall-e models answer as asked, links by default.
+    assert (oai.images.generate(model="dall-e-2", prompt="a cat", size="256x256").data or [])[0].url
 
 
 @pytest.mark.parametrize(
@@ -465,9 +483,11 @@ def test_edit_without_mask_several_images_is_image_to_image(oai, runtime) -> Non
         prompt="a red circle",
         model="gpt-image-1",
         size="1536x1024",
-        response_format="b64_json",
+        input_fidelity="high",
     )
     assert open_image(base64.b64decode((resp.data or [])[0].b64_json or "")).size == (1536, 1024)
+    spec = stored(runtime, generation_id(resp)).spec
+    assert len(spec.source_image_ids) == 2 and spec.meta["input_fidelity"] == "high"  # recorded
     spec = stored(runtime, generation_id(resp)).spec
     assert spec.task.value == "image-to-image" and len(spec.source_image_ids) == 2
 
@@ -573,6 +593,7 @@ def test_scopes_rate_limits_and_budgets_in_openai_errors(live_server, runtime) -
     with pytest.raises(openai.RateLimitError) as quota:  # OpenAI reports an exhausted quota as a 429
         sdk(live_server, poor).images.generate(prompt="x", n=2, size="256x256")
     assert (quota.value.type, quota.value.code) == ("insufficient_quota", "insufficient_quota")
+    assert quota.value.response.headers["x-should-retry"] == "false"  # waiting refills no budget
 
 
 def test_the_shipped_catalog_serves_openai_sizes() -> None:
@@ -591,8 +612,20 @@ def test_the_shipped_catalog_serves_openai_sizes() -> None:
             spec = GenerationSpec(prompt="x", model=model, size=size).resolve(catalog, seed=7)
             expected = size if size not in (None, "auto") else "1024x1024"
             assert f"{spec.width}x{spec.height}" == expected
+    accepted |= {
+        "gpt-image-1-mini": ["1024x1024", "1536x1024", "1024x1536", "auto", None],
+        "gpt-image-1.5": ["1024x1024", "1536x1024", "1024x1536", "auto", None],
+        # Any WxH of multiples of 16, 1:3 to 3:1, up to 3840x2160 pixels.
+        "gpt-image-2": ["1024x1024", "3840x2160", "2160x3840", "1536x512", "1008x1792", "auto", None],
+    }
+    for model, sizes in accepted.items():
+        for size in sizes:
+            spec = GenerationSpec(prompt="x", model=model, size=size).resolve(catalog, seed=7)
+            expected = size if size not in (None, "auto") else "1024x1024"
+            assert f"{spec.width}x{spec.height}" == expected
     refused = [("dall-e-2", "1792x1024"), ("dall-e-3", "512x512"), ("dall-e-3", "1280x1024")]
-    refused += [("gpt-image-1", "1792x1024")]
+    refused += [("gpt-image-1", "1792x1024"), ("gpt-image-1.5", "2048x2048")]
+    refused += [("gpt-image-2", "1000x1000"), ("gpt-image-2", "3840x1024"), ("gpt-image-2", "3840x2176")]
     for model, size in refused:
         with pytest.raises(ValidationFailed) as exc:
             GenerationSpec(prompt="x", model=model, size=size).resolve(catalog, seed=7)

@@ -73,6 +73,10 @@ class ModelEntry(BaseModel):
     min_size: int = Field(64, ge=8)
     max_size: int = Field(1440, ge=8)
     multiple_of: int = Field(8, ge=1)
+    # Free sizes within bounds (OpenAI's gpt-image-2): the longer side at most `max_aspect` times the
+    # shorter, and at most `max_pixels` pixels; None: no such bound.
+    max_aspect: float | None = Field(None, ge=1)
+    max_pixels: int | None = Field(None, ge=64)
     max_n: int = Field(10, ge=1)
     max_prompt_length: int = Field(5000, ge=1)
     # A model that draws at a small native resolution (the built-in one) is sampled at a native shape of
@@ -241,6 +245,8 @@ class ModelEntry(BaseModel):
             "minSize": self.min_size,
             "maxSize": self.max_size,
             "multipleOf": self.multiple_of,
+            "maxAspect": self.max_aspect,
+            "maxPixels": self.max_pixels,
             "maxN": self.max_n,
             "maxPromptLength": self.max_prompt_length,
             "nativeSize": self.native_size,

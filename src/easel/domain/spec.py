@@ -293,6 +293,14 @@ class GenerationSpec(BaseModel):
             raise fail(field, f"each side must be between {lo} and {hi} pixels for model {entry.name}")
         if width % mult or height % mult:
             raise fail(field, f"each side must be a multiple of {mult} for model {entry.name}")
+        if entry.max_aspect is not None and max(width, height) > entry.max_aspect * min(width, height):
+            raise fail(
+                field,
+                f"the aspect ratio must be between 1:{entry.max_aspect:g} and {entry.max_aspect:g}:1 "
+                f"for model {entry.name}",
+            )
+        if entry.max_pixels is not None and width * height > entry.max_pixels:
+            raise fail(field, f"at most {entry.max_pixels} pixels (width x height) for model {entry.name}")
         label = aspect_label(width, height)
         # A model limited to some ratios accepts explicit sizes of those ratios only.
         restricted = set(entry.aspect_ratios) != set(ASPECT_RATIOS)

@@ -83,6 +83,18 @@ class _Common(StrictWire):
     def format(self) -> ResponseFormat:
         return self.response_format or ResponseFormat.URL
 
+    def answer_format(self, model: str | None, *, openai_path: bool) -> ResponseFormat:
+        """How the images are answered. On OpenAI's paths (/v1/images/...) the GPT image models always
+        answer `b64_json`, as at OpenAI, and `response_format: url` for them is a 400; the other models,
+        and every model on AIGNE Hub's route (its document: url by default), answer as asked."""
+        if openai_path and is_gpt_image(model):
+            if self.response_format is ResponseFormat.URL:
+                raise ValidationFailed.for_field(
+                    "response_format", f"{model} always answers b64_json; omit response_format"
+                )
+            return ResponseFormat.B64_JSON
+        return self.format
+
 
 class _Output(_Common):
     """The output options of the GPT-image routes (generations, edits)."""
@@ -182,10 +194,11 @@ class EditRequest(_Output):
     loras: FormLoras | None = None  # a form field: the JSON array as text
 
     def to_spec(self, catalog: Catalog, with_mask: bool) -> GenerationSpec:
+        fields = self._output_fields(catalog)
+        if self.input_fidelity is not None:  # recorded with the job (the built-in model has no such knob)
+            fields["meta"] = fields["meta"] | {"input_fidelity": self.input_fidelity}
         return GenerationSpec(
-            prompt=self.prompt,
-            task=Task.INPAINT if with_mask else Task.IMAGE_TO_IMAGE,
-            **self._output_fields(catalog),
+            prompt=self.prompt, task=Task.INPAINT if with_mask else Task.IMAGE_TO_IMAGE, **fields
         )
 
     @staticmethod

@@ -60,7 +60,9 @@ def render_error(err: EaselError) -> Response:
     elif status >= 500:
         kind = "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
+    # A budget does not refill by waiting: tell the SDKs' retry logic not to try again.
+    headers = {"x-should-retry": "false"} if code == "insufficient_quota" else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 NULLABLE = {"type": ["string", "null"]}
@@ -91,9 +93,10 @@ async def create_image(
 ) -> dict[str, Any] | Response:
     inputs = body.inputs(svc.links.image_of_link)
     spec = body.to_spec(svc.catalog)
+    fmt = body.answer_format(spec.model, openai_path=request.url.path.startswith("/v1/"))
     if body.streamed:
         return await stream(svc, principal, spec, inputs, scheduling, "image_generation", render_error)
-    return await generate(request, svc, principal, spec, inputs, body.format, scheduling)
+    return await generate(request, svc, principal, spec, inputs, fmt, scheduling)
 
 
 def _form_body(model: type[BaseModel], files: dict[str, Any]) -> dict[str, Any]:
@@ -121,9 +124,10 @@ async def edit_image(
     body, files = await _multipart(request, EditRequest, frozenset({*IMAGE_FIELDS, "mask"}))
     inputs = EditRequest.inputs(files)
     spec = body.to_spec(svc.catalog, with_mask=any(name == "mask" for name, _ in files))
+    fmt = body.answer_format(spec.model, openai_path=True)
     if body.streamed:
         return await stream(svc, principal, spec, inputs, scheduling, "image_edit", render_error)
-    return await generate(request, svc, principal, spec, inputs, body.format, scheduling)
+    return await generate(request, svc, principal, spec, inputs, fmt, scheduling)
 
 
 @router.post(

@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 from PIL.Image import Image as PILImage
@@ -292,6 +292,10 @@ class GenerationService:
                             pass
                 except TimeoutError:
                     pass
+
+    def changed_since(self, project_id: str, since: datetime, limit: int = 100) -> builtins.list[Generation]:
+        """The project's generations whose record changed at or after `since`, oldest change first."""
+        return self.repo.changed_since(project_id, since, limit)
 
     def current(self, project_id: str, gid: str) -> Generation:
         """The generation as it stands, without its queue position and ETA (cheaper: a waiter's poll)."""

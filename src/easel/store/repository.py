@@ -492,6 +492,21 @@ class Repository:
                 total
             )
 
+    def changed_since(self, project_id: str, since: datetime, limit: int = 100) -> list[Generation]:
+        """The project's generations (deleted ones too) whose record changed at or after `since`, in the
+        order they last changed (updated_at, id): one range scan of ix_generations_project_updated,
+        their images in one query, no queue estimates (the project-wide event stream)."""
+        g = generations.c
+        with reading(self.engine) as conn:
+            rows = conn.execute(
+                select(generations)
+                .where(g.project_id == project_id, g.updated_at >= since)
+                .order_by(g.updated_at, g.id)
+                .limit(limit)
+            ).all()
+            imgs = self._images_of(conn, [r.id for r in rows])
+        return [generation_from_row(r, imgs[r.id], None, None) for r in rows]
+
     def cancel(self, project_id: str, gid: str) -> Generation:
         """Queued or running -> canceled. A running job's worker sees it at its next step and stops."""
         with self.engine.begin() as conn:

@@ -28,6 +28,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -187,6 +188,81 @@ async def generation_events(
                         break
                     for chunk in await from_hub(ev):
                         yield chunk
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# -- the project's stream ----------------------------------------------------------------------------
+
+PROJECT_POLL_SECONDS = 0.5
+BATCH = 100  # changes told per read at most
+OVERLAP = timedelta(seconds=2)  # changes re-read behind the cursor: a transaction that commits late
+
+
+def _cursor(gen: Generation) -> str:
+    return f"{int(gen.updated_at.timestamp() * 1000)}.{gen.id}"
+
+
+def _since(last_event_id: str | None) -> datetime:
+    """Where a stream starts: after the change a reconnecting client had (`<ms>.<id>`), else now."""
+    ms, _, _gid = (last_event_id or "").strip().partition(".")
+    if ms.isdigit():
+        return datetime.fromtimestamp(int(ms) / 1000, UTC)
+    return datetime.now(UTC)
+
+
+@router.get("/events", response_class=StreamingResponse, responses=_STREAM)
+async def project_events(
+    request: Request, svc: GenerationsDep, links: LinksDep, principal: GenRead
+) -> StreamingResponse:
+    """Every change of the project's generations, for dashboards: one `generation` event per change
+    (created, queued again, started, each recorded progress step, ended, deleted) whose data is the
+    generation as GET /api/v1/generations/{id} shows it (without queue position and ETA). The id is
+    `<updated ms>.<generation id>`: reconnecting with Last-Event-ID resumes after that change; without
+    it the stream starts with the changes from now on."""
+    project = principal.project_id
+    since = _since(request.headers.get("last-event-id"))
+    resumed = request.headers.get("last-event-id")
+
+    async def stream() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        told: dict[str, datetime] = {}  # each generation's last change told (bounded by the overlap)
+        cursor = since
+        if resumed:  # the change the client had is told again only if it changed since
+            _ms, _, gid = resumed.strip().partition(".")
+            told[gid] = since
+        yield "retry: 1000\n\n"
+        next_beat = loop.time() + HEARTBEAT_SECONDS
+        while True:
+            if await request.is_disconnected():
+                return
+            # One row per generation (its latest change): at most len(told) of them were told already,
+            # so this limit always leaves room for BATCH new ones.
+            changed = await anyio.to_thread.run_sync(
+                svc.changed_since, project, cursor - OVERLAP, BATCH + len(told)
+            )
+            new = 0
+            for gen in changed:
+                if told.get(gen.id) is not None and told[gen.id] >= gen.updated_at:
+                    continue
+                new += 1
+                told[gen.id] = gen.updated_at
+                cursor = max(cursor, gen.updated_at)
+                body = json.dumps(generation_body(request, links, gen), separators=(",", ":"))
+                yield f"id: {_cursor(gen)}\nevent: generation\ndata: {body}\n\n"
+            horizon = cursor - OVERLAP
+            for gid in [g for g, at in told.items() if at < horizon]:
+                del told[gid]
+            if new >= BATCH:
+                continue  # a burst: read on at once
+            if loop.time() >= next_beat:
+                yield ": keep-alive\n\n"
+                next_beat = loop.time() + HEARTBEAT_SECONDS
+            await asyncio.sleep(PROJECT_POLL_SECONDS)
 
     return StreamingResponse(
         stream(),

@@ -215,7 +215,6 @@ def generate(
 ) -> None:
     """Generate and write the image file(s): in this process (the engine runs here), or on a remote server
     with --server URL (through the Python client, easel_client)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from easel.domain.errors import EaselError
     from easel.domain.spec import GenerationSpec, OutputFormat
@@ -258,13 +257,7 @@ def generate(
         output_format=OutputFormat(fmt),
     )
     started = time.monotonic()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        transient=False,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task("loading model", total=None)
 
         def on_step(step: int, total: int) -> bool:
@@ -288,6 +281,19 @@ def generate(
     )
 
 
+def _progress() -> Any:
+    """The progress bar of `easel generate` (local and --server alike)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+
+
 def _output_paths(output: Path, count: int) -> list[Path]:
     """`output` for one file; `stem-0.ext`, `stem-1.ext`, ... for several."""
     if count == 1:
@@ -300,7 +306,6 @@ def _generate_remote(
 ) -> None:
     """`easel generate --server URL`: submit through the client, show the job's events as the local path
     shows its steps, then download and write the images."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
         import easel_client
@@ -310,13 +315,7 @@ def _generate_remote(
     started = time.monotonic()
     try:
         with easel_client.Easel(server, api_key) as client:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                transient=False,
-            ) as progress:
+            with _progress() as progress:
                 task = progress.add_task("submitting", total=None)
                 gen = client.submit(prompt, **params)
                 for ev in client.stream(gen.id):

@@ -178,6 +178,7 @@ class Runtime:
             self.blobs,
             self.doorbell,
             publish=self.events.publish,
+            publish_tag=self.events.tag,
             backend=backend,
         )
 
@@ -220,7 +221,7 @@ class FinishedRelay:
 
     def __init__(self, doorbell: Doorbell, events: EventHub, postgres_url: str | None) -> None:
         self.events = events
-        self.listener = doorbell.listener(FINISHED)
+        self.listener = doorbell.listener(FINISHED, tag=events.tag)
         if postgres_url is not None:
             self.listener.listen_postgres(postgres_url, FINISHED_CHANNEL, connect=False)
         self._stop = threading.Event()

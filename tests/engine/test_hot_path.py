@@ -331,9 +331,12 @@ def test_the_in_process_worker_reports_its_stage_times_on_metrics(client: Any) -
 
 
 def test_a_claim_after_a_batch_waits_for_the_clients_coming_back(runtime: Any, monkeypatch: Any) -> None:
-    monkeypatch.setattr(worker_module, "GATHER_MAX_SECONDS", 2.0)  # room for a loaded machine
+    # Room for a loaded machine (the suite's other process starts servers meanwhile): a claim may wait
+    # up to the whole last call (1 s) for a full batch, and a create may take 1 s to come.
+    monkeypatch.setattr(worker_module, "GATHER_MAX_SECONDS", 2.0)
+    monkeypatch.setattr(worker_module, "GATHER_FRACTION", 1.0)
     monkeypatch.setattr(worker_module, "GATHER_QUIET_SECONDS", 1.0)
-    backend = Sleepy(0.25)  # 4 steps: 1 s a call, so a claim may wait up to 0.25 s for a full batch
+    backend = Sleepy(0.25)  # 4 steps: 1 s a call
     worker = runtime.make_worker(backend=backend)
     first = [make(runtime, f"first {i}", size="64x64", steps=4) for i in range(4)]
     thread = run_in_thread(worker)

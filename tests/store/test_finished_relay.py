@@ -36,10 +36,12 @@ def test_the_finished_doorbell_carries_messages_to_other_processes(tmp_path: Any
         assert listener.receive(5) == [b"Fa1,b2", b"Fc3"]
         assert listener.receive(0) == []
         assert not jobs.wait(0)
-        # A worker skips the listeners of its own process (it publishes to its EventHub directly).
-        assert bell.others(FINISHED) == 0
-        assert bell.ring(FINISHED, b"Fd4", others_only=True) == 0
-        assert listener.receive(0) == []
+        # A worker skips the listener of the EventHub it publishes to directly (tagged with the hub's tag).
+        hub = bell.listener(FINISHED, tag="hub1")
+        assert bell.others(FINISHED) == 2 and bell.others(FINISHED, "hub1") == 1
+        assert bell.ring(FINISHED, b"Fd4", skip="hub1") == 1
+        assert listener.receive(5) == [b"Fd4"] and hub.receive(0) == []
+        hub.close()
         assert bell.ring(FINISHED, b"F" + b"x" * (MAX_MESSAGE + 1)) == 0  # too large: sent to nobody
     finally:
         listener.close()

@@ -38,7 +38,7 @@ def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0008")
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("generations")}
-    assert "ix_generations_project_updated" not in indexes and "ix_generations_claim" in indexes
+    assert "ix_generations_updated" not in indexes and "ix_generations_claim" in indexes
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0007")

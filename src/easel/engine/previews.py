@@ -59,7 +59,11 @@ class BatchPreviews:
         owners: Sequence[tuple[str, int]],
         publish: Callable[[JobEvent], None],
         doorbell: Doorbell | None,
+        skip: str | None = None,
     ) -> None:
+        """`publish` reaches this process's EventHub; `doorbell` the other API processes on this host
+        (all FINISHED listeners but the one tagged `skip`, the hub `publish` reaches)."""
+        self.skip = skip
         self.specs = specs
         self.owners = list(owners)
         self.publish = publish
@@ -78,7 +82,7 @@ class BatchPreviews:
 
     def deliver(self, step: int, total: int, images: list[PILImage]) -> None:
         plan = self._plan(total)
-        remote = self.doorbell is not None and self.doorbell.others(FINISHED) > 0
+        remote = self.doorbell is not None and self.doorbell.others(FINISHED, self.skip) > 0
         for (gid, image_index), picture in zip(self.owners, images, strict=False):
             steps = plan.get(gid)
             if not steps or step not in steps:
@@ -104,6 +108,6 @@ class BatchPreviews:
         assert self.doorbell is not None
         header = json.dumps({"id": gid, **data}, separators=(",", ":")).encode()
         try:
-            self.doorbell.ring(FINISHED, PREVIEW + header + b"\n" + jpeg(picture), others_only=True)
+            self.doorbell.ring(FINISHED, PREVIEW + header + b"\n" + jpeg(picture), skip=self.skip)
         except OSError:
             log.debug("could not send a preview of %s to the other processes", gid, exc_info=True)

@@ -144,6 +144,7 @@ class Worker:
         blobs: BlobStore,
         doorbell: Doorbell,
         publish: Callable[[JobEvent], None] = lambda e: None,
+        publish_tag: str | None = None,
         backend: Backend | None = None,
     ) -> None:
         self.settings = settings
@@ -153,6 +154,7 @@ class Worker:
         self.blobs = blobs
         self.doorbell = doorbell
         self.publish = publish
+        self.publish_tag = publish_tag  # the EventHub `publish` reaches: its relay is not rung too
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._backends: dict[str, Backend] = {}
         if backend is not None:
@@ -499,7 +501,9 @@ class Worker:
             backend = self.backend(entry)
             wanting = {j.id: j.spec for j in jobs if j.spec.previews > 0}
             if wanting and _takes_previews(backend):
-                hook = BatchPreviews(wanting, [(o, i) for o, i, _ in owners], self.publish, self.doorbell)
+                hook = BatchPreviews(
+                    wanting, [(o, i) for o, i, _ in owners], self.publish, self.doorbell, self.publish_tag
+                )
                 images = backend.generate(request, on_step, hook)
             else:
                 images = backend.generate(request, on_step)
@@ -688,7 +692,7 @@ class Worker:
         if jobs:
             try:
                 message = ENDED + ",".join(j.id for j in jobs).encode()
-                self.doorbell.ring(FINISHED, message, others_only=True)
+                self.doorbell.ring(FINISHED, message, skip=self.publish_tag)
             except OSError:
                 log.exception("could not ring the finished doorbell (waiters re-read within a second)")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ class EventHub:
     after it was published."""
 
     def __init__(self) -> None:
+        # Names this hub's relay socket, so that a worker publishing here directly skips it (store/notify.py).
+        self.tag = f"{os.getpid()}h{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._subs: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[JobEvent]]]] = {}
         self._previews: OrderedDict[str, JobEvent] = OrderedDict()

@@ -14,12 +14,13 @@ create wakes no watcher.
 
 A third, `FINISHED`, carries job events to the API processes (`f-*.sock`, channel `easel_finished`): a
 worker rings it with the ids of the jobs it completed or failed (message `F<id>,<id>...`) and with the
-previews of jobs in progress (`P<json header>\n<image bytes>`), skipping the sockets of its own process
-(whose EventHub it publishes to directly); on PostgreSQL every transaction that ends a job notifies the
-channel with the job's id (store/outbox.py). So a `Prefer: wait`, an OpenAI request or an event stream
-in any API process learns at once that its job ended, whichever process or host ran it, and sees the
-previews of workers on its host (`FinishedRelay`, easel/runtime.py). NOTIFY payloads are limited to
-8,000 bytes, so previews do not travel between hosts.
+previews of jobs in progress (`P<json header>\n<image bytes>`), skipping the socket of the EventHub it
+publishes to directly (the API process it runs in: the socket is tagged with the hub's `tag`); on
+PostgreSQL every transaction that ends a job notifies the channel with the job's id (store/outbox.py).
+So a `Prefer: wait`, an OpenAI request or an event stream in any API process learns at once that its
+job ended, whichever process or host ran it, and sees the previews of workers on its host
+(`FinishedRelay`, easel/runtime.py). NOTIFY payloads are limited to 8,000 bytes, so previews do not
+travel between hosts.
 """
 
 from __future__ import annotations
@@ -56,19 +57,20 @@ class Doorbell:
             self.run_dir = Path(tempfile.gettempdir()) / f"easel-{digest}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def ring(self, bell: str = JOBS, message: bytes = b"!", *, others_only: bool = False) -> int:
+    def ring(self, bell: str = JOBS, message: bytes = b"!", *, skip: str | None = None) -> int:
         """Wake every listener of `bell` (JOBS: idle workers; CANCELS: cancel watchers; FINISHED: API
-        processes, with `message`), or with `others_only` every one outside this process; returns how
-        many were reached. A message over MAX_MESSAGE bytes reaches nobody."""
+        processes, with `message`) but those tagged `skip` (`listener(tag=)`: an API process's EventHub,
+        which the worker beside it publishes to directly); returns how many were reached. A message
+        over MAX_MESSAGE bytes reaches nobody."""
         reached = 0
         if len(message) > MAX_MESSAGE:
             return 0
-        own = f"{_SOCKET_PREFIX[bell]}-{os.getpid()}-"
+        own = f"{_SOCKET_PREFIX[bell]}-{skip}-" if skip else None
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.setblocking(False)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE + 4096)
             for path in self.run_dir.glob(f"{_SOCKET_PREFIX[bell]}-*.sock"):
-                if others_only and path.name.startswith(own):
+                if own is not None and path.name.startswith(own):
                     continue
                 try:
                     s.sendto(message, str(path))
@@ -80,17 +82,15 @@ class Doorbell:
                     reached += 1  # its buffer is full of rings: it is already awake
         return reached
 
-    def others(self, bell: str) -> int:
-        """How many listeners of `bell` outside this process there are (sockets; dead ones included)."""
-        own = f"{_SOCKET_PREFIX[bell]}-{os.getpid()}-"
-        return sum(
-            1 for p in self.run_dir.glob(f"{_SOCKET_PREFIX[bell]}-*.sock") if not p.name.startswith(own)
-        )
+    def others(self, bell: str, skip: str | None = None) -> int:
+        """How many listeners of `bell` not tagged `skip` there are (sockets; dead ones included)."""
+        own = f"{_SOCKET_PREFIX[bell]}-{skip}-" if skip else None
+        paths = self.run_dir.glob(f"{_SOCKET_PREFIX[bell]}-*.sock")
+        return sum(1 for p in paths if own is None or not p.name.startswith(own))
 
-    def listener(self, bell: str = JOBS) -> DoorbellListener:
-        name = (
-            f"{_SOCKET_PREFIX[bell]}-{os.getpid()}-{uuid.uuid4().hex[:12]}.sock"  # the pid: ring(others_only)
-        )
+    def listener(self, bell: str = JOBS, tag: str | None = None) -> DoorbellListener:
+        """A listener of `bell`; `tag` (letters and digits) names it for `ring(skip=)`."""
+        name = f"{_SOCKET_PREFIX[bell]}-{tag or os.getpid()}-{uuid.uuid4().hex[:12]}.sock"
         return DoorbellListener(self.run_dir / name)
 
 

@@ -494,8 +494,9 @@ class Repository:
 
     def changed_since(self, project_id: str, since: datetime, limit: int = 100) -> list[Generation]:
         """The project's generations (deleted ones too) whose record changed at or after `since`, in the
-        order they last changed (updated_at, id): one range scan of ix_generations_project_updated,
-        their images in one query, no queue estimates (the project-wide event stream)."""
+        order they last changed (updated_at, id): a range scan of ix_generations_updated (every
+        project's changes since then, this project's kept), their images in one query, no queue
+        estimates (the project-wide event stream)."""
         g = generations.c
         with reading(self.engine) as conn:
             rows = conn.execute(

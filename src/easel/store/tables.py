@@ -116,7 +116,7 @@ Index(
 Index("ix_generations_project_round", _gen.project_id, _gen.status, _gen.priority, _gen.fair_tag)
 Index("ix_generations_project_created", _gen.project_id, _gen.created_at)
 Index("ix_generations_deadline", _gen.status, _gen.deadline_at)
-Index("ix_generations_project_updated", _gen.project_id, _gen.updated_at, _gen.id)  # the project's stream
+Index("ix_generations_updated", _gen.updated_at, _gen.id)  # the project's stream (recent changes)
 
 images = Table(
     "images",

@@ -70,3 +70,12 @@ def test_modules_import_only_the_standard_library_httpx_and_themselves() -> None
                 continue
             found += [f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] not in allowed]
     assert found == []
+
+
+def test_easel_client_is_the_client_where_the_server_is_installed() -> None:
+    import easel_client
+
+    import easel.client
+
+    assert easel.client.Easel is easel_client.Easel and easel.client.AsyncEasel is easel_client.AsyncEasel
+    assert set(easel.client.__all__) == set(easel_client.__all__)

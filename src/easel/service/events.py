@@ -20,7 +20,7 @@ class JobEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-KEEP_PREVIEWS = 256  # generations whose latest preview the hub keeps (for streams that join late)
+KEEP_PREVIEWS = 64  # generations whose latest preview the hub keeps (for streams that join late): <= 48 MB
 
 
 class EventHub:

@@ -220,7 +220,8 @@ async def project_events(
     request: Request, svc: GenerationsDep, links: LinksDep, principal: GenRead
 ) -> StreamingResponse:
     """Every change of the project's generations, for dashboards: one `generation` event per change
-    (created, queued again, started, each recorded progress step, ended, deleted) whose data is the
+    seen (created, queued again, started, each recorded progress step, ended, deleted; changes within
+    one read, PROJECT_POLL_SECONDS, are told once as the latest state) whose data is the
     generation as GET /api/v1/generations/{id} shows it (without queue position and ETA). The id is
     `<updated ms>.<generation id>`: reconnecting with Last-Event-ID resumes after that change; without
     it the stream starts with the changes from now on."""

@@ -14,8 +14,10 @@ from support import key_headers
 
 
 def test_the_project_stream_tells_every_change_and_resumes(
-    http: httpx.Client, runtime: Any, caplog: Any
-) -> None:  # noqa: F811
+    http: httpx.Client,  # noqa: F811 - the fixture
+    runtime: Any,
+    caplog: Any,
+) -> None:
     other = runtime.repo.ensure_project("tenant-b")
     worker = runtime.make_worker()
     seen: list[Event] = []

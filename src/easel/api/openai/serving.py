@@ -141,25 +141,31 @@ async def stream(
         with generations.events.subscribe(gid) as queue:
             latest = generations.events.latest_preview(gid)
             pending = [latest] if latest is not None else []
-            while True:
+            current = await anyio.to_thread.run_sync(generations.current, project, gid)
+            quiet_since = loop.time()
+            while not current.status.finished and loop.time() < deadline:
                 for ev in pending:
-                    if ev.kind != "preview":
-                        continue
                     key = (int(ev.data["index"]), int(ev.data.get("image_index", 0)))
                     if key not in told:
                         told.add(key)
                         yield await partial_image(ev)
-                pending = []
-                current = await anyio.to_thread.run_sync(generations.current, project, gid)
-                if current.status.finished or loop.time() >= deadline:
-                    break
+                # Re-read the record when the job says it ended, else once a second (a lost relay
+                # message); steps are not read back.
+                ended, pending = False, []
                 try:
-                    async with asyncio.timeout(min(HEARTBEAT_SECONDS, deadline - loop.time())):
-                        ev = await queue.get()
-                        pending = [ev]
-                        while not queue.empty():
-                            pending.append(queue.get_nowait())
+                    async with asyncio.timeout(max(0.0, min(REREAD_SECONDS, deadline - loop.time()))):
+                        while not ended:
+                            ev = await queue.get()
+                            ended = ev.kind == "finished"
+                            if ev.kind == "preview":
+                                pending.append(ev)
+                                break
                 except TimeoutError:
+                    pass
+                if ended or not pending:
+                    current = await anyio.to_thread.run_sync(generations.current, project, gid)
+                if loop.time() - quiet_since >= HEARTBEAT_SECONDS:
+                    quiet_since = loop.time()
                     yield ": keep-alive\n\n"
         try:
             check_finished(current, timeout)
@@ -196,3 +202,4 @@ async def stream(
 
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often while nothing happens (proxies keep the stream)
+REREAD_SECONDS = 1.0  # the record is re-read this often without a `finished` event

@@ -286,8 +286,9 @@ class Repository:
             if key_id is not None:
                 conn.execute(generation_keys.insert().values(generation_id=gid, key_id=key_id))
             notify_workers(conn)
-            created = self._load(conn, project_id, gid, include_deleted=False, estimate=False)
-        return self.get_generation(project_id, gid) if estimate else created
+            if not estimate:
+                return self._load(conn, project_id, gid, include_deleted=False, estimate=False)
+        return self.get_generation(project_id, gid)  # read once, after the commit, with its estimates
 
     @staticmethod
     def _lock_project(conn: Connection, project_id: str) -> Any:

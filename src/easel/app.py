@@ -25,6 +25,7 @@ from easel.api.pictory.router import router as pictory_router
 from easel.api.placewise.router import router as placewise_router
 from easel.api.routing import method_not_allowed
 from easel.api.wix.router import router as wix_router
+from easel.console import install as install_console
 from easel.runtime import Runtime
 from easel.settings import Settings
 
@@ -124,6 +125,7 @@ def create_app(
     app.include_router(pictory_router)
     app.include_router(metrics_router)  # GET /metrics; 404 unless EASEL_METRICS_ENABLED
     install_openapi(app)  # the real status codes and error shapes (api/openapi.py)
+    install_console(app, settings)  # the web console at / and /console/ (EASEL_CONSOLE_ENABLED)
     app.add_exception_handler(405, method_not_allowed(app))  # Allow: every method of the path
 
     @app.get("/healthz", include_in_schema=False)

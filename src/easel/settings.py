@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     docs_enabled: bool = Field(
         True, description="Serve the interactive API docs (/docs, /redoc) and the schema (/openapi.json)."
     )
+    console_enabled: bool = Field(
+        True, description="Serve the web console at / and /console/ (docs/console.md); it signs in with a key."
+    )
 
     # Metrics (api/metrics.py; docs/operations.md)
     metrics_enabled: bool = Field(

@@ -81,13 +81,13 @@ def raw_header(name: str) -> CredentialExtractor:
     return extract
 
 
-def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., Principal]:
+def authenticated(extract: CredentialExtractor, scope: str | None) -> Callable[..., Principal]:
     """A dependency giving the request's `Principal`, from the dialect's credential.
 
     Verifies the key (401), its scope (403) and its rate limit (429 with Retry-After); the rate-limit
     headers are added to every response by the dialect's route class (api/errors.py), errors included.
     """
-    if scope not in SCOPES:
+    if scope is not None and scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
 
     def dependency(request: Request, svc: ServicesDep) -> Principal:
@@ -97,7 +97,7 @@ def authenticated(extract: CredentialExtractor, scope: str) -> Callable[..., Pri
         request.state.principal = principal
         return principal
 
-    dependency.__name__ = f"authenticated_{scope.replace(':', '_')}"
+    dependency.__name__ = f"authenticated_{(scope or 'any').replace(':', '_')}"
     return dependency
 
 

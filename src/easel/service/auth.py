@@ -7,6 +7,7 @@ import dataclasses
 import hmac
 import threading
 import time
+from datetime import datetime
 
 from easel.domain.errors import NotFound, RateLimited, Unauthorized
 from easel.domain.keys import SCOPES, Principal, hash_secret, parse
@@ -98,13 +99,15 @@ class Access:
         bucket = f"key:{principal.key_id}" if principal.key_id else f"project:{principal.project_id}"
         return self.limiter.hit(bucket, limit, self.settings.rate_limit_window_seconds)
 
-    def authorize(self, credential: str | None, scope: str) -> tuple[Principal, RateDecision | None]:
-        """The principal of a valid key (401) holding `scope` (403) within its rate limit. The decision
-        is returned even when the request is refused (RateLimited carries it in `decision`)."""
-        if scope not in SCOPES:
+    def authorize(self, credential: str | None, scope: str | None) -> tuple[Principal, RateDecision | None]:
+        """The principal of a valid key (401) holding `scope` (403; None: any valid key) within its rate
+        limit. The decision is returned even when the request is refused (RateLimited carries it in
+        `decision`)."""
+        if scope is not None and scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
         principal = self.principal_for(credential)
-        principal.require(scope)
+        if scope is not None:
+            principal.require(scope)
         decision = self.rate_limit(principal)
         if decision is not None and not decision.allowed:
             err = RateLimited(
@@ -115,3 +118,35 @@ class Access:
             err.headers.update(decision.headers())
             raise err
         return principal, decision
+
+    def describe(self, principal: Principal) -> KeyView:
+        """What GET /api/v1/me tells a key about itself (the console's sign-in): its name, project and
+        scopes. With auth disabled there is no key: the local project's admin."""
+        project = self.auth.keys.project(principal.project_id)
+        info = self.auth.keys.get(principal.key_id) if principal.key_id else None
+        return KeyView(
+            key_id=principal.key_id,
+            key_name=info.name if info else None,
+            project_id=project.id,
+            project_name=project.name,
+            scopes=tuple(sorted(principal.scopes)),
+            rate_limit_per_hour=principal.rate_limit_per_hour,
+            budget_credits=principal.budget_credits,
+            expires_at=info.expires_at if info else None,
+            server_admin=principal.is_admin and principal.project_id == self.default_project_id,
+            auth_enabled=self.settings.auth_enabled,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyView:
+    key_id: str | None
+    key_name: str | None
+    project_id: str
+    project_name: str
+    scopes: tuple[str, ...]
+    rate_limit_per_hour: int | None
+    budget_credits: float | None
+    expires_at: datetime | None
+    server_admin: bool
+    auth_enabled: bool

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL.Image import Image as PILImage
 
-from easel.domain.errors import Unavailable
+from easel.domain.errors import NotFound, Unavailable
 from easel.domain.failures import STORAGE_ERROR, storage_error_message
 from easel.domain.generation import Image, ImageFile
 from easel.imaging import decode_upload, to_png
@@ -102,11 +102,26 @@ class LibraryService:
         return self.repo.folders(project_id)
 
     def list(
-        self, project_id: str, *, folder: str | None, any_folder: bool, limit: int, offset: int
+        self,
+        project_id: str,
+        *,
+        folder: str | None,
+        any_folder: bool,
+        limit: int,
+        offset: int,
+        model: str | None = None,
     ) -> tuple[list[Image], int]:
+        """Newest first; `model` (a canonical name) keeps the images a generation of that model made."""
         return self.repo.list_images(
-            project_id, folder=folder, any_folder=any_folder, limit=limit, offset=offset
+            project_id, folder=folder, any_folder=any_folder, limit=limit, offset=offset, model=model
         )
+
+    def delete_folder(self, project_id: str, folder: str) -> int:
+        """Folders exist while they hold images: deleting one unfiles its images (none are deleted)."""
+        moved = self.repo.unfile_folder(project_id, folder)
+        if not moved:
+            raise NotFound("folder", folder)
+        return moved
 
     def move(self, project_id: str, image_id: str, folder: str | None) -> Image:
         return self.repo.move_image(project_id, image_id, folder)

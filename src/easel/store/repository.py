@@ -695,13 +695,26 @@ class Repository:
         return sorted(found, key=lambda f: (f[0] is not None, f[0] or ""))
 
     def list_images(
-        self, project_id: str, *, folder: str | None, any_folder: bool, limit: int, offset: int
+        self,
+        project_id: str,
+        *,
+        folder: str | None,
+        any_folder: bool,
+        limit: int,
+        offset: int,
+        model: str | None = None,
     ) -> tuple[list[Image], int]:
         """A project's images (uploaded and generated), newest first: all of them when `any_folder`,
-        else those in `folder` (None: those in no folder). Also the total count."""
+        else those in `folder` (None: those in no folder); with `model`, only those a generation of
+        that (canonical) model made. Also the total count."""
         where = [images.c.project_id == project_id, images.c.deleted_at.is_(None)]
         if not any_folder:
             where.append(images.c.folder.is_(None) if folder is None else images.c.folder == folder)
+        if model is not None:
+            made_by = select(generations.c.id).where(
+                generations.c.project_id == project_id, generations.c.model == model
+            )
+            where.append(images.c.generation_id.in_(made_by))
         with reading(self.engine) as conn:
             total = conn.execute(select(func.count()).select_from(images).where(*where)).scalar_one()
             rows = conn.execute(
@@ -728,6 +741,20 @@ class Repository:
             if not res.rowcount:
                 raise NotFound("image", image_id)
         return self.get_image(project_id, image_id)
+
+    def unfile_folder(self, project_id: str, folder: str) -> int:
+        """Delete a folder: its images (this project's) are moved to no folder; how many there were."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(images)
+                .where(
+                    images.c.project_id == project_id,
+                    images.c.folder == folder,
+                    images.c.deleted_at.is_(None),
+                )
+                .values(folder=None)
+            )
+        return int(res.rowcount or 0)
 
     def delete_image(self, project_id: str, image_id: str) -> Image:
         """Mark an image of this project deleted; returns it (its bytes are the caller's to remove)."""

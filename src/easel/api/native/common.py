@@ -39,7 +39,7 @@ def native_router(prefix: str = "/api/v1", tag: str = "native") -> APIRouter:
     )
 
 
-def _caller(scope: str) -> Any:
+def _caller(scope: str | None) -> Any:
     return Depends(authenticated(bearer_or_api_key, scope))
 
 
@@ -50,6 +50,7 @@ ImagesWrite = Annotated[Principal, _caller("images:write")]
 ImagesDelete = Annotated[Principal, _caller("images:delete")]
 UsageRead = Annotated[Principal, _caller("usage:read")]
 Admin = Annotated[Principal, _caller("admin")]
+AnyKey = Annotated[Principal, _caller(None)]  # any valid key, whatever its scopes
 
 
 def generation_body(request: Request, links: LinkService, gen: Generation) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import anyio
 from fastapi import File, Form, Query, Request, Response, UploadFile
 from pydantic import Field
 
-from easel.api.deps import LibraryDep, LinksDep, image_url
+from easel.api.deps import LibraryDep, LinksDep, ServicesDep, image_url
 from easel.api.forms import form_limits, read_upload
 from easel.api.limits import max_body, multipart_max_bytes
 from easel.api.native.common import ImagesDelete, ImagesRead, ImagesWrite, native_router, page
@@ -105,20 +105,36 @@ async def list_folders(library: LibraryDep, principal: ImagesRead) -> dict[str, 
     return {"success": True, "data": [{"name": name, "imageCount": count} for name, count in found]}
 
 
+@router.delete("/folders/{name:path}")
+async def delete_folder(name: str, library: LibraryDep, principal: ImagesWrite) -> dict[str, Any]:
+    """Delete a folder: its images are unfiled (kept, in no folder); 404 when it holds none."""
+    moved = await anyio.to_thread.run_sync(library.delete_folder, principal.project_id, name)
+    return {"success": True, "data": {"name": name, "unfiled": moved}}
+
+
 @router.get("/images")
 async def list_images(
     request: Request,
     library: LibraryDep,
     links: LinksDep,
     principal: ImagesRead,
+    svc: ServicesDep,
     folder: Annotated[str | None, Query(max_length=200)] = None,
+    model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
-    """Images newest first: all of them, those in `folder`, or with `folder=` (empty) the unfiled ones."""
+    """Images newest first: all of them, those in `folder`, or with `folder=` (empty) the unfiled ones;
+    `model` (a name or alias) keeps those its generations made."""
+    canonical = svc.catalog.resolve(model).name if model is not None else None
     imgs, total = await anyio.to_thread.run_sync(
         lambda: library.list(
-            principal.project_id, folder=folder or None, any_folder=folder is None, limit=limit, offset=offset
+            principal.project_id,
+            folder=folder or None,
+            any_folder=folder is None,
+            limit=limit,
+            offset=offset,
+            model=canonical,
         )
     )
     return page([_image(request, links, i) for i in imgs], limit, offset, total)

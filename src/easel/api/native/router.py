@@ -14,10 +14,10 @@ from easel.api.deps import GenerationsDep, LinksDep, ServicesDep
 from easel.api.health import readiness
 from easel.api.idempotency import idempotent
 from easel.api.limits import JSON_MAX_BYTES, max_body
-from easel.api.native.common import GenRead, GenWrite, generation_body, native_router, page
+from easel.api.native.common import AnyKey, GenRead, GenWrite, generation_body, native_router, page
 from easel.api.native.protocol import STATUS_BY_NAME, CreateGenerationRequest
 from easel.api.scheduling import SchedulingHeaders, scheduled
-from easel.api.wire import MAX_OFFSET
+from easel.api.wire import MAX_OFFSET, iso
 from easel.domain.errors import ValidationFailed
 from easel.domain.generation import ListQuery, Status
 
@@ -110,6 +110,27 @@ async def retry_generation(
     """Queue a failed or canceled generation again: same id, spec and seed (the same picture)."""
     gen = await anyio.to_thread.run_sync(generations.retry, principal, generation_id)
     return {"success": True, "data": generation_body(request, links, gen)}
+
+
+@router.get("/me")
+async def who_am_i(svc: ServicesDep, principal: AnyKey) -> dict[str, Any]:
+    """The calling key: its name, project, scopes and limits (any valid key; the console's sign-in)."""
+    view = await anyio.to_thread.run_sync(svc.access.describe, principal)
+    return {
+        "success": True,
+        "data": {
+            "keyId": view.key_id,
+            "keyName": view.key_name,
+            "projectId": view.project_id,
+            "projectName": view.project_name,
+            "scopes": list(view.scopes),
+            "rateLimitPerHour": view.rate_limit_per_hour,
+            "budgetCredits": view.budget_credits,
+            "expiresAt": iso(view.expires_at),
+            "serverAdmin": view.server_admin,
+            "authEnabled": view.auth_enabled,
+        },
+    }
 
 
 @router.get("/models")

@@ -1,5 +1,5 @@
 # The two commands: `make run` (set up if needed, then serve) and `make test` (set up, lint, test).
-.PHONY: setup run test lint pytest bench
+.PHONY: setup run test lint pytest bench screenshots
 
 setup:
 	@./scripts/setup.sh
@@ -21,3 +21,7 @@ test: lint pytest
 
 bench: setup
 	.venv/bin/python benchmarks/run.py
+
+# The console's screenshots in docs/console/, taken by its browser tests (tests/console).
+screenshots: setup
+	EASEL_CONSOLE_SCREENSHOTS=docs/console .venv/bin/pytest -q -p no:randomly tests/console

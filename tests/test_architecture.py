@@ -239,6 +239,8 @@ def _easel_outside(*allowed: str) -> Callable[[str], bool]:
     return lambda t: t.split(".")[0] == "easel" and not under(t, *allowed)
 
 
+CONSOLE_MAY = ("easel.console", "easel.settings", "easel.domain.keys")
+
 RULES: dict[str, Check] = {
     "domain-imports-only-domain": forbid("domain", _easel_outside("easel.domain")),
     "domain-no-io": forbid("domain", lambda t: under(t, *DOMAIN_IO)),
@@ -267,6 +269,15 @@ RULES: dict[str, Check] = {
     ),
     "engine-imports-ml-lazily": engine_lazy_ml,
     "engine-not-api": forbid("engine", lambda t: under(t, "easel.api")),
+    # The console is pages and scripts on the public API: of Easel it may know only its settings, the
+    # names of the scopes and the version (docs/architecture.md).
+    "console-only-public-surface": forbid(
+        "console",
+        lambda t: (
+            (t.split(".")[0] == "easel" and t != "easel" and not under(t, *CONSOLE_MAY))
+            or under(t, "sqlalchemy", "boto3", *ML)
+        ),
+    ),
 }
 
 
@@ -288,7 +299,7 @@ def modules() -> dict[str, Module]:
 def test_the_checker_sees_the_whole_package(modules: dict[str, Module]) -> None:
     """Guards against a checker that passes because it read nothing."""
     layers = {m.layer for m in modules.values()}
-    assert {"domain", "store", "storage", "service", "engine", "api"} <= layers
+    assert {"domain", "store", "storage", "service", "engine", "api", "console"} <= layers
     assert {"easel", "easel.app", "easel.cli", "easel.runtime", "easel.engine.worker"} <= set(modules)
     assert all(m.imports for n, m in modules.items() if n in ("easel.app", "easel.runtime"))
 
@@ -345,6 +356,7 @@ SYNTHETIC = {
     ),
     "easel/engine/backends/heavy.py": "import diffusers\n",
     "easel/engine/worker.py": "import torch.nn\nfrom easel.api.native import router\n",
+    "easel/console/__init__.py": "from easel import __version__\nfrom easel.service import admin\n",  # 2
 }
 
 
@@ -379,6 +391,9 @@ def test_the_checker_catches_violations(tmp_path: Path) -> None:
             "easel.engine.worker:1 imports torch.nn at import time (rule engine-imports-ml-lazily)",
         ],
         "engine-not-api": ["easel.engine.worker:2 imports easel.api.native.router (rule engine-not-api)"],
+        "console-only-public-surface": [
+            "easel.console:2 imports easel.service (rule console-only-public-surface)"
+        ],
     }
 
 

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
         True, description="Serve the interactive API docs (/docs, /redoc) and the schema (/openapi.json)."
     )
     console_enabled: bool = Field(
-        True, description="Serve the web console at / and /console/ (docs/console.md); it signs in with a key."
+        True, description="Serve the web console at / and /console/ (docs/console.md)."
     )
 
     # Metrics (api/metrics.py; docs/operations.md)

@@ -185,3 +185,49 @@ def test_scopes(api: Any, runtime: Any) -> None:
         == 200
     )
     assert api.delete(f"/api/v1/images/{img['id']}", headers=key_headers(deleter)).status_code == 200
+
+
+def test_filter_by_model(api: Any, runtime: Any) -> None:
+    """`?model=` keeps the images a generation of that model made (an alias names the same model);
+    uploads have no model; an unknown model is a 400 naming `model`."""
+    upload(api, "mixed")
+    tiny = generate(api, runtime, folder="mixed", seed=1)
+    square = generate(api, runtime, model="tiny-square", folder="mixed", seed=2)
+    by_tiny = listing(api, model="tiny")
+    assert [i["id"] for i in by_tiny["data"]] == [tiny["outputImageId"]]
+    assert by_tiny["pagination"]["total"] == 1
+    assert [i["id"] for i in listing(api, model="tiny-alias")["data"]] == [tiny["outputImageId"]]
+    assert [i["id"] for i in listing(api, model="tiny-square", folder="mixed")["data"]] == [
+        square["outputImageId"]
+    ]
+    assert listing(api, model="tiny-square", folder="")["data"] == []
+    r = api.get("/api/v1/images", params={"model": "nope"})
+    assert r.status_code == 400 and r.json()["error"]["fields"][0]["field"] == "model", r.text
+    other = runtime.repo.ensure_project("tenant-m")
+    b_key, _ = runtime.keys.create(other, "b", ["admin"], rate_limit_per_hour=0)
+    theirs = api.get("/api/v1/images", params={"model": "tiny"}, headers=key_headers(b_key)).json()
+    assert theirs["data"] == [] and theirs["pagination"]["total"] == 0
+
+
+def test_delete_a_folder_unfiles_its_images(api: Any, runtime: Any) -> None:
+    """DELETE /api/v1/folders/{name}: the images stay, in no folder; names with a slash work; another
+    project's folder of the same name is untouched; an empty or unknown folder is a 404."""
+    kept = [upload(api, "2026/drafts"), upload(api, "2026/drafts")]
+    elsewhere = upload(api, "final")
+    other = runtime.repo.ensure_project("tenant-f")
+    b_key, _ = runtime.keys.create(other, "b", ["admin"], rate_limit_per_hour=0)
+    theirs = upload(api.__class__(api.app, headers=key_headers(b_key)), "2026/drafts")
+
+    r = api.delete("/api/v1/folders/2026%2Fdrafts")
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == {"name": "2026/drafts", "unfiled": 2}
+    assert folders(api) == {None: 2, "final": 1}
+    for img in kept:
+        assert api.get(f"/api/v1/images/{img['id']}").json()["data"]["folder"] is None
+    assert api.get(f"/api/v1/images/{elsewhere['id']}").json()["data"]["folder"] == "final"
+    their_view = api.get(f"/api/v1/images/{theirs['id']}", headers=key_headers(b_key)).json()["data"]
+    assert their_view["folder"] == "2026/drafts"
+    assert api.delete("/api/v1/folders/2026%2Fdrafts").status_code == 404
+    assert api.delete("/api/v1/folders/never").status_code == 404
+    reader, _ = runtime.keys.create(runtime.default_project_id, "r", ["images:read"], rate_limit_per_hour=0)
+    assert api.delete("/api/v1/folders/final", headers=key_headers(reader)).status_code == 403

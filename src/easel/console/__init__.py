@@ -3,8 +3,8 @@
 Server-rendered Jinja2 templates give each page its markup; small vanilla-JS modules (static/js/, no
 build step) fill it by calling the public native API with the API key the user signed in with, kept in
 the browser's session storage. The console has no back door: this package imports nothing of Easel but
-its settings and the scopes' names, and every asset it needs is served from here (no CDN), under a Content-Security-Policy
-that lets a page talk to this server only.
+its settings and the scopes' names, and every asset it needs is served from here (no CDN), under a
+Content-Security-Policy that lets a page talk to this server only.
 """
 
 from __future__ import annotations

@@ -190,13 +190,15 @@ def test_scopes(api: Any, runtime: Any) -> None:
 def test_filter_by_model(api: Any, runtime: Any) -> None:
     """`?model=` keeps the images a generation of that model made (an alias names the same model);
     uploads have no model; an unknown model is a 400 naming `model`."""
-    upload(api, "mixed")
+    uploaded = upload(api, "mixed")
+    assert api.get(f"/api/v1/images/{uploaded['id']}").json()["data"]["source"] == "uploaded"
     tiny = generate(api, runtime, folder="mixed", seed=1)
     square = generate(api, runtime, model="tiny-square", folder="mixed", seed=2)
     by_tiny = listing(api, model="tiny")
     assert [i["id"] for i in by_tiny["data"]] == [tiny["outputImageId"]]
     assert by_tiny["pagination"]["total"] == 1
     assert [i["id"] for i in listing(api, model="tiny-alias")["data"]] == [tiny["outputImageId"]]
+    assert api.get(f"/api/v1/images/{tiny['outputImageId']}").json()["data"]["source"] == "generated"
     assert [i["id"] for i in listing(api, model="tiny-square", folder="mixed")["data"]] == [
         square["outputImageId"]
     ]

@@ -60,7 +60,9 @@ async def get_image(
     image_id: str, request: Request, library: LibraryDep, links: LinksDep, principal: ImagesRead
 ) -> dict[str, Any]:
     img = await anyio.to_thread.run_sync(library.get, principal.project_id, image_id)
-    return {"success": True, "data": image_json(img, image_url(request, links, img))}
+    body = image_json(img, image_url(request, links, img))
+    body["source"] = "generated" if img.generation_id else "uploaded"
+    return {"success": True, "data": body}
 
 
 _IMAGE_BYTES: dict[int | str, dict[str, Any]] = {

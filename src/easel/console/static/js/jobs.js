@@ -55,7 +55,6 @@ export class JobCard {
     this.bar.value = gen.status === "success" ? total : (gen.progress && gen.progress.step) || 0;
     this.bar.hidden = isEnded(gen) && gen.status !== "success";
     this.position.textContent = gen.status === "pending" && gen.queuePosition ? `position ${gen.queuePosition} in the queue` : "";
-    this.cancel.hidden = this.cancel.hidden || isEnded(gen);
     if (isEnded(gen)) this.cancel.hidden = true;
     if (gen.status === "failed" || (gen.status === "canceled" && gen.errorMessage)) {
       this.error.textContent = gen.errorMessage || "The generation failed.";

@@ -245,10 +245,7 @@ function track(gen, body) {
         $("#source-set").scrollIntoView({ block: "nearest" });
       } },
       { label: "Same settings, new seed", run: () => {
-        const again = { ...body };
-        delete again.seed;
-        delete again.maskImageId;
-        if (body.maskImageId) again.maskImageId = body.maskImageId;
+        const { seed: _seed, ...again } = body; // the same request (source and mask included), a new seed
         submit(again);
       } },
     ],

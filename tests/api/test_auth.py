@@ -212,10 +212,10 @@ def test_idempotency_under_concurrency(runtime, live_server_no_worker, admin_key
     assert all(c in (201, 409) for c in codes), codes
     ids = {r.json()["data"]["id"] for r in responses if r.status_code == 201}
     assert len(ids) == 1
-    gens, total = runtime.generations.list(
+    found = runtime.generations.list(
         runtime.default_project_id, __import__("easel.domain.generation", fromlist=["ListQuery"]).ListQuery()
     )
-    assert total == 1 and gens[0].id in ids
+    assert found.total == 1 and found.items[0].id in ids
     h = key_headers(admin_key) | {"Idempotency-Key": "create-1"}
     replay = httpx.post(f"{live_server_no_worker}/api/v1/generations", json=body, headers=h)
     assert replay.status_code == 201 and replay.json()["data"]["id"] in ids
@@ -252,9 +252,9 @@ def test_credits_usage_and_budget(api, runtime) -> None:
     canceled = api.post("/api/v1/generations", json={"prompt": "x", "size": "64x64"}).json()["data"]
     api.post(f"/api/v1/generations/{canceled['id']}/cancel")
     report = api.get("/api/v1/usage").json()["data"]
-    gens, _ = runtime.generations.list(
+    gens = runtime.generations.list(
         pid, __import__("easel.domain.generation", fromlist=["ListQuery"]).ListQuery()
-    )
+    ).items
     charged = [g for g in gens if g.status.value != "canceled"]
     assert report["totals"]["credits"] == sum(g.credits for g in charged) == 2 * 1 + 2 * 3 + 0.5
     assert report["totals"]["images"] == 5 and report["totals"]["generations"] == 3
@@ -265,13 +265,13 @@ def test_credits_usage_and_budget(api, runtime) -> None:
     assert api.post("/api/v1/generations", json={"prompt": "x", "size": "64x64"}).status_code == 201  # 10.5
     before = runtime.generations.list(
         pid, __import__("easel.domain.generation", fromlist=["ListQuery"]).ListQuery()
-    )[1]
+    ).total
     r = api.post("/api/v1/generations", json={"prompt": "x", "size": "64x64"})
     assert r.status_code == 402 and r.json()["error"]["code"] == "INSUFFICIENT_CREDITS"
     assert "credits" in r.json()["error"]["message"]
     after = runtime.generations.list(
         pid, __import__("easel.domain.generation", fromlist=["ListQuery"]).ListQuery()
-    )[1]
+    ).total
     assert after == before  # no job row
     assert api.get("/api/v1/usage").json()["data"]["budget"]["remaining"] == 0.0
 
@@ -323,4 +323,4 @@ def test_idempotency_key_on_every_dialects_create_route(api, runtime, path, body
     assert first.status_code == again.status_code == 200, first.text
     assert id_of(first.json()) == id_of(again.json()) and again.headers["Idempotent-Replayed"] == "true"
     assert other.status_code == 422
-    assert runtime.generations.list(runtime.default_project_id, ListQuery())[1] == 1
+    assert runtime.generations.list(runtime.default_project_id, ListQuery()).total == 1

@@ -92,9 +92,15 @@ def test_uploaded_and_generated_side_by_side_newest_first_paginated(api: Any, ru
     )
 
     page = listing(api, folder="campaign", limit=4)
-    assert page["pagination"] == {"limit": 4, "offset": 0, "total": 6, "hasMore": True}
+    assert page["pagination"] == {
+        "limit": 4,
+        "offset": 0,
+        "total": 6,
+        "hasMore": True,
+        "nextCursor": page["pagination"]["nextCursor"],
+    }
     rest = listing(api, folder="campaign", limit=4, offset=4)
-    assert rest["pagination"] == {"limit": 4, "offset": 4, "total": 6, "hasMore": False}
+    assert rest["pagination"] == {"limit": 4, "offset": 4, "total": 6, "hasMore": False, "nextCursor": None}
     assert [i["id"] for i in page["data"] + rest["data"]] == expected
     sources = [i["source"] for i in page["data"] + rest["data"]]
     assert sources == ["uploaded"] * 3 + ["generated"] * 2 + ["uploaded"]

@@ -107,7 +107,14 @@ def test_list_filters_and_paginates(api, runtime) -> None:
     ids = [create(api, prompt=f"p{i}", size="64x64")["id"] for i in range(5)]
     api.post(f"/api/v1/generations/{ids[0]}/cancel")
     page = api.get("/api/v1/generations", params={"limit": 2, "offset": 1, "status": "pending"}).json()
-    assert page["pagination"] == {"limit": 2, "offset": 1, "total": 4, "hasMore": True}
+    assert page["pagination"] == {
+        "limit": 2,
+        "offset": 1,
+        "total": 4,
+        "hasMore": True,
+        "nextCursor": page["pagination"]["nextCursor"],
+    }
+    assert isinstance(page["pagination"]["nextCursor"], str)
     assert [g["id"] for g in page["data"]] == [ids[3], ids[2]]  # newest first
     canceled = api.get("/api/v1/generations", params={"status": "canceled"}).json()
     assert [g["id"] for g in canceled["data"]] == [ids[0]]

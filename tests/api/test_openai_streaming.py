@@ -52,7 +52,7 @@ def test_a_streamed_generation_sends_its_partial_images_then_the_image(oai, runt
     final = base64.b64decode(done.b64_json)
     assert open_image(final).size == (1024, 1024) and done.size == "1024x1024"
     # The completed image is the stored one, and its usage is Easel's figures (docs/api/openai.md).
-    job = runtime.repo.list_generations(runtime.default_project_id, _all())[0][0]
+    job = runtime.repo.list_generations(runtime.default_project_id, _all()).items[0]
     assert [i.sha256 for i in job.images] == [hashlib.sha256(final).hexdigest()]
     assert job.spec.previews == 3
     usage = done.usage

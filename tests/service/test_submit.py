@@ -11,6 +11,7 @@ from easel.domain.errors import QuotaExceeded, ValidationFailed
 from easel.domain.families import Task
 from easel.domain.inputs import ImageInput, MaskEncoding, Role
 from easel.domain.keys import Principal
+from easel.domain.pages import PageRequest
 from easel.domain.sizes import closest_aspect_ratio
 from easel.domain.spec import GenerationSpec
 from helpers import png_bytes
@@ -20,8 +21,8 @@ INPAINT = GenerationSpec(prompt="x", task=Task.INPAINT)
 
 def _stored(runtime: Any, pid: str) -> tuple[int, list[str]]:
     """(image rows of the project, blob keys under the project's folder)."""
-    _, total = runtime.services.library.list(pid, folder=None, any_folder=True, limit=100, offset=0)
-    return total, runtime.blobs.keys(f"{pid}/")
+    found = runtime.services.library.list(pid, folder=None, any_folder=True, page=PageRequest(limit=100))
+    return found.total, runtime.blobs.keys(f"{pid}/")
 
 
 def test_an_upload_and_its_job_are_stored_together(runtime: Any) -> None:
@@ -45,7 +46,7 @@ def test_over_budget_leaves_no_upload_behind(runtime: Any) -> None:
             runtime.principal(), GenerationSpec(prompt="x", task=Task.IMAGE_TO_IMAGE), [source]
         )
     assert _stored(runtime, pid) == (0, [])
-    assert runtime.generations.list(pid, _all())[1] == 0
+    assert runtime.generations.list(pid, _all()).total == 0
 
 
 def test_a_key_budget_is_charged_through_the_principal(runtime: Any) -> None:
@@ -170,7 +171,7 @@ def test_a_failing_store_is_a_503_storage_error_and_nothing_is_queued(
     assert "No space" not in info.value.message  # the cause is logged, not shown
     error_id = info.value.message.rsplit(" ", 1)[-1].rstrip(")")
     assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)
-    assert runtime.generations.list(runtime.default_project_id, _all())[1] == 0
+    assert runtime.generations.list(runtime.default_project_id, _all()).total == 0
     r = client.post(
         "/api/v1/generations",
         json={

@@ -22,7 +22,7 @@ def test_upgrade_is_idempotent(runtime) -> None:
 
 
 def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
-    """0009 (the project-stream index) goes down to 0008, 0008 (rounds, deadlines, caps, queue_clock,
+    """0010 (the list indexes) goes down to 0009, 0009 (the project-stream index) to 0008, 0008 (rounds, deadlines, caps, queue_clock,
     model_timings) to 0007 (and 0007 to 0006), and up again to exactly the schema."""
     from alembic import command
     from sqlalchemy import inspect
@@ -34,6 +34,12 @@ def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
     runtime.keys.create(runtime.default_project_id, "k", ["admin"], max_queued=3)
     runtime.generations.submit(runtime.principal(), GenerationSpec(prompt="x", cancel_after=60))
     cfg = migrate._config()
+    with engine.begin() as conn:  # 0010: the list indexes
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    indexes = {ix["name"] for ix in inspect(engine).get_indexes("generations")}
+    assert "ix_generations_live" not in indexes and "ix_generations_project_created" in indexes
+    assert "ix_images_project_folder" in {ix["name"] for ix in inspect(engine).get_indexes("images")}
     with engine.begin() as conn:  # 0009: the project-stream index
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0008")
@@ -54,7 +60,7 @@ def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
     assert "model_requests" not in tables.get_table_names()
     assert "loaded" not in {c["name"] for c in tables.get_columns("workers")}
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == migrate.head_revision() == "0009"
+    assert migrate.current_revision(engine) == migrate.head_revision() == "0010"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 

@@ -26,7 +26,9 @@ def test_reads_run_while_a_write_transaction_is_open(runtime: Runtime) -> None:
     def read() -> None:
         try:
             results["get"] = repo.get_generation(project, gen.id).id
-            results["list"] = [g.id for g in repo.list_generations(project, ListQuery((), 20, 0, False))[0]]
+            results["list"] = [
+                g.id for g in repo.list_generations(project, ListQuery((), 20, 0, False)).items
+            ]
             results["keys"] = runtime.keys.all(project)
         except BaseException as e:
             results["error"] = e

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from easel.domain.pages import Cursor, PageRequest
 from easel.domain.spec import GenerationSpec
 
 
@@ -52,12 +53,19 @@ class Image(ImageFile):
 
 @dataclass(frozen=True)
 class ListQuery:
-    """Which generations a list returns."""
+    """Which generations a list returns: a page (domain/pages.py) of those with these statuses (any when
+    empty), deleted ones too when asked."""
 
     statuses: tuple[Status, ...] = ()
     limit: int = 20
     offset: int = 0
     include_deleted: bool = False
+    cursor: Cursor | None = None
+    exact_total: bool = False
+
+    @property
+    def page(self) -> PageRequest:
+        return PageRequest(self.limit, self.offset, self.cursor, self.exact_total)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from easel.domain.errors import Forbidden, NotFound, ValidationFailed
 from easel.domain.generation import Generation, ImageFile, ListQuery
 from easel.domain.inputs import ImageInput, MaskEncoding, Role
 from easel.domain.keys import Principal
+from easel.domain.pages import Page
 from easel.domain.scheduling import MAX_DEADLINE_SECONDS, Priority
 from easel.domain.spec import MAX_SEED, GenerationSpec
 from easel.imaging import decode_upload, mask_from_transparency
@@ -252,7 +253,7 @@ class GenerationService:
         except NotFound:
             raise NotFound(what, gid) from None
 
-    def list(self, project_id: str, query: ListQuery) -> tuple[list[Generation], int]:
+    def list(self, project_id: str, query: ListQuery) -> Page[Generation]:
         return self.repo.list_generations(project_id, query)
 
     def images_of(self, gen: Generation) -> builtins.list[ImageFile]:

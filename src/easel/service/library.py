@@ -12,6 +12,7 @@ from PIL.Image import Image as PILImage
 from easel.domain.errors import NotFound, Unavailable
 from easel.domain.failures import STORAGE_ERROR, storage_error_message
 from easel.domain.generation import Image, ImageFile
+from easel.domain.pages import Page, PageRequest
 from easel.imaging import decode_upload, to_png
 from easel.service.fetch import ImageFetcher
 from easel.storage.base import BlobNotFound, BlobStore
@@ -107,14 +108,11 @@ class LibraryService:
         *,
         folder: str | None,
         any_folder: bool,
-        limit: int,
-        offset: int,
+        page: PageRequest,
         model: str | None = None,
-    ) -> tuple[list[Image], int]:
+    ) -> Page[Image]:
         """Newest first; `model` (a canonical name) keeps the images a generation of that model made."""
-        return self.repo.list_images(
-            project_id, folder=folder, any_folder=any_folder, limit=limit, offset=offset, model=model
-        )
+        return self.repo.list_images(project_id, folder=folder, any_folder=any_folder, page=page, model=model)
 
     def delete_folder(self, project_id: str, folder: str) -> int:
         """Folders exist while they hold images: deleting one unfiles its images (none are deleted)."""

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 import httpx
 
 from easel.domain.errors import ValidationFailed
+from easel.domain.pages import Page, PageRequest
 from easel.domain.webhooks import EVENT_TYPES, MAX_ATTEMPTS, MESSAGE_STATES, Delivery, Endpoint, Message
 from easel.service.fetch import ImageFetcher, VettedTarget, ssl_context
 from easel.settings import Settings
@@ -140,9 +141,8 @@ class WebhookService:
         generation_id: str | None,
         endpoint_id: str | None,
         status: str | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[Message], int]:
+        page: PageRequest,
+    ) -> Page[Message]:
         """The delivery log, newest first; `status` one of MESSAGE_STATES (400 otherwise)."""
         if status is not None and status not in MESSAGE_STATES:
             raise ValidationFailed.for_field(
@@ -153,8 +153,7 @@ class WebhookService:
             generation_id=generation_id,
             endpoint_id=endpoint_id,
             status=status,
-            limit=limit,
-            offset=offset,
+            page=page,
         )
 
     def message(self, project_id: str, message_id: str) -> Message:

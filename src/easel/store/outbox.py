@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 
 from easel.domain.errors import NotFound
 from easel.domain.generation import ImageFile, Status
+from easel.domain.pages import Page, PageRequest
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import (
     DELIVERED,
@@ -39,6 +40,7 @@ from easel.domain.webhooks import (
     GenerationEvent,
     Message,
 )
+from easel.store import pages
 from easel.store.db import is_postgres, reading
 from easel.store.notify import FINISHED_CHANNEL
 from easel.store.tables import (
@@ -435,9 +437,10 @@ class WebhookStore:
         generation_id: str | None = None,
         endpoint_id: str | None = None,
         status: str | None = None,
-        limit: int = 20,
-        offset: int = 0,
-    ) -> tuple[list[Message], int]:
+        page: PageRequest = PageRequest(),
+    ) -> Page[Message]:
+        """A page of the project's delivery log, newest first (store/pages.py). Filtered by generation,
+        endpoint or status, the filter is applied to the project's range of the list index."""
         where = [webhook_messages.c.project_id == project_id]
         if generation_id is not None:
             where.append(webhook_messages.c.generation_id == generation_id)
@@ -446,17 +449,11 @@ class WebhookStore:
         if status is not None:
             where.append(webhook_messages.c.status == status)
         with reading(self.engine) as conn:
-            total = conn.execute(
-                select(func.count()).select_from(webhook_messages).where(*where)
-            ).scalar_one()
-            rows = conn.execute(
-                select(webhook_messages)
-                .where(*where)
-                .order_by(webhook_messages.c.created_at.desc(), webhook_messages.c.id.desc())
-                .limit(limit)
-                .offset(offset)
-            ).all()
-        return [_message(r) for r in rows], int(total)
+            rows, more = pages.page_rows(conn, webhook_messages, where, page)
+            count = pages.total(conn, webhook_messages, where, page.exact_total)
+        if count is None and not more and page.cursor is None:
+            count = page.offset + len(rows)
+        return Page([_message(r) for r in rows], more, count, pages.next_cursor(rows, more))
 
     def message(self, project_id: str, message_id: str) -> Message:
         with reading(self.engine) as conn:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    text,
     true,
 )
 
@@ -114,7 +115,26 @@ Index(
     _gen.id,
 )
 Index("ix_generations_project_round", _gen.project_id, _gen.status, _gen.priority, _gen.fair_tag)
-Index("ix_generations_project_created", _gen.project_id, _gen.created_at)
+# The lists (store/pages.py; migration 0010): live generations newest first, by status, deleted included.
+_LIVE = text("deleted_at IS NULL")
+Index(
+    "ix_generations_live",
+    _gen.project_id,
+    _gen.created_at,
+    _gen.id,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
+Index(
+    "ix_generations_live_status",
+    _gen.project_id,
+    _gen.status,
+    _gen.created_at,
+    _gen.id,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
+Index("ix_generations_project_list", _gen.project_id, _gen.created_at, _gen.id)
 Index("ix_generations_deadline", _gen.status, _gen.deadline_at)
 Index("ix_generations_updated", _gen.updated_at, _gen.id)  # the project's stream (recent changes)
 
@@ -137,7 +157,37 @@ images = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("deleted_at", UTCDateTime()),
     Index("ix_images_generation", "generation_id", "index"),
-    Index("ix_images_project_folder", "project_id", "folder", "created_at"),
+)
+_img = images.c
+Index(
+    "ix_images_live",
+    _img.project_id,
+    _img.created_at,
+    _img.index,
+    _img.id,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
+# A folder's images, and the unfiled ones.
+Index(
+    "ix_images_live_folder",
+    _img.project_id,
+    _img.folder,
+    _img.created_at,
+    _img.index,
+    _img.id,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
+_UNFILED = text("deleted_at IS NULL AND folder IS NULL")
+Index(
+    "ix_images_live_unfiled",
+    _img.project_id,
+    _img.created_at,
+    _img.index,
+    _img.id,
+    sqlite_where=_UNFILED,
+    postgresql_where=_UNFILED,
 )
 
 # Integer ids for dialects whose clients expect them (Placewise task ids): one row per generation.
@@ -255,7 +305,7 @@ webhook_messages = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("delivered_at", UTCDateTime()),
     Index("ix_webhook_messages_due", "status", "next_attempt_at"),
-    Index("ix_webhook_messages_project_created", "project_id", "created_at"),
+    Index("ix_webhook_messages_project_list", "project_id", "created_at", "id"),
     Index("ix_webhook_messages_generation", "generation_id"),
 )
 

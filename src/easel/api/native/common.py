@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from easel.api.deps import authenticated, bearer_or_api_key, image_links
 from easel.api.native.protocol import WIRE_NAMES, generation_json
 from easel.api.routing import dialect_route
-from easel.api.wire import FIELD_ERRORS, STRING, json_object
-from easel.domain.errors import EaselError
+from easel.api.wire import FIELD_ERRORS, MAX_OFFSET, STRING, json_object
+from easel.domain.errors import EaselError, ValidationFailed
 from easel.domain.generation import Generation
 from easel.domain.keys import Principal
+from easel.domain.pages import MAX_CURSOR_LENGTH, Cursor, Page, PageRequest
 from easel.service.links import LinkService
 
 
@@ -58,15 +59,38 @@ def generation_body(request: Request, links: LinkService, gen: Generation) -> di
     return generation_json(gen, image_links(request, links, gen.images), gen.project_id)
 
 
-def page(items: list[Any], limit: int, offset: int, total: int) -> dict[str, Any]:
-    """A list response with its pagination."""
+class Paging:
+    """The page parameters of every native list: `limit`, then `cursor` (recommended: the previous
+    page's `nextCursor`) or `offset`, and `includeTotal` (count every match exactly)."""
+
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
+        include_total: Annotated[bool, Query(alias="includeTotal")] = False,
+    ) -> None:
+        if cursor is not None and offset:
+            raise ValidationFailed.for_field("offset", "give either cursor or offset, not both")
+        self.request = PageRequest(
+            limit, offset, Cursor.decode(cursor) if cursor is not None else None, include_total
+        )
+
+
+PageParams = Annotated[Paging, Depends()]
+
+
+def page(items: list[Any], req: PageRequest, found: Page[Any]) -> dict[str, Any]:
+    """A list response: `pagination` keeps the document's {limit, offset, total, hasMore} and adds
+    `nextCursor` (null on the last page); `total` is null past TOTAL_CAP matches unless includeTotal."""
     return {
         "success": True,
         "data": items,
         "pagination": {
-            "limit": limit,
-            "offset": offset,
-            "total": total,
-            "hasMore": offset + len(items) < total,
+            "limit": req.limit,
+            "offset": req.offset,
+            "total": found.total,
+            "hasMore": found.has_more,
+            "nextCursor": found.next_cursor,
         },
     }

@@ -16,9 +16,9 @@ from pydantic import Field
 from easel.api.deps import LibraryDep, LinksDep, ServicesDep, image_url
 from easel.api.forms import form_limits, read_upload
 from easel.api.limits import max_body, multipart_max_bytes
-from easel.api.native.common import ImagesDelete, ImagesRead, ImagesWrite, native_router, page
+from easel.api.native.common import ImagesDelete, ImagesRead, ImagesWrite, PageParams, native_router, page
 from easel.api.native.protocol import image_json
-from easel.api.wire import MAX_EXPIRES, MAX_OFFSET, StrictWire
+from easel.api.wire import MAX_EXPIRES, StrictWire
 from easel.domain.errors import Forbidden
 from easel.domain.generation import Image
 from easel.service.library import ImageGone
@@ -121,25 +121,23 @@ async def list_images(
     links: LinksDep,
     principal: ImagesRead,
     svc: ServicesDep,
+    paging: PageParams,
     folder: Annotated[str | None, Query(max_length=200)] = None,
     model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Images newest first: all of them, those in `folder`, or with `folder=` (empty) the unfiled ones;
     `model` (a name or alias) keeps those its generations made."""
     canonical = svc.catalog.resolve(model).name if model is not None else None
-    imgs, total = await anyio.to_thread.run_sync(
+    found = await anyio.to_thread.run_sync(
         lambda: library.list(
             principal.project_id,
             folder=folder or None,
             any_folder=folder is None,
-            limit=limit,
-            offset=offset,
+            page=paging.request,
             model=canonical,
         )
     )
-    return page([_image(request, links, i) for i in imgs], limit, offset, total)
+    return page([_image(request, links, i) for i in found.items], paging.request, found)
 
 
 @router.patch("/images/{image_id}")

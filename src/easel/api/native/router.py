@@ -14,10 +14,18 @@ from easel.api.deps import GenerationsDep, LinksDep, ServicesDep
 from easel.api.health import readiness
 from easel.api.idempotency import idempotent
 from easel.api.limits import JSON_MAX_BYTES, max_body
-from easel.api.native.common import AnyKey, GenRead, GenWrite, generation_body, native_router, page
+from easel.api.native.common import (
+    AnyKey,
+    GenRead,
+    GenWrite,
+    PageParams,
+    generation_body,
+    native_router,
+    page,
+)
 from easel.api.native.protocol import STATUS_BY_NAME, CreateGenerationRequest
 from easel.api.scheduling import SchedulingHeaders, scheduled
-from easel.api.wire import MAX_OFFSET, iso
+from easel.api.wire import iso
 from easel.domain.errors import ValidationFailed
 from easel.domain.generation import ListQuery, Status
 
@@ -54,9 +62,8 @@ async def list_generations(
     generations: GenerationsDep,
     links: LinksDep,
     principal: GenRead,
+    paging: PageParams,
     status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
 ) -> dict[str, Any]:
     statuses: list[Status] = []
@@ -69,9 +76,10 @@ async def list_generations(
                 f"unknown status {name.strip()!r}; allowed: pending, processing, success, failed, canceled",
             )
         statuses.append(STATUS_BY_NAME[name.strip()])
-    query = ListQuery(tuple(statuses), limit, offset, include_deleted)
-    gens, total = await anyio.to_thread.run_sync(generations.list, principal.project_id, query)
-    return page([generation_body(request, links, g) for g in gens], limit, offset, total)
+    req = paging.request
+    query = ListQuery(tuple(statuses), req.limit, req.offset, include_deleted, req.cursor, req.exact_total)
+    found = await anyio.to_thread.run_sync(generations.list, principal.project_id, query)
+    return page([generation_body(request, links, g) for g in found.items], req, found)
 
 
 @router.get("/generations/{generation_id}")

@@ -10,9 +10,9 @@ from fastapi import Query
 from pydantic import Field
 
 from easel.api.deps import WebhooksDep
-from easel.api.native.common import Admin, GenRead, GenWrite, native_router, page
+from easel.api.native.common import Admin, GenRead, GenWrite, PageParams, native_router, page
 from easel.api.native.protocol import endpoint_json, message_json, secret_json
-from easel.api.wire import MAX_OFFSET, CamelWire
+from easel.api.wire import CamelWire
 from easel.domain.urls import MAX_URL_LENGTH
 
 router = native_router("/api/v1/webhooks", "webhooks")
@@ -108,23 +108,21 @@ async def rotate_request_secret(webhooks: WebhooksDep, caller: Admin) -> dict[st
 async def list_messages(
     webhooks: WebhooksDep,
     caller: GenRead,
+    paging: PageParams,
     generation_id: Annotated[str | None, Query(alias="generationId")] = None,
     endpoint_id: Annotated[str | None, Query(alias="endpointId")] = None,
     status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
-    msgs, total = await anyio.to_thread.run_sync(
+    found = await anyio.to_thread.run_sync(
         lambda: webhooks.messages(
             caller.project_id,
             generation_id=generation_id,
             endpoint_id=endpoint_id,
             status=status,
-            limit=limit,
-            offset=offset,
+            page=paging.request,
         )
     )
-    return page([message_json(m) for m in msgs], limit, offset, total)
+    return page([message_json(m) for m in found.items], paging.request, found)
 
 
 @router.get("/messages/{message_id}")

@@ -59,10 +59,21 @@ def test_submit_get_wait_list(server) -> None:  # type: ignore[no-untyped-def]
         assert done.status == "success" and done.width == 256 and len(done.images) == 1
         assert done.finished_at is not None and done.progress is not None and done.progress.step == 4
         page = easel.list(status="success", limit=100)
-        assert gen.id in [g.id for g in page] and page.total >= 1 and page.limit == 100
+        assert gen.id in [g.id for g in page] and page.total is not None and page.total >= 1
+        assert page.limit == 100
         assert all(g.status == "success" for g in page.items)
         first = easel.list(limit=1)
-        assert len(first) == 1 and first.offset == 0 and first.has_more == (first.total > 1)
+        assert len(first) == 1 and first.offset == 0 and first.total is not None
+        assert first.has_more == (first.total > 1) == (first.next_cursor is not None)
+        # Cursors walk the same list as one big page, once each.
+        walked, cursor = [], None
+        while True:
+            part = easel.list(limit=2, cursor=cursor, include_total=True)
+            walked += [g.id for g in part]
+            if part.next_cursor is None:
+                break
+            cursor = part.next_cursor
+        assert walked == [g.id for g in easel.list(limit=100)] and part.total == len(walked)
         ended = easel.list(status=["success", "canceled"], limit=100)
         assert gen.id in [g.id for g in ended] and {g.status for g in ended} <= {"success", "canceled"}
 

@@ -204,14 +204,23 @@ class AsyncEasel:
         offset: int = 0,
         *,
         include_deleted: bool = False,
+        cursor: str | None = None,
+        include_total: bool = False,
     ) -> Page:
         """One page of the project's generations, newest first; `status` one or several of pending,
-        processing, success, failed, canceled."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        processing, success, failed, canceled. Page on with `cursor=page.next_cursor` (the same cost
+        at any depth) or with `offset`; `page.total` is None past 10,000 matches unless `include_total`."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        elif offset:
+            params["offset"] = offset
         if status:
             params["status"] = status if isinstance(status, str) else ",".join(status)
         if include_deleted:
             params["includeDeleted"] = "true"
+        if include_total:
+            params["includeTotal"] = "true"
         response = await self._send("GET", self._opts.url("/generations"), safe=True, params=params)
         if response.status_code >= 400:
             raise error_from(response)

@@ -239,8 +239,9 @@ def page_of(body: Any, fetcher: Fetcher) -> Page:
         [Generation.from_json(g, fetcher) for g in items if isinstance(g, dict)],
         int(pag.get("limit", len(items))),
         int(pag.get("offset", 0)),
-        int(pag.get("total", len(items))),
+        None if pag.get("total", len(items)) is None else int(pag.get("total", len(items))),
         bool(pag.get("hasMore", False)),
+        pag.get("nextCursor") if isinstance(pag.get("nextCursor"), str) else None,
     )
 
 

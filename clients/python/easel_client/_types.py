@@ -223,13 +223,15 @@ class Generation:
 
 @dataclass
 class Page:
-    """One page of `list()`: newest first."""
+    """One page of `list()`: newest first. `total` is None when more than 10,000 match (unless the list
+    asked `include_total`); `next_cursor` gives the next page (`list(cursor=...)`), None on the last."""
 
     items: list[Generation]
     limit: int
     offset: int
-    total: int
+    total: int | None
     has_more: bool
+    next_cursor: str | None = None
 
     def __iter__(self) -> Iterator[Generation]:
         return iter(self.items)

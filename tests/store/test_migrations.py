@@ -22,8 +22,9 @@ def test_upgrade_is_idempotent(runtime) -> None:
 
 
 def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
-    """0010 (the list indexes) goes down to 0009, 0009 (the project-stream index) to 0008, 0008 (rounds, deadlines, caps, queue_clock,
-    model_timings) to 0007 (and 0007 to 0006), and up again to exactly the schema."""
+    """0010 (the list indexes) goes down to 0009, 0009 (the project-stream index) to 0008, 0008 (rounds,
+    deadlines, caps, queue_clock, model_timings) to 0007 (and 0007 to 0006), and up again to exactly the
+    schema."""
     from alembic import command
     from sqlalchemy import inspect
 

@@ -56,6 +56,28 @@ def page_rows(
     return rows[: req.limit], len(rows) > req.limit
 
 
+def page_rows_of_any(
+    conn: Connection,
+    table: Table,
+    where: Sequence[ColumnElement[bool]],
+    alternatives: Sequence[ColumnElement[bool]],
+    req: PageRequest,
+) -> tuple[list[Any], bool]:
+    """A page of the rows that match `where` and any one of `alternatives` (a status list): one
+    index-ordered range per alternative, merged here, instead of one range that the database would
+    have to sort (an IN list does not keep an index's order)."""
+    if len(alternatives) == 1:
+        return page_rows(conn, table, [*where, alternatives[0]], req)
+    wanted = PageRequest(req.offset + req.limit, 0, req.cursor)
+    merged: list[Any] = []
+    for alt in alternatives:
+        part, _ = page_rows(conn, table, [*where, alt], wanted)
+        merged += part
+    merged.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    rows = merged[req.offset : req.offset + req.limit + 1]
+    return rows[: req.limit], len(rows) > req.limit
+
+
 def next_cursor(rows: Sequence[Any], has_more: bool, *, with_index: bool = False) -> str | None:
     if not has_more or not rows:
         return None
@@ -63,8 +85,23 @@ def next_cursor(rows: Sequence[Any], has_more: bool, *, with_index: bool = False
     return Cursor(last.created_at, last.id, last.index if with_index else 0).encode()
 
 
-def total(conn: Connection, table: Table, where: Sequence[ColumnElement[bool]], exact: bool) -> int | None:
-    """How many rows match: exactly when asked, else counted up to TOTAL_CAP (None beyond it)."""
+def total(
+    conn: Connection,
+    table: Table,
+    where: Sequence[ColumnElement[bool]],
+    exact: bool,
+    alternatives: Sequence[ColumnElement[bool]] = (),
+) -> int | None:
+    """How many rows match: exactly when asked, else counted up to TOTAL_CAP (None beyond it); with
+    `alternatives`, the sum of each one's count (each an index range)."""
+    if len(alternatives) > 1:
+        counts = [total(conn, table, [*where, alt], exact) for alt in alternatives]
+        if any(c is None for c in counts):
+            return None
+        n = sum(c for c in counts if c is not None)
+        return n if exact or n <= TOTAL_CAP else None
+    if alternatives:
+        where = [*where, alternatives[0]]
     if exact:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
     capped = select(literal(1).label("one")).select_from(table).where(*where).limit(TOTAL_CAP + 1).subquery()

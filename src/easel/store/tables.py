@@ -134,7 +134,7 @@ Index(
     sqlite_where=_LIVE,
     postgresql_where=_LIVE,
 )
-Index("ix_generations_project_list", _gen.project_id, _gen.created_at, _gen.id)
+Index("ix_generations_project_list", _gen.project_id, _gen.created_at, _gen.id, _gen.deleted_at)
 Index("ix_generations_deadline", _gen.status, _gen.deadline_at)
 Index("ix_generations_updated", _gen.updated_at, _gen.id)  # the project's stream (recent changes)
 

@@ -4,7 +4,9 @@ are index range scans, never a scan of the table or a sort.
 
 - generations, live (not deleted), newest first: partial index (project_id, created_at, id) WHERE
   deleted_at IS NULL; with a status filter: (project_id, status, created_at, id) WHERE deleted_at IS
-  NULL; deleted ones included: (project_id, created_at, id), which replaces ix_generations_project_created.
+  NULL; deleted ones included: (project_id, created_at, id, deleted_at), which replaces
+  ix_generations_project_created (deleted_at in it keeps an offset's skipping index-only whichever of
+  the two SQLite picks for a live list).
   Partial indexes because PostgreSQL does not treat `deleted_at IS NULL` as fixing that column for the
   order, so an index with deleted_at among its columns does not give the order on both databases.
 - images, live, newest first: partial (project_id, created_at, index, id); in a folder, partial
@@ -45,7 +47,9 @@ def upgrade() -> None:
         sqlite_where=LIVE,
         postgresql_where=LIVE,
     )
-    op.create_index("ix_generations_project_list", "generations", ["project_id", "created_at", "id"])
+    op.create_index(
+        "ix_generations_project_list", "generations", ["project_id", "created_at", "id", "deleted_at"]
+    )
     op.drop_index("ix_generations_project_created", table_name="generations")
     op.create_index(
         "ix_images_live",

@@ -319,6 +319,24 @@ def test_queue_position_and_eta(api: TestClient, runtime: Any) -> None:
     assert [api.get(f"{GEN}/{i}").json()["data"]["etaSeconds"] for i in ids[1:]] == [2.5, 3.5]
 
 
+def test_position_and_eta_are_bounded_counts(
+    api: TestClient, runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Far back in a long queue the position is capped (POSITION_CAP + 1) and the ETA is the work of a
+    sample of the jobs ahead scaled to their count: neither costs more as the queue grows."""
+    from easel.store import scheduling
+
+    monkeypatch.setattr(scheduling, "POSITION_CAP", 3)
+    monkeypatch.setattr(scheduling, "ETA_SAMPLE", 2)
+    ids = [create(api, seed=i).json()["data"]["id"] for i in range(6)]
+    measured(runtime, seconds_per_step=0.5, model="tiny-square")  # 2 s a job of tiny
+    seen(runtime)
+    got = [api.get(f"{GEN}/{i}").json()["data"] for i in ids]
+    assert [g["queuePosition"] for g in got] == [1, 2, 3, 4, 4, 4]
+    # exact while the sample holds every job ahead; then the sample's work scaled to the (capped) count
+    assert [g["etaSeconds"] for g in got] == [2.0, 4.0, 6.0, 8.0, 8.0, 8.0]
+
+
 def test_the_speed_is_a_moving_average_per_step_and_image(runtime: Any) -> None:
     from easel.store import scheduling
 

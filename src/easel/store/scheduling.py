@@ -148,12 +148,23 @@ def _ahead_of(row: Any) -> Any:
     )
 
 
+# A queued job's position counts at most this many jobs ahead of it (an index-only range of
+# ix_generations_claim); a job further back shows POSITION_CAP + 1. Its ETA sums the work of at most
+# ETA_SAMPLE of those jobs and scales it to the count.
+POSITION_CAP = 10_000
+ETA_SAMPLE = 1_000
+
+
 def estimates(
     conn: Connection, rows: Sequence[Any], now: datetime, live_within: timedelta, *, own: bool = True
 ) -> dict[str, tuple[int | None, float | None]]:
     """(queue position, ETA in seconds) of each queued or running row: the 1-based place in the claim
     order among queued jobs (None while running), and the estimated seconds until it finishes (`own`
-    False: until it starts), None when no worker is live or no model speed has been measured."""
+    False: until it starts), None when no worker is live or no model speed has been measured.
+
+    The cost does not grow with the queue: the position is a count of at most POSITION_CAP index
+    entries (queued jobs whose deadline passed count until a claim or a read sweeps them), and the work
+    ahead is measured on at most ETA_SAMPLE of those jobs, scaled to their number."""
     active = [r for r in rows if r.status in _UNFINISHED]
     if not active:
         return {}
@@ -178,13 +189,27 @@ def estimates(
             left = Work(r.model, float(max(0, r.progress_total - r.progress_step) * r.n))
             out[r.id] = (None, estimate_seconds([], left, speeds, live) if live else None)
             continue
-        ahead = conn.execute(
-            select(g.model, func.count().label("jobs"), func.sum(g.progress_total * g.n).label("work"))
-            .where(g.status == Status.QUEUED.value, not_expired(now), _ahead_of(r))
-            .group_by(g.model)
+        ahead = [g.status == Status.QUEUED.value, _ahead_of(r)]
+        counted = select(g.id).where(*ahead).limit(POSITION_CAP).subquery()
+        jobs_ahead = int(conn.execute(select(func.count()).select_from(counted)).scalar_one())
+        position = 1 + jobs_ahead
+        if not live:
+            out[r.id] = (position, None)
+            continue
+        sample = (
+            select(g.model, (g.progress_total * g.n).label("work"))
+            .where(*ahead, not_expired(now))
+            .limit(ETA_SAMPLE)
+            .subquery()
+        )
+        sampled = conn.execute(
+            select(
+                sample.c.model, func.count().label("jobs"), func.sum(sample.c.work).label("work")
+            ).group_by(sample.c.model)
         ).all()
-        position = 1 + sum(int(a.jobs) for a in ahead)
-        work = running + [Work(a.model, float(a.work or 0)) for a in ahead]
+        seen = sum(int(a.jobs) for a in sampled)
+        scale = jobs_ahead / seen if seen else 0.0
+        work = running + [Work(a.model, float(a.work or 0) * scale) for a in sampled]
         mine = Work(r.model, float(r.progress_total * r.n)) if own else None
-        out[r.id] = (position, estimate_seconds(work, mine, speeds, live) if live else None)
+        out[r.id] = (position, estimate_seconds(work, mine, speeds, live))
     return out

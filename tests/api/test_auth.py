@@ -58,11 +58,12 @@ def test_a_key_without_the_scope_is_403(app_client, runtime) -> None:
         runtime.default_project_id, "usage only", ["usage:read"], rate_limit_per_hour=0
     )
     for method, path in guarded_routes(app_client.app):
-        if path == "/api/v1/usage":
+        if path in ("/api/v1/usage", "/api/v1/me"):  # its scope; any valid key (who am I)
             continue
         r = app_client.request(method, path, headers=key_headers(key))
         assert r.status_code == 403, (method, path, r.status_code, r.text)
     assert app_client.get("/api/v1/usage", headers=key_headers(key)).status_code == 200
+    assert app_client.get("/api/v1/me", headers=key_headers(key)).json()["data"]["scopes"] == ["usage:read"]
 
 
 def test_revoked_and_expired_keys_are_401(app_client, runtime) -> None:

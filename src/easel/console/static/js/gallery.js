@@ -2,10 +2,12 @@ import { api, el, $, can } from "./api.js";
 import { applyScopes, boot, fail, notify } from "./shell.js";
 
 const PAGE = 24;
-const state = { me: null, folder: undefined, model: "", offset: 0, more: false, loading: false, selected: new Set() };
+const state = { me: null, folder: undefined, model: "", cursor: null, shown: 0, more: false, loading: false, selected: new Set() };
 
+// Pages by cursor: the same cost at any depth (docs/api/native.md, "Pages").
 function query() {
-  const q = new URLSearchParams({ limit: PAGE, offset: state.offset });
+  const q = new URLSearchParams({ limit: PAGE });
+  if (state.cursor) q.set("cursor", state.cursor);
   if (state.folder !== undefined) q.set("folder", state.folder ?? "");
   if (state.model) q.set("model", state.model);
   return q;
@@ -45,11 +47,12 @@ async function loadMore() {
   state.loading = true;
   try {
     const r = await api(`/api/v1/images?${query()}`);
-    state.offset += r.data.length;
+    state.shown += r.data.length;
+    state.cursor = r.pagination.nextCursor;
     state.more = r.pagination.hasMore;
     $("#gallery").append(...r.data.map(card));
     $("#gallery-more").hidden = !state.more;
-    $("#gallery-empty").hidden = state.offset > 0;
+    $("#gallery-empty").hidden = state.shown > 0;
   } catch (err) {
     fail(err);
   } finally {
@@ -58,7 +61,8 @@ async function loadMore() {
 }
 
 function reload() {
-  state.offset = 0;
+  state.cursor = null;
+  state.shown = 0;
   state.selected.clear();
   updateSelection();
   $("#gallery").replaceChildren();

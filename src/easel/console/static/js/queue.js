@@ -5,7 +5,7 @@ import { statusLabel } from "./jobs.js";
 
 const ACTIVE = new Set(["pending", "processing"]);
 const ENDED_BAD = new Set(["failed", "canceled"]);
-const state = { me: null, rows: new Map(), endedOffset: 0 };
+const state = { me: null, rows: new Map(), endedCursor: null };
 
 function progressText(gen) {
   if (gen.status === "pending") return gen.queuePosition ? `position ${gen.queuePosition}` : "queued";
@@ -60,8 +60,10 @@ async function act(button, gen, what) {
 }
 
 async function loadEnded() {
-  const r = await api(`/api/v1/generations?status=failed,canceled&limit=20&offset=${state.endedOffset}`);
-  state.endedOffset += r.data.length;
+  const q = new URLSearchParams({ status: "failed,canceled", limit: 20 });
+  if (state.endedCursor) q.set("cursor", state.endedCursor);
+  const r = await api(`/api/v1/generations?${q}`);
+  state.endedCursor = r.pagination.nextCursor;
   for (const gen of r.data) {
     const node = row(gen);
     $("#ended").append(node);

@@ -14,9 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from browser_support import Console, Server
 from PIL import Image, ImageChops
-
-from conftest import Console, Server
 
 pytestmark = pytest.mark.xdist_group("console")
 

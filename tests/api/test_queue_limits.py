@@ -335,6 +335,11 @@ def test_position_and_eta_are_bounded_counts(
     assert [g["queuePosition"] for g in got] == [1, 2, 3, 4, 4, 4]
     # exact while the sample holds every job ahead; then the sample's work scaled to the (capped) count
     assert [g["etaSeconds"] for g in got] == [2.0, 4.0, 6.0, 8.0, 8.0, 8.0]
+    # A page of the list ranks its queued rows in one pass: the same figures.
+    listed = {g["id"]: g for g in api.get(GEN, params={"status": "pending"}).json()["data"]}
+    assert [(listed[i]["queuePosition"], listed[i]["etaSeconds"]) for i in ids] == [
+        (g["queuePosition"], g["etaSeconds"]) for g in got
+    ]
 
 
 def test_the_speed_is_a_moving_average_per_step_and_image(runtime: Any) -> None:

@@ -48,15 +48,25 @@ def claim_order() -> list[Any]:
 def next_round(conn: Connection, project_id: str, priority: int) -> int:
     """The round of a job this project queues now in this class (see the module's docstring)."""
     clock = conn.execute(select(queue_clock.c.round).where(queue_clock.c.priority == priority)).scalar()
-    last = conn.execute(
-        select(func.max(generations.c.fair_tag)).where(
-            generations.c.project_id == project_id,
-            generations.c.status.in_(_UNFINISHED),
-            generations.c.priority == priority,
-        )
-    ).scalar()
+    latest = conn.execute(
+        select(*(latest_round(project_id, status, priority) for status in _UNFINISHED))
+    ).one()
+    rounds = [int(r) for r in latest if r is not None]
     now = int(clock or 0)
-    return now if last is None else max(now, int(last) + 1)
+    return max(now, max(rounds) + 1) if rounds else now
+
+
+def latest_round(project_id: str, status: str, priority: int) -> Any:
+    """The highest round of the project's jobs in this status and class: the top of one range of
+    ix_generations_project_round (project_id, status, priority, fair_tag)."""
+    g = generations.c
+    return (
+        select(g.fair_tag)
+        .where(g.project_id == project_id, g.status == status, g.priority == priority)
+        .order_by(g.fair_tag.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def advance_clock(conn: Connection, priority: int, round_: int) -> None:
@@ -162,9 +172,11 @@ def estimates(
     order among queued jobs (None while running), and the estimated seconds until it finishes (`own`
     False: until it starts), None when no worker is live or no model speed has been measured.
 
-    The cost does not grow with the queue: the position is a count of at most POSITION_CAP index
-    entries (queued jobs whose deadline passed count until a claim or a read sweeps them), and the work
-    ahead is measured on at most ETA_SAMPLE of those jobs, scaled to their number."""
+    The cost does not grow with the queue, nor with the rows asked about: the positions are one count
+    (one row) or one ranking (a page of rows) over at most POSITION_CAP entries of the claim index
+    (queued jobs whose deadline passed count until a claim or a read sweeps them); the work ahead is read
+    from the first ETA_SAMPLE queued jobs in claim order, exactly for a job within them, scaled to the
+    count for a job further back."""
     active = [r for r in rows if r.status in _UNFINISHED]
     if not active:
         return {}
@@ -183,33 +195,62 @@ def estimates(
             .group_by(g.model)
         )
     ]
+    queued = [r for r in active if r.status == Status.QUEUED.value]
+    ahead = _jobs_ahead(conn, queued)
+    head = _head_work(conn, min(ETA_SAMPLE, max(ahead.values(), default=0))) if live and queued else []
     out: dict[str, tuple[int | None, float | None]] = {}
     for r in active:
         if r.status == Status.RUNNING.value:
             left = Work(r.model, float(max(0, r.progress_total - r.progress_step) * r.n))
             out[r.id] = (None, estimate_seconds([], left, speeds, live) if live else None)
             continue
-        ahead = [g.status == Status.QUEUED.value, _ahead_of(r)]
-        counted = select(g.id).where(*ahead).limit(POSITION_CAP).subquery()
-        jobs_ahead = int(conn.execute(select(func.count()).select_from(counted)).scalar_one())
-        position = 1 + jobs_ahead
+        jobs_ahead = ahead[r.id]
         if not live:
-            out[r.id] = (position, None)
+            out[r.id] = (1 + jobs_ahead, None)
             continue
-        sample = (
-            select(g.model, (g.progress_total * g.n).label("work"))
-            .where(*ahead, not_expired(now))
-            .limit(ETA_SAMPLE)
-            .subquery()
-        )
-        sampled = conn.execute(
-            select(
-                sample.c.model, func.count().label("jobs"), func.sum(sample.c.work).label("work")
-            ).group_by(sample.c.model)
-        ).all()
-        seen = sum(int(a.jobs) for a in sampled)
-        scale = jobs_ahead / seen if seen else 0.0
-        work = running + [Work(a.model, float(a.work or 0) * scale) for a in sampled]
+        sample = head[:jobs_ahead]
+        scale = jobs_ahead / len(sample) if sample else 0.0
+        by_model: dict[str, float] = {}
+        for model, work in sample:
+            by_model[model] = by_model.get(model, 0.0) + work * scale
+        work_ahead = running + [Work(m, w) for m, w in by_model.items()]
         mine = Work(r.model, float(r.progress_total * r.n)) if own else None
-        out[r.id] = (position, estimate_seconds(work, mine, speeds, live))
+        out[r.id] = (1 + jobs_ahead, estimate_seconds(work_ahead, mine, speeds, live))
     return out
+
+
+def _jobs_ahead(conn: Connection, queued: Sequence[Any]) -> dict[str, int]:
+    """How many queued jobs a claim takes before each of these (at most POSITION_CAP)."""
+    g = generations.c
+    if len(queued) == 1:
+        r = queued[0]
+        counted = (
+            select(g.id).where(g.status == Status.QUEUED.value, _ahead_of(r)).limit(POSITION_CAP).subquery()
+        )
+        return {r.id: int(conn.execute(select(func.count()).select_from(counted)).scalar_one())}
+    if not queued:
+        return {}
+    head = (
+        select(g.id, func.row_number().over(order_by=claim_order()).label("place"))
+        .where(g.status == Status.QUEUED.value)
+        .order_by(*claim_order())
+        .limit(POSITION_CAP)
+        .subquery()
+    )
+    ids = [r.id for r in queued]
+    found = dict(conn.execute(select(head.c.id, head.c.place).where(head.c.id.in_(ids))).tuples().all())
+    return {i: int(found[i]) - 1 if i in found else POSITION_CAP for i in ids}
+
+
+def _head_work(conn: Connection, limit: int) -> list[tuple[str, float]]:
+    """(model, steps x images) of the first `limit` queued jobs in claim order."""
+    if limit <= 0:
+        return []
+    g = generations.c
+    rows = conn.execute(
+        select(g.model, g.progress_total * g.n)
+        .where(g.status == Status.QUEUED.value)
+        .order_by(*claim_order())
+        .limit(limit)
+    ).tuples()
+    return [(str(m), float(w or 0)) for m, w in rows]

@@ -20,7 +20,8 @@ pytest: setup
 test: lint pytest
 
 bench: setup
-	.venv/bin/python benchmarks/run.py
+	.venv/bin/python benchmarks/serving.py
+	.venv/bin/python benchmarks/control_plane.py
 
 # The console's screenshots in docs/console/, taken by its browser tests (tests/console).
 screenshots: setup

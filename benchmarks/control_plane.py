@@ -3,7 +3,7 @@ with 1,000,000 generations in one project, on SQLite and PostgreSQL.
 
     .venv/bin/python benchmarks/control_plane.py [--baseline DIR] [--src DIR] [--rows 1000000]
                                                  [--db sqlite,postgresql] [--reads 300] [--json out.json]
-    .venv/bin/python benchmarks/control_plane.py --quick   # 3,000 rows, a few reads (a test runs it)
+    .venv/bin/python benchmarks/control_plane.py --quick   # 2,000 rows, a few reads (a test runs it)
 
 For each source tree (`--src`, default this checkout's `src/`; `--baseline`, e.g. a checkout made with
 `git worktree add /tmp/base <commit>`) and each database, in a fresh data folder (SQLite) or a fresh
@@ -65,6 +65,7 @@ class Run:
     tree: str
     db: str
     rows: int
+    clients: int = 16
     creates_per_s: float = 0.0
     create_p50_ms: float = 0.0
     create_p99_ms: float = 0.0
@@ -301,7 +302,7 @@ def reads(url: str, key: str, rows: int, n: int, budget_s: float, run: Run) -> N
 
 
 def one(tree_name: str, tree: Path, kind: str, args: argparse.Namespace) -> Run:
-    run = Run(tree_name, kind, args.rows)
+    run = Run(tree_name, kind, args.rows, args.clients)
     folder = Path(tempfile.mkdtemp(prefix=f"easel-cp-{kind}-"))
     db = Database(kind, folder)
     log = folder / "serve.log"
@@ -338,14 +339,12 @@ def table(runs: list[Run]) -> str:
     kinds: list[str] = []
     for r in runs:
         kinds += [k for k in r.reads if k not in kinds]
-    out = [
-        "| tree | db | rows | creates/s (16 clients, one core) | create p50 / p99 ms | lost | log errors |"
-    ]
-    out.append("|---|---|---|---|---|---|---|")
+    out = ["| tree | db | rows | creates/s (one core) | clients | create p50 / p99 ms | lost | log errors |"]
+    out.append("|---|---|---|---|---|---|---|---|")
     for r in runs:
         out.append(
-            f"| {r.tree} | {r.db} | {r.rows:,} | {r.creates_per_s} | {r.create_p50_ms} / {r.create_p99_ms} | "
-            f"{r.lost} | {len(r.log_errors)} |"
+            f"| {r.tree} | {r.db} | {r.rows:,} | {r.creates_per_s} | {r.clients} | {r.create_p50_ms} / "
+            f"{r.create_p99_ms} | {r.lost} | {len(r.log_errors)} |"
         )
     out += ["", "| tree | db | read | n | p50 ms | p95 ms |", "|---|---|---|---|---|---|"]
     for r in runs:
@@ -367,10 +366,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--quick", action="store_true", help="3,000 rows, 20 reads, 2 s of creates")
+    ap.add_argument("--quick", action="store_true", help="2,000 rows, 10 reads, 1 s of creates, 4 clients")
     args = ap.parse_args()
     if args.quick:
-        args.rows, args.reads, args.seconds, args.read_budget = 3_000, 20, 2.0, 10.0
+        args.rows, args.reads, args.seconds, args.read_budget, args.clients = 2_000, 10, 1.0, 5.0, 4
     pin({1})
     load = os.getloadavg()
     trees = [("current", args.src)] + ([("baseline", args.baseline)] if args.baseline else [])

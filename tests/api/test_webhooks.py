@@ -382,7 +382,8 @@ def test_no_message_when_the_completion_is_fenced_out(runtime: Runtime, receiver
     runtime.generations.cancel(pid, gen.id)  # canceled meanwhile: one generation.canceled message
     assert not runtime.queue.complete(job, [img(gen.id)], 5)
     assert not runtime.queue.fail(job, "x", "y")
-    msgs, total = runtime.webhooks.store.messages(pid, generation_id=gen.id)
+    found = runtime.webhooks.store.messages(pid, generation_id=gen.id)
+    msgs, total = found.items, found.total
     assert total == 1 and msgs[0].event_type == "generation.canceled"
 
 

@@ -31,8 +31,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         proc.stop(60)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open,
+    and tests of other modules that run in the same process call asyncio.run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -47,7 +47,7 @@ def test_success_committed_then_killed_is_delivered_after_restart(runtime, setti
                 time.sleep(0.05)
         finally:
             first.kill()
-        msgs, _ = runtime.webhooks.store.messages(pid, generation_id=gid)
+        msgs = runtime.webhooks.store.messages(pid, generation_id=gid).items
         assert [(m.status, m.attempts) for m in msgs] == [("pending", 0)]
         assert receiver.requests == []
 
@@ -57,7 +57,7 @@ def test_success_committed_then_killed_is_delivered_after_restart(runtime, setti
             [got] = receiver.wait(1, timeout=60)
             # the receiver has the request before the server has recorded the delivery
             deadline = time.monotonic() + 60
-            while runtime.webhooks.store.messages(pid, generation_id=gid)[0][0].status != "delivered":
+            while runtime.webhooks.store.messages(pid, generation_id=gid).items[0].status != "delivered":
                 assert time.monotonic() < deadline, "the delivery was never recorded"
                 time.sleep(0.05)
         finally:
@@ -67,7 +67,7 @@ def test_success_committed_then_killed_is_delivered_after_restart(runtime, setti
         payload = Webhook(secret).verify(got.body, got.headers)
         assert payload["type"] == "generation.succeeded" and payload["data"]["id"] == gid
         assert len(payload["data"]["images"]) == 1
-        [done], _ = runtime.webhooks.store.messages(pid, generation_id=gid)
+        [done] = runtime.webhooks.store.messages(pid, generation_id=gid).items
         assert done.status == "delivered" and done.attempts == 1
     finally:
         receiver.close()

@@ -197,6 +197,9 @@ def serve(tree: Path, data: Path, db: Database, log: Path) -> tuple[subprocess.P
         "EASEL_DATA_DIR": str(data),
         "EASEL_DATABASE_URL": db.url,
         "OMP_NUM_THREADS": "1",
+        # No cap on queued jobs: with no worker every create stays queued, and the default cap (1,000 a
+        # project) would turn the rest of the load into fast 429s.
+        "EASEL_MAX_QUEUED_PER_PROJECT": "0",
     }
     cmd = [sys.executable, str(BENCH / "easel_launch.py"), "--src", str(tree), "serve", "--no-worker"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
@@ -237,9 +240,9 @@ def creates(url: str, key: str, clients: int, seconds: float, run: Run) -> list[
                 r = c.post("/api/v1/generations", json=body)
                 took = (time.perf_counter() - t0) * 1000
                 with lock:
+                    latencies.append(took)
                     if r.status_code == 201:
                         ids.append(r.json()["data"]["id"])
-                        latencies.append(took)
                     else:
                         run.refused[str(r.status_code)] = run.refused.get(str(r.status_code), 0) + 1
                 n += 1

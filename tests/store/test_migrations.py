@@ -39,7 +39,7 @@ def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0009")
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("generations")}
-    assert "ix_generations_live" not in indexes and "ix_generations_project_created" in indexes
+    assert "ix_generations_project_status_list" not in indexes and "ix_generations_project_created" in indexes
     assert "ix_images_project_folder" in {ix["name"] for ix in inspect(engine).get_indexes("images")}
     with engine.begin() as conn:  # 0009: the project-stream index
         cfg.attributes["connection"] = conn

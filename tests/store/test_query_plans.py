@@ -87,6 +87,7 @@ def test_every_list_query_reads_an_index_in_order(api: Any, runtime: Any) -> Non
         ("/api/v1/generations", {"status": "pending"}),
         ("/api/v1/generations", {"status": "pending,success,canceled"}),
         ("/api/v1/generations", {"includeDeleted": "true"}),
+        ("/api/v1/generations", {"includeDeleted": "true", "status": "canceled,pending"}),
         ("/api/v1/generations", {"offset": 2, "limit": 1}),
         ("/api/v1/generations", {"cursor": first, "limit": 1}),
         ("/api/v1/generations", {"cursor": first, "status": "success,pending"}),

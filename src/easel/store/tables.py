@@ -115,24 +115,16 @@ Index(
     _gen.id,
 )
 Index("ix_generations_project_round", _gen.project_id, _gen.status, _gen.priority, _gen.fair_tag)
-# The lists (store/pages.py; migration 0010): live generations newest first, by status, deleted included.
+# The lists (store/pages.py; migration 0010): a project's generations newest first, and by status;
+# deleted_at last, filtered inside the index.
 _LIVE = text("deleted_at IS NULL")
 Index(
-    "ix_generations_live",
-    _gen.project_id,
-    _gen.created_at,
-    _gen.id,
-    sqlite_where=_LIVE,
-    postgresql_where=_LIVE,
-)
-Index(
-    "ix_generations_live_status",
+    "ix_generations_project_status_list",
     _gen.project_id,
     _gen.status,
     _gen.created_at,
     _gen.id,
-    sqlite_where=_LIVE,
-    postgresql_where=_LIVE,
+    _gen.deleted_at,
 )
 Index("ix_generations_project_list", _gen.project_id, _gen.created_at, _gen.id, _gen.deleted_at)
 Index("ix_generations_deadline", _gen.status, _gen.deadline_at)

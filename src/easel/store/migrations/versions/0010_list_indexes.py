@@ -2,13 +2,11 @@
 each list's filter and order, so that a page (by cursor or offset) and the bounded count of its total
 are index range scans, never a scan of the table or a sort.
 
-- generations, live (not deleted), newest first: partial index (project_id, created_at, id) WHERE
-  deleted_at IS NULL; with a status filter: (project_id, status, created_at, id) WHERE deleted_at IS
-  NULL; deleted ones included: (project_id, created_at, id, deleted_at), which replaces
-  ix_generations_project_created (deleted_at in it keeps an offset's skipping index-only whichever of
-  the two SQLite picks for a live list).
-  Partial indexes because PostgreSQL does not treat `deleted_at IS NULL` as fixing that column for the
-  order, so an index with deleted_at among its columns does not give the order on both databases.
+- generations, newest first: (project_id, created_at, id, deleted_at), which replaces
+  ix_generations_project_created; with a status filter: (project_id, status, created_at, id,
+  deleted_at). deleted_at comes last: a live list filters it inside the index, in the index's order (an
+  index with deleted_at before created_at does not give that order on PostgreSQL, whose planner does not
+  treat `deleted_at IS NULL` as fixing the column), and a list with the deleted ones uses the same index.
 - images, live, newest first: partial (project_id, created_at, index, id); in a folder, partial
   (project_id, folder, created_at, index, id); unfiled, partial (project_id, created_at, index, id)
   WHERE folder IS NULL. They replace ix_images_project_folder.
@@ -34,18 +32,9 @@ UNFILED = sa.text("deleted_at IS NULL AND folder IS NULL")
 
 def upgrade() -> None:
     op.create_index(
-        "ix_generations_live",
+        "ix_generations_project_status_list",
         "generations",
-        ["project_id", "created_at", "id"],
-        sqlite_where=LIVE,
-        postgresql_where=LIVE,
-    )
-    op.create_index(
-        "ix_generations_live_status",
-        "generations",
-        ["project_id", "status", "created_at", "id"],
-        sqlite_where=LIVE,
-        postgresql_where=LIVE,
+        ["project_id", "status", "created_at", "id", "deleted_at"],
     )
     op.create_index(
         "ix_generations_project_list", "generations", ["project_id", "created_at", "id", "deleted_at"]
@@ -88,5 +77,4 @@ def downgrade() -> None:
     op.drop_index("ix_images_live", table_name="images")
     op.create_index("ix_generations_project_created", "generations", ["project_id", "created_at"])
     op.drop_index("ix_generations_project_list", table_name="generations")
-    op.drop_index("ix_generations_live_status", table_name="generations")
-    op.drop_index("ix_generations_live", table_name="generations")
+    op.drop_index("ix_generations_project_status_list", table_name="generations")

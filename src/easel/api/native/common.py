@@ -80,17 +80,21 @@ class Paging:
 PageParams = Annotated[Paging, Depends()]
 
 
-def page(items: list[Any], req: PageRequest, found: Page[Any]) -> dict[str, Any]:
+def page(items: list[Any], req: PageRequest, found: Page[Any]) -> JSONResponse:
     """A list response: `pagination` keeps the document's {limit, offset, total, hasMore} and adds
-    `nextCursor` (null on the last page); `total` is null past TOTAL_CAP matches unless includeTotal."""
-    return {
-        "success": True,
-        "data": items,
-        "pagination": {
-            "limit": req.limit,
-            "offset": req.offset,
-            "total": found.total,
-            "hasMore": found.has_more,
-            "nextCursor": found.next_cursor,
-        },
-    }
+    `nextCursor` (null on the last page); `total` is null past TOTAL_CAP matches unless includeTotal.
+    Rendered here: the items are JSON already, and FastAPI's jsonable_encoder would walk every field of
+    every item again (4 ms for 50 generations, more than reading and building them)."""
+    return JSONResponse(
+        {
+            "success": True,
+            "data": items,
+            "pagination": {
+                "limit": req.limit,
+                "offset": req.offset,
+                "total": found.total,
+                "hasMore": found.has_more,
+                "nextCursor": found.next_cursor,
+            },
+        }
+    )

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from easel.api.deps import LibraryDep, LinksDep, ServicesDep, image_url
@@ -124,7 +125,7 @@ async def list_images(
     paging: PageParams,
     folder: Annotated[str | None, Query(max_length=200)] = None,
     model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Images newest first: all of them, those in `folder`, or with `folder=` (empty) the unfiled ones;
     `model` (a name or alias) keeps those its generations made."""
     canonical = svc.catalog.resolve(model).name if model is not None else None

@@ -65,7 +65,7 @@ async def list_generations(
     paging: PageParams,
     status: str | None = None,
     include_deleted: Annotated[bool, Query(alias="includeDeleted")] = False,
-) -> dict[str, Any]:
+) -> JSONResponse:
     statuses: list[Status] = []
     for name in (status or "").split(","):
         if not name.strip():
@@ -85,9 +85,9 @@ async def list_generations(
 @router.get("/generations/{generation_id}")
 async def get_generation(
     generation_id: str, request: Request, generations: GenerationsDep, links: LinksDep, principal: GenRead
-) -> dict[str, Any]:
+) -> JSONResponse:
     gen = await anyio.to_thread.run_sync(generations.get, principal.project_id, generation_id)
-    return {"success": True, "data": generation_body(request, links, gen)}
+    return JSONResponse({"success": True, "data": generation_body(request, links, gen)})
 
 
 @router.delete("/generations/{generation_id}")

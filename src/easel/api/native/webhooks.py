@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Query
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from easel.api.deps import WebhooksDep
@@ -112,7 +113,7 @@ async def list_messages(
     generation_id: Annotated[str | None, Query(alias="generationId")] = None,
     endpoint_id: Annotated[str | None, Query(alias="endpointId")] = None,
     status: str | None = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     found = await anyio.to_thread.run_sync(
         lambda: webhooks.messages(
             caller.project_id,

@@ -464,26 +464,34 @@ class Repository:
         the indexes of migration 0010), their images in one query."""
         g = generations.c
         where = [g.project_id == project_id]
-        # One index range per status (ix_generations_live_status), merged: see pages.page_rows_of_any.
+        # One index range per status (ix_generations_project_status_list), merged: pages.page_rows_of_any.
         statuses = sorted({s.value for s in query.statuses})
         alternatives = [g.status == s for s in statuses] or [true()]
         if not query.include_deleted:
             where.append(g.deleted_at.is_(None))
-        now = utcnow()
-        with reading(self.engine) as conn:
-            overdue = conn.execute(
-                select(g.id)
-                .where(g.project_id == project_id, g.status == Status.QUEUED.value, g.deadline_at < now)
-                .limit(1)
-            ).first()
-        if overdue is not None:  # the sweep, as on GET
+        # One read (one connection, one transaction); a queued job of the project past its deadline is
+        # swept first, as on GET, and the page read again.
+        for attempt in range(2):
+            now = utcnow()
+            with reading(self.engine) as conn:
+                overdue = (
+                    attempt == 0
+                    and conn.execute(
+                        select(g.id)
+                        .where(
+                            g.project_id == project_id, g.status == Status.QUEUED.value, g.deadline_at < now
+                        )
+                        .limit(1)
+                    ).first()
+                )
+                if not overdue:
+                    rows, more = pages.page_rows_of_any(conn, generations, where, alternatives, query.page)
+                    count = pages.total(conn, generations, where, query.exact_total, alternatives)
+                    imgs = self._images_of(conn, [r.id for r in rows])
+                    found = scheduling.estimates(conn, rows, now, self.live_within)
+                    break
             with self.engine.begin() as conn:
                 expire_overdue(conn, now, self.render_event, project_id=project_id)
-        with reading(self.engine) as conn:
-            rows, more = pages.page_rows_of_any(conn, generations, where, alternatives, query.page)
-            count = pages.total(conn, generations, where, query.exact_total, alternatives)
-            imgs = self._images_of(conn, [r.id for r in rows])
-            found = scheduling.estimates(conn, rows, utcnow(), self.live_within)
         items = [generation_from_row(r, imgs[r.id], *found.get(r.id, (None, None))) for r in rows]
         if count is None and not more and query.cursor is None:
             count = query.offset + len(items)

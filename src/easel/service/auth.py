@@ -33,7 +33,7 @@ class Authenticator:
         if parts is None:
             raise Unauthorized("Invalid API key")
         try:
-            info = self.keys.get(parts.key_id)
+            info, project_rate, project_high = self.keys.with_project_limits(parts.key_id)
         except NotFound:
             raise Unauthorized("Invalid API key") from None
         if not hmac.compare_digest(info.secret_hash, hash_secret(parts.secret)):
@@ -44,10 +44,7 @@ class Authenticator:
         if info.expires_at is not None and info.expires_at <= now:
             raise Unauthorized("This API key has expired")
         self._touch(info.id)
-        project = self.keys.project(info.project_id)
-        rate = (
-            info.rate_limit_per_hour if info.rate_limit_per_hour is not None else project.rate_limit_per_hour
-        )
+        rate = info.rate_limit_per_hour if info.rate_limit_per_hour is not None else project_rate
         return Principal(
             info.project_id,
             info.id,
@@ -55,7 +52,7 @@ class Authenticator:
             rate,
             info.budget_credits,
             max_queued=info.max_queued,
-            high_priority=project.allow_high_priority,
+            high_priority=project_high,
         )
 
     def _touch(self, key_id: str) -> None:

@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Engine, Row, bindparam, select, update
 
 from easel.domain.errors import NotFound
 from easel.domain.keys import (
@@ -51,6 +51,19 @@ def _key(row: Row[Any]) -> KeyInfo:
     )
 
 
+# The key and what its project sets for it, in one statement built once (every authenticated request
+# runs it: building a Select per request costs more CPU than the query).
+_KEY_AND_PROJECT = (
+    select(
+        api_keys,
+        projects.c.rate_limit_per_hour.label("project_rate_limit_per_hour"),
+        projects.c.allow_high_priority.label("project_allow_high_priority"),
+    )
+    .join(projects, projects.c.id == api_keys.c.project_id)
+    .where(api_keys.c.id == bindparam("key_id"))
+)
+
+
 class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -91,6 +104,15 @@ class KeyStore:
         if row is None:
             raise NotFound("key", key_id)
         return _key(row)
+
+    def with_project_limits(self, key_id: str) -> tuple[KeyInfo, int | None, bool]:
+        """A key, its project's rate limit and whether the project may queue priority high: one read."""
+        with reading(self.engine) as conn:
+            row = conn.execute(_KEY_AND_PROJECT, {"key_id": key_id}).first()
+        if row is None:
+            raise NotFound("key", key_id)
+        m = row._mapping
+        return _key(row), m["project_rate_limit_per_hour"], bool(m["project_allow_high_priority"])
 
     def all(self, project_id: str | None = None) -> list[KeyInfo]:
         q = select(api_keys).order_by(api_keys.c.created_at)

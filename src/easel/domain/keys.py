@@ -122,6 +122,7 @@ class Principal:
     budget_credits: float | None
     max_queued: int | None = None  # the key's cap on its queued jobs; None: the server default
     high_priority: bool = False  # may queue priority "high" (the local project, or allowed by the admin)
+    record_parameters: bool | None = None  # the project's setting, when the key lookup read it (else: ask)
 
     def require(self, scope: str) -> None:
         if not allows(self.scopes, scope):

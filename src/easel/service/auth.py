@@ -33,7 +33,7 @@ class Authenticator:
         if parts is None:
             raise Unauthorized("Invalid API key")
         try:
-            info, project_rate, project_high = self.keys.with_project_limits(parts.key_id)
+            info, project_rate, project_high, records = self.keys.with_project_limits(parts.key_id)
         except NotFound:
             raise Unauthorized("Invalid API key") from None
         if not hmac.compare_digest(info.secret_hash, hash_secret(parts.secret)):
@@ -53,6 +53,7 @@ class Authenticator:
             info.budget_credits,
             max_queued=info.max_queued,
             high_priority=project_high,
+            record_parameters=records,
         )
 
     def _touch(self, key_id: str) -> None:

@@ -110,7 +110,10 @@ class GenerationService:
                     "enhance_template": template,
                 }
             )
-        if resolved.record_parameters and not self.repo.records_parameters(project_id):
+        records = principal.record_parameters
+        if resolved.record_parameters and not (
+            records if records is not None else self.repo.records_parameters(project_id)
+        ):
             resolved = resolved.model_copy(update={"record_parameters": False})  # the project opted out
         entry = self.catalog.resolve(resolved.model)
         try:

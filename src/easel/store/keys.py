@@ -58,6 +58,7 @@ _KEY_AND_PROJECT = (
         api_keys,
         projects.c.rate_limit_per_hour.label("project_rate_limit_per_hour"),
         projects.c.allow_high_priority.label("project_allow_high_priority"),
+        projects.c.record_parameters.label("project_record_parameters"),
     )
     .join(projects, projects.c.id == api_keys.c.project_id)
     .where(api_keys.c.id == bindparam("key_id"))
@@ -105,14 +106,20 @@ class KeyStore:
             raise NotFound("key", key_id)
         return _key(row)
 
-    def with_project_limits(self, key_id: str) -> tuple[KeyInfo, int | None, bool]:
-        """A key, its project's rate limit and whether the project may queue priority high: one read."""
+    def with_project_limits(self, key_id: str) -> tuple[KeyInfo, int | None, bool, bool]:
+        """A key, its project's rate limit, whether the project may queue priority high and whether it
+        records parameters in images: one read."""
         with reading(self.engine) as conn:
             row = conn.execute(_KEY_AND_PROJECT, {"key_id": key_id}).first()
         if row is None:
             raise NotFound("key", key_id)
         m = row._mapping
-        return _key(row), m["project_rate_limit_per_hour"], bool(m["project_allow_high_priority"])
+        return (
+            _key(row),
+            m["project_rate_limit_per_hour"],
+            bool(m["project_allow_high_priority"]),
+            bool(m["project_record_parameters"]),
+        )
 
     def all(self, project_id: str | None = None) -> list[KeyInfo]:
         q = select(api_keys).order_by(api_keys.c.created_at)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, select, text, true, update
+from sqlalchemy import Connection, Engine, Row, bindparam, func, select, text, true, update
 
 from easel.domain.errors import NotFound, QueueFull, QuotaExceeded
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
@@ -197,6 +197,25 @@ def expire_overdue(
             now=now,
         )
     return [r.id for r in ended_rows]
+
+
+def _by_id(with_project: bool, include_deleted: bool) -> Any:
+    q = select(generations).where(generations.c.id == bindparam("gid"))
+    if with_project:
+        q = q.where(generations.c.project_id == bindparam("pid"))
+    if not include_deleted:
+        q = q.where(generations.c.deleted_at.is_(None))
+    return q
+
+
+# A generation by id, and the images of some generations: built once (every GET, list and create reads
+# them; building a Select per call costs more CPU than the query).
+_BY_ID = {(p, d): _by_id(p, d) for p in (True, False) for d in (True, False)}
+_IMAGES_OF = (
+    select(images)
+    .where(images.c.generation_id.in_(bindparam("gids", expanding=True)), images.c.deleted_at.is_(None))
+    .order_by(images.c.generation_id, images.c.index)
+)
 
 
 class Repository:
@@ -429,12 +448,8 @@ class Repository:
         include_deleted: bool,
         estimate: bool = True,
     ) -> Generation:
-        q = select(generations).where(generations.c.id == gid)
-        if project_id is not None:
-            q = q.where(generations.c.project_id == project_id)
-        if not include_deleted:
-            q = q.where(generations.c.deleted_at.is_(None))
-        row = conn.execute(q).first()
+        q = _BY_ID[(project_id is not None, include_deleted)]
+        row = conn.execute(q, {"gid": gid, "pid": project_id}).first()
         if row is None:
             raise NotFound("generation", gid)
         imgs = self._images_of(conn, [gid]).get(gid, [])
@@ -450,11 +465,7 @@ class Repository:
         out: dict[str, list[Image]] = {g: [] for g in ids}
         if not ids:
             return out
-        rows = conn.execute(
-            select(images)
-            .where(images.c.generation_id.in_(ids), images.c.deleted_at.is_(None))
-            .order_by(images.c.generation_id, images.c.index)
-        )
+        rows = conn.execute(_IMAGES_OF, {"gids": ids})
         for r in rows:
             out[r.generation_id].append(image_from_row(r))
         return out

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -130,32 +130,56 @@ def record_timing(conn: Connection, model: str, seconds_per_step: float, now: da
     conn.execute(stmt)
 
 
+# Statements of the estimates, built once (GET, lists and creates run them: building a Select per call
+# costs more CPU than the query; store/keys.py says the same of the key lookup).
+_TIMINGS = select(model_timings.c.model, model_timings.c.seconds_per_step)
+_LIVE_WORKERS = select(func.count()).select_from(workers).where(workers.c.last_seen_at >= bindparam("since"))
+_RUNNING_WORK = (
+    select(
+        generations.c.model,
+        func.sum((generations.c.progress_total - generations.c.progress_step) * generations.c.n).label(
+            "work"
+        ),
+    )
+    .where(generations.c.status == Status.RUNNING.value)
+    .group_by(generations.c.model)
+)
+
+
+def _ahead_of_params() -> Any:
+    """Queued jobs that a claim takes before a row (the claim order), the row's claim key bound as
+    parameters p (priority), f (round), c (created_at), i (id)."""
+    g = generations.c
+    p, f = bindparam("p", type_=g.priority.type), bindparam("f", type_=g.fair_tag.type)
+    c, i = bindparam("c", type_=g.created_at.type), bindparam("i", type_=g.id.type)
+    return or_(
+        g.priority > p,
+        and_(
+            g.priority == p,
+            or_(
+                g.fair_tag < f,
+                and_(g.fair_tag == f, or_(g.created_at < c, and_(g.created_at == c, g.id < i))),
+            ),
+        ),
+    )
+
+
+_AHEAD = select(func.count()).select_from(
+    select(generations.c.id)
+    .where(generations.c.status == Status.QUEUED.value, _ahead_of_params())
+    .limit(bindparam("cap", type_=Integer))
+    .subquery()
+)
+
+
 def timings(conn: Connection) -> dict[str, float]:
     """Each measured model's seconds per step and image."""
-    rows = conn.execute(select(model_timings.c.model, model_timings.c.seconds_per_step)).all()
+    rows = conn.execute(_TIMINGS).all()
     return {r.model: float(r.seconds_per_step) for r in rows}
 
 
 def not_expired(now: datetime) -> Any:
     return or_(generations.c.deadline_at.is_(None), generations.c.deadline_at > now)
-
-
-def _ahead_of(row: Any) -> Any:
-    """Queued jobs that a claim takes before `row` (the claim order)."""
-    g = generations.c
-    return or_(
-        g.priority > row.priority,
-        and_(
-            g.priority == row.priority,
-            or_(
-                g.fair_tag < row.fair_tag,
-                and_(
-                    g.fair_tag == row.fair_tag,
-                    or_(g.created_at < row.created_at, and_(g.created_at == row.created_at, g.id < row.id)),
-                ),
-            ),
-        ),
-    )
 
 
 # A queued job's position counts at most this many jobs ahead of it (an index-only range of
@@ -180,21 +204,9 @@ def estimates(
     active = [r for r in rows if r.status in _UNFINISHED]
     if not active:
         return {}
-    g = generations.c
     speeds = timings(conn)
-    live = int(
-        conn.execute(
-            select(func.count()).select_from(workers).where(workers.c.last_seen_at >= now - live_within)
-        ).scalar_one()
-    )
-    running = [
-        Work(r.model, float(r.work or 0))
-        for r in conn.execute(
-            select(g.model, func.sum((g.progress_total - g.progress_step) * g.n).label("work"))
-            .where(g.status == Status.RUNNING.value)
-            .group_by(g.model)
-        )
-    ]
+    live = int(conn.execute(_LIVE_WORKERS, {"since": now - live_within}).scalar_one())
+    running = [Work(r.model, float(r.work or 0)) for r in conn.execute(_RUNNING_WORK)]
     queued = [r for r in active if r.status == Status.QUEUED.value]
     ahead = _jobs_ahead(conn, queued)
     head = _head_work(conn, min(ETA_SAMPLE, max(ahead.values(), default=0))) if live and queued else []
@@ -224,10 +236,8 @@ def _jobs_ahead(conn: Connection, queued: Sequence[Any]) -> dict[str, int]:
     g = generations.c
     if len(queued) == 1:
         r = queued[0]
-        counted = (
-            select(g.id).where(g.status == Status.QUEUED.value, _ahead_of(r)).limit(POSITION_CAP).subquery()
-        )
-        return {r.id: int(conn.execute(select(func.count()).select_from(counted)).scalar_one())}
+        key = {"p": r.priority, "f": r.fair_tag, "c": r.created_at, "i": r.id, "cap": POSITION_CAP}
+        return {r.id: int(conn.execute(_AHEAD, key).scalar_one())}
     if not queued:
         return {}
     head = (

@@ -211,6 +211,12 @@ def _by_id(with_project: bool, include_deleted: bool) -> Any:
 # A generation by id, and the images of some generations: built once (every GET, list and create reads
 # them; building a Select per call costs more CPU than the query).
 _BY_ID = {(p, d): _by_id(p, d) for p in (True, False) for d in (True, False)}
+_LOCK_PROJECT = select(projects.c.id, projects.c.budget_credits, projects.c.max_queued).where(
+    projects.c.id == bindparam("pid")
+)
+_LOCK_PROJECT_FOR_UPDATE = _LOCK_PROJECT.with_for_update()
+_INSERT_GENERATION = generations.insert()
+_INSERT_GENERATION_KEY = generation_keys.insert()
 _IMAGES_OF = (
     select(images)
     .where(images.c.generation_id.in_(bindparam("gids", expanding=True)), images.c.deleted_at.is_(None))
@@ -283,7 +289,8 @@ class Repository:
             for img in uploads:  # the request's image inputs, in the same transaction
                 self._insert_upload(conn, project_id, img, None, now)
             conn.execute(
-                generations.insert().values(
+                _INSERT_GENERATION,
+                dict(
                     id=gid,
                     project_id=project_id,
                     status=Status.QUEUED.value,
@@ -301,10 +308,10 @@ class Repository:
                     credits=credits,
                     created_at=now,
                     updated_at=now,
-                )
+                ),
             )
             if key_id is not None:
-                conn.execute(generation_keys.insert().values(generation_id=gid, key_id=key_id))
+                conn.execute(_INSERT_GENERATION_KEY, {"generation_id": gid, "key_id": key_id})
             notify_workers(conn)
             if not estimate:
                 return self._load(conn, project_id, gid, include_deleted=False, estimate=False)
@@ -314,12 +321,8 @@ class Repository:
     def _lock_project(conn: Connection, project_id: str) -> Any:
         """The project's limits, its row locked on PostgreSQL so that concurrent creates of the project
         are serialised (budgets, caps, rounds); on SQLite the write transaction already serialises them."""
-        lock = select(projects.c.id, projects.c.budget_credits, projects.c.max_queued).where(
-            projects.c.id == project_id
-        )
-        if conn.dialect.name == "postgresql":
-            lock = lock.with_for_update()
-        row = conn.execute(lock).first()
+        lock = _LOCK_PROJECT_FOR_UPDATE if conn.dialect.name == "postgresql" else _LOCK_PROJECT
+        row = conn.execute(lock, {"pid": project_id}).first()
         if row is None:
             raise NotFound("project", project_id)
         return row

@@ -45,18 +45,21 @@ def claim_order() -> list[Any]:
     return [g.priority.desc(), g.fair_tag, g.created_at, g.id]
 
 
+def _latest_rounds() -> Any:
+    tops = [latest_round(bindparam("pid"), status, bindparam("prio")) for status in _UNFINISHED]
+    clock = select(queue_clock.c.round).where(queue_clock.c.priority == bindparam("prio")).scalar_subquery()
+    return select(clock, *tops)
+
+
 def next_round(conn: Connection, project_id: str, priority: int) -> int:
     """The round of a job this project queues now in this class (see the module's docstring)."""
-    clock = conn.execute(select(queue_clock.c.round).where(queue_clock.c.priority == priority)).scalar()
-    latest = conn.execute(
-        select(*(latest_round(project_id, status, priority) for status in _UNFINISHED))
-    ).one()
+    clock, *latest = conn.execute(_ROUNDS, {"pid": project_id, "prio": priority}).one()
     rounds = [int(r) for r in latest if r is not None]
     now = int(clock or 0)
     return max(now, max(rounds) + 1) if rounds else now
 
 
-def latest_round(project_id: str, status: str, priority: int) -> Any:
+def latest_round(project_id: Any, status: str, priority: Any) -> Any:
     """The highest round of the project's jobs in this status and class: the top of one range of
     ix_generations_project_round (project_id, status, priority, fair_tag)."""
     g = generations.c
@@ -67,6 +70,9 @@ def latest_round(project_id: str, status: str, priority: int) -> Any:
         .limit(1)
         .scalar_subquery()
     )
+
+
+_ROUNDS = _latest_rounds()  # the class's clock and the project's latest rounds: one statement, built once
 
 
 def advance_clock(conn: Connection, priority: int, round_: int) -> None:
@@ -87,16 +93,24 @@ def advance_clock(conn: Connection, priority: int, round_: int) -> None:
         )
 
 
+def _queued_count(by_key: bool) -> Any:
+    q = select(generations.c.id).where(
+        generations.c.project_id == bindparam("pid"), generations.c.status == Status.QUEUED.value
+    )
+    if by_key:
+        q = q.join(generation_keys, generation_keys.c.generation_id == generations.c.id).where(
+            generation_keys.c.key_id == bindparam("kid")
+        )
+    return select(func.count()).select_from(q.limit(bindparam("at_most", type_=Integer)).subquery())
+
+
+_QUEUED_COUNT = {by_key: _queued_count(by_key) for by_key in (True, False)}
+
+
 def queued_count(conn: Connection, project_id: str, key_id: str | None, at_most: int) -> int:
     """Queued jobs of this project (of this key, when given), counted up to `at_most`."""
-    q = select(generations.c.id).where(
-        generations.c.project_id == project_id, generations.c.status == Status.QUEUED.value
-    )
-    if key_id is not None:
-        q = q.join(generation_keys, generation_keys.c.generation_id == generations.c.id).where(
-            generation_keys.c.key_id == key_id
-        )
-    return int(conn.execute(select(func.count()).select_from(q.limit(at_most).subquery())).scalar_one())
+    params = {"pid": project_id, "kid": key_id, "at_most": at_most}
+    return int(conn.execute(_QUEUED_COUNT[key_id is not None], params).scalar_one())
 
 
 def first_queued(conn: Connection, project_id: str, key_id: str | None) -> Any:

@@ -33,7 +33,7 @@ class Authenticator:
         if parts is None:
             raise Unauthorized("Invalid API key")
         try:
-            info, project_rate, project_high, records = self.keys.with_project_limits(parts.key_id)
+            info, project = self.keys.with_project(parts.key_id)
         except NotFound:
             raise Unauthorized("Invalid API key") from None
         if not hmac.compare_digest(info.secret_hash, hash_secret(parts.secret)):
@@ -44,7 +44,9 @@ class Authenticator:
         if info.expires_at is not None and info.expires_at <= now:
             raise Unauthorized("This API key has expired")
         self._touch(info.id)
-        rate = info.rate_limit_per_hour if info.rate_limit_per_hour is not None else project_rate
+        rate = (
+            info.rate_limit_per_hour if info.rate_limit_per_hour is not None else project.rate_limit_per_hour
+        )
         return Principal(
             info.project_id,
             info.id,
@@ -52,8 +54,8 @@ class Authenticator:
             rate,
             info.budget_credits,
             max_queued=info.max_queued,
-            high_priority=project_high,
-            record_parameters=records,
+            high_priority=project.allow_high_priority,
+            record_parameters=project.record_parameters,
         )
 
     def _touch(self, key_id: str) -> None:

@@ -54,15 +54,23 @@ def _key(row: Row[Any]) -> KeyInfo:
 # The key and what its project sets for it, in one statement built once (every authenticated request
 # runs it: building a Select per request costs more CPU than the query).
 _KEY_AND_PROJECT = (
-    select(
-        api_keys,
-        projects.c.rate_limit_per_hour.label("project_rate_limit_per_hour"),
-        projects.c.allow_high_priority.label("project_allow_high_priority"),
-        projects.c.record_parameters.label("project_record_parameters"),
-    )
+    select(api_keys, *(c.label(f"project__{c.name}") for c in projects.c))
     .join(projects, projects.c.id == api_keys.c.project_id)
     .where(api_keys.c.id == bindparam("key_id"))
 )
+
+
+def _project(row: Row[Any], prefix: str = "") -> ProjectInfo:
+    m = row._mapping
+    return ProjectInfo(
+        m[f"{prefix}id"],
+        m[f"{prefix}name"],
+        m[f"{prefix}budget_credits"],
+        m[f"{prefix}rate_limit_per_hour"],
+        m[f"{prefix}record_parameters"],
+        max_queued=m[f"{prefix}max_queued"],
+        allow_high_priority=bool(m[f"{prefix}allow_high_priority"]),
+    )
 
 
 class KeyStore:
@@ -106,20 +114,13 @@ class KeyStore:
             raise NotFound("key", key_id)
         return _key(row)
 
-    def with_project_limits(self, key_id: str) -> tuple[KeyInfo, int | None, bool, bool]:
-        """A key, its project's rate limit, whether the project may queue priority high and whether it
-        records parameters in images: one read."""
+    def with_project(self, key_id: str) -> tuple[KeyInfo, ProjectInfo]:
+        """A key and its project: one read (every authenticated request)."""
         with reading(self.engine) as conn:
             row = conn.execute(_KEY_AND_PROJECT, {"key_id": key_id}).first()
         if row is None:
             raise NotFound("key", key_id)
-        m = row._mapping
-        return (
-            _key(row),
-            m["project_rate_limit_per_hour"],
-            bool(m["project_allow_high_priority"]),
-            bool(m["project_record_parameters"]),
-        )
+        return _key(row), _project(row, "project__")
 
     def all(self, project_id: str | None = None) -> list[KeyInfo]:
         q = select(api_keys).order_by(api_keys.c.created_at)
@@ -148,15 +149,7 @@ class KeyStore:
             row = conn.execute(select(projects).where(projects.c.id == project_id)).first()
         if row is None:
             raise NotFound("project", project_id)
-        return ProjectInfo(
-            row.id,
-            row.name,
-            row.budget_credits,
-            row.rate_limit_per_hour,
-            row.record_parameters,
-            max_queued=row.max_queued,
-            allow_high_priority=bool(row.allow_high_priority),
-        )
+        return _project(row)
 
     def project_by_name(self, name: str) -> ProjectInfo:
         with reading(self.engine) as conn:

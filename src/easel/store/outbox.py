@@ -15,6 +15,7 @@ due again by itself. The result of an attempt is written only while the claim to
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -449,11 +450,8 @@ class WebhookStore:
         if status is not None:
             where.append(webhook_messages.c.status == status)
         with reading(self.engine) as conn:
-            rows, more = pages.page_rows(conn, webhook_messages, where, page)
-            count = pages.total(conn, webhook_messages, where, page.exact_total)
-        if count is None and not more and page.cursor is None:
-            count = page.offset + len(rows)
-        return Page([_message(r) for r in rows], more, count, pages.next_cursor(rows, more))
+            found = pages.read(conn, webhook_messages, where, page)
+        return dataclasses.replace(found, items=[_message(r) for r in found.items])
 
     def message(self, project_id: str, message_id: str) -> Message:
         with reading(self.engine) as conn:

@@ -17,7 +17,28 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Table, func, literal, select, tuple_
 
-from easel.domain.pages import TOTAL_CAP, Cursor, PageRequest
+from easel.domain.pages import TOTAL_CAP, Cursor, Page, PageRequest
+
+
+def read(
+    conn: Connection,
+    table: Table,
+    where: Sequence[ColumnElement[bool]],
+    req: PageRequest,
+    *,
+    alternatives: Sequence[ColumnElement[bool]] = (),
+    with_index: bool = False,
+) -> Page[Any]:
+    """A page of `table`'s rows matching `where` (and any one of `alternatives`, when given): its rows,
+    whether more follow, the cursor to them and the total (exact when the last page by offset tells it)."""
+    if alternatives:
+        rows, more = page_rows_of_any(conn, table, where, alternatives, req)
+    else:
+        rows, more = page_rows(conn, table, where, req, with_index=with_index)
+    count = total(conn, table, where, req.exact_total, alternatives)
+    if count is None and not more and req.cursor is None:
+        count = req.offset + len(rows)
+    return Page(rows, more, count, next_cursor(rows, more, with_index=with_index))
 
 
 def _key(table: Table, with_index: bool) -> list[Any]:
@@ -38,14 +59,8 @@ def page_rows(
     order = [k.desc() for k in key]
     conds = list(where)
     if req.cursor is not None:
-        values = (
-            [req.cursor.created_at, req.cursor.index, req.cursor.id]
-            if with_index
-            else [
-                req.cursor.created_at,
-                req.cursor.id,
-            ]
-        )
+        after = req.cursor
+        values = [after.created_at, after.index, after.id] if with_index else [after.created_at, after.id]
         conds.append(tuple_(*key) < tuple_(*(literal(v, k.type) for k, v in zip(key, values, strict=True))))
     if req.offset:
         ids = select(table.c.id).where(*conds).order_by(*order).limit(req.limit + 1).offset(req.offset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Iterable, Sequence
@@ -499,17 +500,14 @@ class Repository:
                     ).first()
                 )
                 if not overdue:
-                    rows, more = pages.page_rows_of_any(conn, generations, where, alternatives, query.page)
-                    count = pages.total(conn, generations, where, query.exact_total, alternatives)
-                    imgs = self._images_of(conn, [r.id for r in rows])
-                    found = scheduling.estimates(conn, rows, now, self.live_within)
+                    found = pages.read(conn, generations, where, query.page, alternatives=alternatives)
+                    imgs = self._images_of(conn, [r.id for r in found.items])
+                    estimates = scheduling.estimates(conn, found.items, now, self.live_within)
                     break
             with self.engine.begin() as conn:
                 expire_overdue(conn, now, self.render_event, project_id=project_id)
-        items = [generation_from_row(r, imgs[r.id], *found.get(r.id, (None, None))) for r in rows]
-        if count is None and not more and query.cursor is None:
-            count = query.offset + len(items)
-        return Page(items, more, count, pages.next_cursor(rows, more))
+        items = [generation_from_row(r, imgs[r.id], *estimates.get(r.id, (None, None))) for r in found.items]
+        return dataclasses.replace(found, items=items)
 
     def changed_since(self, project_id: str, since: datetime, limit: int = 100) -> list[Generation]:
         """The project's generations (deleted ones too) whose record changed at or after `since`, in the
@@ -734,13 +732,8 @@ class Repository:
             )
             where.append(i.generation_id.in_(made_by))
         with reading(self.engine) as conn:
-            rows, more = pages.page_rows(conn, images, where, page, with_index=True)
-            count = pages.total(conn, images, where, page.exact_total)
-        if count is None and not more and page.cursor is None:
-            count = page.offset + len(rows)
-        return Page(
-            [image_from_row(r) for r in rows], more, count, pages.next_cursor(rows, more, with_index=True)
-        )
+            found = pages.read(conn, images, where, page, with_index=True)
+        return dataclasses.replace(found, items=[image_from_row(r) for r in found.items])
 
     def move_image(self, project_id: str, image_id: str, folder: str | None) -> Image:
         """File an image of this project in `folder` (None: no folder); 404 for others' images."""

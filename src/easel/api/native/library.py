@@ -32,8 +32,9 @@ class MoveImage(StrictWire):
     folder: str | None = Field(min_length=1, max_length=200)  # null: out of every folder
 
 
-def _image(request: Request, links: LinkService, img: Image) -> dict[str, Any]:
-    body = image_json(img, image_url(request, links, img.id))
+def _image(request: Request, links: LinkService, img: Image, *, presign: bool = False) -> dict[str, Any]:
+    """An image as the native API shows it; `presign`: its link may be the store's own (from the record)."""
+    body = image_json(img, image_url(request, links, img if presign else img.id))
     body["source"] = "generated" if img.generation_id else "uploaded"
     return body
 
@@ -61,9 +62,7 @@ async def get_image(
     image_id: str, request: Request, library: LibraryDep, links: LinksDep, principal: ImagesRead
 ) -> dict[str, Any]:
     img = await anyio.to_thread.run_sync(library.get, principal.project_id, image_id)
-    body = image_json(img, image_url(request, links, img))
-    body["source"] = "generated" if img.generation_id else "uploaded"
-    return {"success": True, "data": body}
+    return {"success": True, "data": _image(request, links, img, presign=True)}
 
 
 _IMAGE_BYTES: dict[int | str, dict[str, Any]] = {

@@ -33,7 +33,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,10 @@ from sqlalchemy.engine import Engine, make_url
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from easel_launch import free_port, wait_healthy  # noqa: E402
+
 PG_ADMIN_URL = os.environ.get("EASEL_BENCH_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
 
 
@@ -80,12 +83,6 @@ class Run:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pin(cpus: set[int]) -> None:
@@ -208,19 +205,7 @@ def serve(tree: Path, data: Path, db: Database, log: Path) -> tuple[subprocess.P
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"the server never answered:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    wait_healthy(proc, url, log, 120)
     key = (data / "admin-key.txt").read_text().strip()
     return proc, url, key
 

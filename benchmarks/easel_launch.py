@@ -11,8 +11,38 @@ before the command runs; catalogs that name it work in any tree that has that fu
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A free loopback port (for the benchmarks that start a server through this launcher)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
+    """Poll `url`/healthz until 200; RuntimeError with the log's end if the server exits or never
+    answers within `timeout` seconds (then it is killed)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the server never answered:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
 
 
 def main(argv: list[str]) -> None:

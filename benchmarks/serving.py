@@ -42,7 +42,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import simulated  # noqa: E402
+from easel_launch import free_port, wait_healthy  # noqa: E402
 
 PROMPT = "a large red circle on a blue background"
 STAGES = ("db", "inputs", "generate", "encode", "store")
@@ -82,12 +82,6 @@ class Load:
     mean_batch: float | None = None  # jobs per pipeline call (from the worker's counters)
     cpu_ms: dict[str, float | None] = field(default_factory=dict)  # per image, by stage
     latency_ms: dict[str, float] = field(default_factory=dict)  # probes while loaded
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_cpu(pid: int) -> float:
@@ -139,19 +133,11 @@ class Server:
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the server never answered:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        try:
+            wait_healthy(self.proc, self.url, self.log, 180)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def cpu(self) -> float:
         """CPU seconds of the server process, and of its worker process when split."""

@@ -119,3 +119,29 @@ def test_the_console_can_be_turned_off(settings: Any) -> None:
             assert c.get("/console/static/js/api.js").status_code == 404
     finally:
         rt.close()
+
+
+def test_the_policy_lets_images_come_from_where_the_links_point() -> None:
+    """With EASEL_PUBLIC_URL, or presigned S3 links, the pages' img-src names those origins (and only
+    img-src: scripts and requests stay on this server)."""
+    from easel.console import content_security_policy
+    from easel.settings import Settings
+
+    def img_src(**fields: Any) -> list[str]:
+        policy = content_security_policy(Settings(**fields))
+        assert "script-src 'self';" in policy and "connect-src 'self';" in policy
+        [directive] = [d.strip() for d in policy.split(";") if d.strip().startswith("img-src")]
+        return directive.split()[1:]
+
+    assert img_src() == ["'self'", "data:", "blob:"]
+    assert img_src(public_url="https://images.example.com/base/") == [
+        "'self'",
+        "data:",
+        "blob:",
+        "https://images.example.com",
+    ]
+    s3 = {"storage_url": "s3://bucket/prefix", "s3_endpoint_url": "http://10.0.0.5:7480"}
+    assert img_src(**s3)[-1] == "http://10.0.0.5:7480"
+    assert img_src(**s3, s3_public_endpoint_url="https://cdn.example.com")[-1] == "https://cdn.example.com"
+    assert img_src(storage_url="s3://bucket")[-1] == "https://*.amazonaws.com"
+    assert img_src(**s3, s3_presign=False) == ["'self'", "data:", "blob:"]  # Easel's own links

@@ -19,8 +19,7 @@ export function takeSignInMessage() {
 // Show (or hide) every element with data-scope by what the key may do.
 export function applyScopes(me, root = document) {
   for (const node of root.querySelectorAll("[data-scope]")) {
-    const scope = node.dataset.scope;
-    node.hidden = !can(me, scope === "None" ? null : scope);
+    node.hidden = !can(me, node.dataset.scope);
   }
   for (const node of root.querySelectorAll("[data-server-admin]")) node.hidden = !me.serverAdmin;
 }

@@ -297,17 +297,10 @@ def test_retry_canceled_and_conflicts(http: httpx.Client, runtime: Any) -> None:
 
 
 def test_retry_checks_the_budget_again(http: httpx.Client, runtime: Any) -> None:
-    from sqlalchemy import update
-
-    from easel.store.tables import projects
-
     gen = create(http)  # 2 credits
     http.post(f"/api/v1/generations/{gen['id']}/cancel")
     create(http)  # 2 more, reserved while queued
-    with runtime.repo.engine.begin() as conn:
-        conn.execute(
-            update(projects).where(projects.c.id == runtime.default_project_id).values(budget_credits=3)
-        )
+    runtime.keys.set_project_limits(runtime.default_project_id, budget_credits=3, rate_limit_per_hour=None)
     r = http.post(f"/api/v1/generations/{gen['id']}/retry")
     assert r.status_code == 402, r.text
     assert http.get(f"/api/v1/generations/{gen['id']}").json()["data"]["status"] == "canceled"

@@ -22,9 +22,9 @@ def test_upgrade_is_idempotent(runtime) -> None:
 
 
 def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
-    """0010 (the list indexes) goes down to 0009, 0009 (the project-stream index) to 0008, 0008 (rounds,
-    deadlines, caps, queue_clock, model_timings) to 0007 (and 0007 to 0006), and up again to exactly the
-    schema."""
+    """0011 (the spent-credits counters) goes down to 0010, 0010 (the list indexes) to 0009, 0009 (the
+    project-stream index) to 0008, 0008 (rounds, deadlines, caps, queue_clock, model_timings) to 0007 (and
+    0007 to 0006), and up again to exactly the schema."""
     from alembic import command
     from sqlalchemy import inspect
 
@@ -35,6 +35,10 @@ def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
     runtime.keys.create(runtime.default_project_id, "k", ["admin"], max_queued=3)
     runtime.generations.submit(runtime.principal(), GenerationSpec(prompt="x", cancel_after=60))
     cfg = migrate._config()
+    with engine.begin() as conn:  # 0011: the counters
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010")
+    assert "spent_credits" not in {c["name"] for c in inspect(engine).get_columns("projects")}
     with engine.begin() as conn:  # 0010: the list indexes
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0009")
@@ -61,7 +65,7 @@ def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
     assert "model_requests" not in tables.get_table_names()
     assert "loaded" not in {c["name"] for c in tables.get_columns("workers")}
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == migrate.head_revision() == "0010"
+    assert migrate.current_revision(engine) == migrate.head_revision() == "0011"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 

@@ -37,8 +37,9 @@ from easel.service.fetch import ImageFetcher
 from easel.service.library import PreparedUpload, prepare_decoded, put_bytes
 from easel.settings import Settings
 from easel.storage.base import BlobStore
+from easel.store.credits import QueueCaps
 from easel.store.notify import CANCELS, Doorbell
-from easel.store.repository import QueueCaps, Repository
+from easel.store.repository import Repository
 from easel.store.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,6 @@ class GenerationService:
                     self.catalog.credits_per_image(entry, [r.name for r in resolved.loras]) * resolved.n, 6
                 ),
                 key_id=principal.key_id,
-                key_budget=principal.budget_credits,
                 uploads=[u.record for u in imported.uploads],
                 caps=self._caps(principal),
                 estimate=estimate,

@@ -19,6 +19,7 @@ from easel.domain.keys import (
     format_key,
     hash_secret,
 )
+from easel.store.credits import recount_project
 from easel.store.db import reading
 from easel.store.tables import api_keys, projects, utcnow
 
@@ -185,5 +186,7 @@ class KeyStore:
         if allow_high_priority is not None:
             values["allow_high_priority"] = allow_high_priority
         with self.engine.begin() as conn:
+            if budget_credits is not None:  # the counter is kept only while a budget holds: recount it
+                recount_project(conn, project_id)
             conn.execute(update(projects).where(projects.c.id == project_id).values(**values))
         return self.project(project_id)

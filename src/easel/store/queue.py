@@ -29,6 +29,7 @@ from easel.domain.generation import ImageFile, Status
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
 from easel.store import scheduling
+from easel.store.credits import refund
 from easel.store.db import is_postgres, reading
 from easel.store.outbox import record_generation_event
 from easel.store.repository import ended, expire_overdue, image_row, notify_workers
@@ -45,6 +46,15 @@ class ClaimedJob:
     created_at: datetime
     started_at: datetime | None = None  # the job's first start: its deadline counts from here
     batch_images: int = 1  # images in the batch it was claimed with (its share of the batch's time)
+
+
+def _held(job: ClaimedJob) -> Any:
+    """An UPDATE of the job that matches only while this worker still holds it."""
+    return update(generations).where(
+        generations.c.id == job.id,
+        generations.c.lease_token == job.lease_token,
+        generations.c.status == Status.RUNNING.value,
+    )
 
 
 class JobQueue:
@@ -105,8 +115,9 @@ class JobQueue:
             update(generations)
             .where(generations.c.status == Status.RUNNING.value, *where)
             .values(**ended(Status.FAILED, now, code, message))
-            .returning(generations.c.id, generations.c.project_id, generations.c.spec)
+            .returning(generations.c.id, generations.c.project_id, generations.c.spec, generations.c.credits)
         ).all()
+        refund(conn, lost)
         for r in lost:  # their webhooks, in this same transaction
             spec = GenerationSpec.model_validate(r.spec)
             record_generation_event(
@@ -180,16 +191,7 @@ class JobQueue:
 
     def _fenced(self, conn: Connection, job: ClaimedJob, values: dict[str, Any]) -> bool:
         """Update a job only while this worker still holds it; False if canceled or taken over."""
-        res = conn.execute(
-            update(generations)
-            .where(
-                generations.c.id == job.id,
-                generations.c.lease_token == job.lease_token,
-                generations.c.status == Status.RUNNING.value,
-            )
-            .values(**values)
-        )
-        return bool(res.rowcount)
+        return bool(conn.execute(_held(job).values(**values)).rowcount)
 
     def _each_held(self, jobs: Sequence[ClaimedJob], values: dict[str, Any]) -> set[str]:
         """Update every job still held in one statement per lease token (a batch shares one)."""
@@ -263,8 +265,14 @@ class JobQueue:
 
     def fail(self, job: ClaimedJob, code: str, message: str) -> bool:
         with self.engine.begin() as conn:
-            if not self._fenced(conn, job, ended(Status.FAILED, utcnow(), code, message)):
+            failed = conn.execute(
+                _held(job)
+                .values(**ended(Status.FAILED, utcnow(), code, message))
+                .returning(generations.c.id, generations.c.project_id, generations.c.credits)
+            ).all()
+            if not failed:
                 return False
+            refund(conn, failed)
             record_generation_event(
                 conn,
                 Status.FAILED,

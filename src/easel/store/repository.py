@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, bindparam, func, select, text, true, update
 
-from easel.domain.errors import NotFound, QueueFull, QuotaExceeded
+from easel.domain.errors import NotFound
 from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
 from easel.domain.pages import Page, PageRequest
 from easel.domain.scheduling import DEADLINE_EXCEEDED, deadline_message
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
 from easel.store import pages, scheduling
+from easel.store.credits import CHARGED, QueueCaps, admit, read_limits, refund
 from easel.store.db import reading
 from easel.store.outbox import record_generation_event
 from easel.store.tables import generation_keys, generations, images, projects, task_numbers, utcnow
 
 UNFINISHED = (Status.QUEUED.value, Status.RUNNING.value)
-CHARGED = (Status.QUEUED.value, Status.RUNNING.value, Status.SUCCEEDED.value)
 
 
 def _period_start(ts: datetime, period: str) -> str:
@@ -143,19 +141,6 @@ def generation_from_row(
     )
 
 
-@dataclass(frozen=True)
-class QueueCaps:
-    """Caps on queued jobs (0: none): the key's (its own, else EASEL_MAX_QUEUED_PER_KEY) and the
-    project's default (EASEL_MAX_QUEUED_PER_PROJECT; a project's own `max_queued` replaces it)."""
-
-    per_key: int = 0
-    per_project: int = 0
-
-
-# Retry-After of a 429 for a full queue when no estimate can be made (no worker, nothing measured).
-QUEUE_FULL_RETRY_SECONDS = 10
-
-
 def expire_overdue(
     conn: Connection,
     now: datetime,
@@ -183,8 +168,9 @@ def expire_overdue(
         update(generations)
         .where(g.id.in_(ids), g.status == Status.QUEUED.value)
         .values(**ended(Status.CANCELED, now, DEADLINE_EXCEEDED, message))
-        .returning(g.id, g.project_id, g.spec)
+        .returning(g.id, g.project_id, g.spec, g.credits)
     ).all()
+    refund(conn, ended_rows)
     for r in ended_rows:
         record_generation_event(
             conn,
@@ -212,11 +198,7 @@ def _by_id(with_project: bool, include_deleted: bool) -> Any:
 # A generation by id, and the images of some generations: built once (every GET, list and create reads
 # them; building a Select per call costs more CPU than the query).
 _BY_ID = {(p, d): _by_id(p, d) for p in (True, False) for d in (True, False)}
-_LOCK_PROJECT = select(projects.c.id, projects.c.budget_credits, projects.c.max_queued).where(
-    projects.c.id == bindparam("pid")
-)
-_LOCK_PROJECT_FOR_UPDATE = _LOCK_PROJECT.with_for_update()
-_INSERT_GENERATION = generations.insert()
+_INSERT_GENERATION = generations.insert().returning(*generations.c)
 _INSERT_GENERATION_KEY = generation_keys.insert()
 _IMAGES_OF = (
     select(images)
@@ -269,27 +251,25 @@ class Repository:
         max_attempts: int,
         credits: float,
         key_id: str | None = None,
-        key_budget: float | None = None,
         uploads: Sequence[ImageFile] = (),
         caps: QueueCaps = QueueCaps(),
         estimate: bool = True,
     ) -> Generation:
-        """Queue a generation, with the rows of its uploaded image inputs (their bytes already stored).
-        Budgets (the project's, and the key's) and the caps on queued jobs are checked in the same
-        transaction, with the project row locked on PostgreSQL, so concurrent creates can neither
-        overspend nor overfill the queue; over budget raises QuotaExceeded, over a cap QueueFull, and
-        nothing is written. The job's round (store/scheduling.py) is set under the same lock. Its queue
-        position and ETA are read after the commit, outside the write transaction, and only when
-        `estimate` (a caller that waits for the job answers with its final state instead)."""
+        """Queue a generation, with the rows of its uploaded image inputs (their bytes already stored),
+        in one transaction: the limits and the job's round in one read, the rows, then the budgets (the
+        project's, and the key's) charged and the caps on queued jobs checked last (store/credits.py), so
+        concurrent creates can neither overspend nor overfill the queue and hold a row lock only from
+        there to the commit; over budget raises QuotaExceeded, over a cap QueueFull, and nothing is
+        written. The answer is built from the inserted row; its queue position and ETA are read after the
+        commit, outside the write transaction, and only when `estimate` (a caller that waits for the job
+        answers with its final state instead)."""
         now = utcnow()
         gid = new_id()
         with self.engine.begin() as conn:
-            project = self._lock_project(conn, project_id)
-            self._check_budget(conn, project, credits, key_id, key_budget, "this API key")
-            self._check_caps(conn, project, key_id, caps, now)
+            limits = read_limits(conn, project_id, key_id, spec.priority)
             for img in uploads:  # the request's image inputs, in the same transaction
                 self._insert_upload(conn, project_id, img, None, now)
-            conn.execute(
+            row = conn.execute(
                 _INSERT_GENERATION,
                 dict(
                     id=gid,
@@ -298,7 +278,7 @@ class Repository:
                     model=spec.model,
                     batch_key=spec.batch_key,
                     priority=spec.priority,
-                    fair_tag=scheduling.next_round(conn, project_id, spec.priority),
+                    fair_tag=limits.round,
                     deadline_at=spec.deadline,
                     spec=spec.model_dump(mode="json"),
                     n=spec.n,
@@ -310,97 +290,22 @@ class Repository:
                     created_at=now,
                     updated_at=now,
                 ),
-            )
+            ).one()
             if key_id is not None:
                 conn.execute(_INSERT_GENERATION_KEY, {"generation_id": gid, "key_id": key_id})
+            admit(conn, limits, credits, caps, "this API key", live_within=self.live_within, now=now)
             notify_workers(conn)
-            if not estimate:
-                return self._load(conn, project_id, gid, include_deleted=False, estimate=False)
-        return self.get_generation(project_id, gid)  # read once, after the commit, with its estimates
-
-    @staticmethod
-    def _lock_project(conn: Connection, project_id: str) -> Any:
-        """The project's limits, its row locked on PostgreSQL so that concurrent creates of the project
-        are serialised (budgets, caps, rounds); on SQLite the write transaction already serialises them."""
-        lock = _LOCK_PROJECT_FOR_UPDATE if conn.dialect.name == "postgresql" else _LOCK_PROJECT
-        row = conn.execute(lock, {"pid": project_id}).first()
-        if row is None:
-            raise NotFound("project", project_id)
-        return row
-
-    def _check_budget(
-        self,
-        conn: Connection,
-        project: Row[Any],
-        credits: float,
-        key_id: str | None,
-        key_budget: float | None,
-        key_words: str,
-    ) -> None:
-        """QuotaExceeded unless `credits` more fit the project's budget and the key's (`key_words` names
-        the key in the message). `project` is the locked row of `_lock_project`."""
-        project_id, budget = project.id, project.budget_credits
-        if budget is not None:
-            spent = self._spent(conn, generations.c.project_id == project_id)
-            if spent + credits > budget:
-                raise QuotaExceeded(
-                    f"This generation costs {credits:g} credits; the project has "
-                    f"{max(0.0, budget - spent):g} of its {budget:g} left"
-                )
-        if key_id is not None and key_budget is not None:
-            spent = self._spent(
-                conn,
-                generations.c.id.in_(
-                    select(generation_keys.c.generation_id).where(generation_keys.c.key_id == key_id)
-                ),
-            )
-            if spent + credits > key_budget:
-                raise QuotaExceeded(
-                    f"This generation costs {credits:g} credits; {key_words} has "
-                    f"{max(0.0, key_budget - spent):g} of its {key_budget:g} left"
-                )
-
-    def _check_caps(
-        self, conn: Connection, project: Row[Any], key_id: str | None, caps: QueueCaps, now: datetime
-    ) -> None:
-        """QueueFull (429) when the key or the project already has as many queued jobs as its cap allows
-        (0: no cap); Retry-After is the estimated time until the first of them starts."""
-        project_cap = caps.per_project if project.max_queued is None else project.max_queued
-        checks: list[tuple[int, str | None, str, str]] = [
-            (project_cap, None, "this project", "the project's cap")
-        ]
-        if key_id is not None:
-            checks.insert(0, (caps.per_key, key_id, "this API key", "the key's cap"))
-        for cap, key, who, whose in checks:
-            if cap <= 0 or scheduling.queued_count(conn, project.id, key, cap) < cap:
-                continue
-            retry = QUEUE_FULL_RETRY_SECONDS
-            first = scheduling.first_queued(conn, project.id, key)
-            if first is not None:
-                eta = scheduling.estimates(conn, [first], now, self.live_within, own=False)[first.id][1]
-                if eta is not None:
-                    retry = min(3600, max(1, math.ceil(eta)))
-            raise QueueFull(
-                f"Queue limit reached: {who} has {cap} queued generations, {whose} ({cap}); "
-                f"retry when one has started (in about {retry} s)",
-                retry_after=retry,
-            )
+        position, eta = None, None
+        if estimate:
+            with reading(self.engine) as conn:
+                position, eta = scheduling.estimates(conn, [row], utcnow(), self.live_within)[gid]
+        return generation_from_row(row, (), position, eta)
 
     def ping(self) -> str:
         """Run a trivial query; the database's dialect name (for the health check)."""
         with reading(self.engine) as conn:
             conn.execute(text("SELECT 1"))
         return self.engine.dialect.name
-
-    @staticmethod
-    def _spent(conn: Connection, where: Any) -> float:
-        """Credits of generations that count: queued, running (reserved) and succeeded (charged)."""
-        total = conn.execute(
-            select(func.coalesce(func.sum(generations.c.credits), 0.0)).where(
-                where, generations.c.status.in_(CHARGED)
-            )
-        ).scalar_one()
-        return float(total)
 
     def usage(
         self, project_id: str, since: datetime | None, until: datetime | None, period: str
@@ -536,7 +441,8 @@ class Repository:
             )
             if res.rowcount and gen.status is Status.RUNNING:
                 notify_cancel(conn)
-            if res.rowcount:  # its webhooks, in this same transaction
+            if res.rowcount:  # its credits back, and its webhooks, in this same transaction
+                refund(conn, [gen])
                 record_generation_event(
                     conn,
                     Status.CANCELED,
@@ -561,7 +467,8 @@ class Repository:
             conn.execute(update(images).where(images.c.generation_id == gid).values(deleted_at=now))
             if gen.status is Status.RUNNING:
                 notify_cancel(conn)
-            if gen.status not in FINISHED:  # deleting an unfinished job cancels it: its webhooks
+            if gen.status not in FINISHED:  # deleting an unfinished job cancels it: credits, webhooks
+                refund(conn, [gen])
                 record_generation_event(
                     conn,
                     Status.CANCELED,
@@ -650,22 +557,13 @@ class Repository:
                     "not_retryable",
                 )
             key = conn.execute(
-                select(api_keys.c.id, api_keys.c.budget_credits, api_keys.c.max_queued)
+                select(api_keys.c.id, api_keys.c.max_queued)
                 .join(generation_keys, generation_keys.c.key_id == api_keys.c.id)
                 .where(generation_keys.c.generation_id == gid)
             ).first()
-            project = self._lock_project(conn, project_id)
-            self._check_budget(
-                conn,
-                project,
-                gen.credits,
-                key.id if key is not None else None,
-                key.budget_credits if key is not None else None,
-                "its API key",
-            )
+            limits = read_limits(conn, project_id, key.id if key is not None else None, gen.spec.priority)
             if key is not None and key.max_queued is not None:
                 caps = QueueCaps(per_key=key.max_queued, per_project=caps.per_project)
-            self._check_caps(conn, project, key.id if key is not None else None, caps, now)
             spec = gen.spec.model_copy(update={"deadline": None, "cancel_after": None})
             res = conn.execute(
                 update(generations)
@@ -676,7 +574,7 @@ class Repository:
                 )
                 .values(
                     status=Status.QUEUED.value,
-                    fair_tag=scheduling.next_round(conn, project_id, gen.spec.priority),
+                    fair_tag=limits.round,
                     deadline_at=None,
                     spec=spec.model_dump(mode="json"),
                     max_attempts=generations.c.attempts + extra_attempts,
@@ -694,6 +592,7 @@ class Repository:
             )
             if not res.rowcount:
                 raise Conflict("The generation changed while being retried; try again", "not_retryable")
+            admit(conn, limits, gen.credits, caps, "its API key", live_within=self.live_within, now=now)
             notify_workers(conn)
         return self.get_generation(project_id, gid)
 

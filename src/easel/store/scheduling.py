@@ -3,7 +3,7 @@ queue estimates (position, ETA).
 
 Fair queuing by rounds (start-time fair queuing with one unit per job). Every queued job carries a
 round, `generations.fair_tag`, set when it is queued (created or retried) in the create transaction,
-under the project's row lock:
+with the project's limits (store/credits.py):
 
     round = clock[class]                       when the project has no unfinished job in that class
     round = max(clock[class], last + 1)        else, `last` = its latest queued or running job's round
@@ -45,18 +45,29 @@ def claim_order() -> list[Any]:
     return [g.priority.desc(), g.fair_tag, g.created_at, g.id]
 
 
-def _latest_rounds() -> Any:
-    tops = [latest_round(bindparam("pid"), status, bindparam("prio")) for status in _UNFINISHED]
+def round_columns() -> list[Any]:
+    """The class's clock and the project's latest rounds (queued, running) as labelled scalar subqueries
+    on the parameters `pid` and `prio`, for a statement that reads them with other columns."""
+    tops = [
+        latest_round(bindparam("pid"), status, bindparam("prio")).label(f"round_{status}")
+        for status in _UNFINISHED
+    ]
     clock = select(queue_clock.c.round).where(queue_clock.c.priority == bindparam("prio")).scalar_subquery()
-    return select(clock, *tops)
+    return [clock.label("round_clock"), *tops]
+
+
+def round_of(row: Any) -> int:
+    """The round of a job this project queues now in this class (see the module's docstring), from a row
+    with the `round_columns`."""
+    m = row._mapping
+    rounds = [int(m[f"round_{s}"]) for s in _UNFINISHED if m[f"round_{s}"] is not None]
+    now = int(m["round_clock"] or 0)
+    return max(now, max(rounds) + 1) if rounds else now
 
 
 def next_round(conn: Connection, project_id: str, priority: int) -> int:
-    """The round of a job this project queues now in this class (see the module's docstring)."""
-    clock, *latest = conn.execute(_ROUNDS, {"pid": project_id, "prio": priority}).one()
-    rounds = [int(r) for r in latest if r is not None]
-    now = int(clock or 0)
-    return max(now, max(rounds) + 1) if rounds else now
+    """The round of a job this project queues now in this class."""
+    return round_of(conn.execute(_ROUNDS, {"pid": project_id, "prio": priority}).one())
 
 
 def latest_round(project_id: Any, status: str, priority: Any) -> Any:
@@ -72,7 +83,7 @@ def latest_round(project_id: Any, status: str, priority: Any) -> Any:
     )
 
 
-_ROUNDS = _latest_rounds()  # the class's clock and the project's latest rounds: one statement, built once
+_ROUNDS = select(*round_columns())  # one statement, built once
 
 
 def advance_clock(conn: Connection, priority: int, round_: int) -> None:

@@ -61,6 +61,8 @@ projects = Table(
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("budget_credits", Float),  # None = unlimited
+    # Credits of its charged generations (store/credits.py): exact while budget_credits is set
+    Column("spent_credits", Float, nullable=False, server_default="0"),
     Column("rate_limit_per_hour", Integer),  # None = the server default
     # False: generation parameters are not written into this project's image files
     Column("record_parameters", Boolean, nullable=False, server_default=true()),
@@ -207,6 +209,8 @@ api_keys = Table(
     Column("scopes", JSON, nullable=False),
     Column("rate_limit_per_hour", Integer),  # None = the project's or the server default
     Column("budget_credits", Float),  # None = unlimited (the project's budget still applies)
+    # Credits of its charged generations (store/credits.py): exact while budget_credits is set
+    Column("spent_credits", Float, nullable=False, server_default="0"),
     Column("max_queued", Integer),  # None = the server default (EASEL_MAX_QUEUED_PER_KEY); 0 = none
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime()),

@@ -269,6 +269,12 @@ RULES: dict[str, Check] = {
     ),
     "engine-imports-ml-lazily": engine_lazy_ml,
     "engine-not-api": forbid("engine", lambda t: under(t, "easel.api")),
+    # The gateway (docs/gateway.md) serves remote models in a process that never imports torch: it
+    # may use the store, storage and services, never the engine (its worker imports backends) or ML.
+    "gateway-not-engine-api-ml": forbid(
+        "gateway",
+        lambda t: under(t, "easel.api", "easel.engine", "easel.runtime", "easel.app", "easel.cli", *ML),
+    ),
     # The console is pages and scripts on the public API: of Easel it may know only its settings, the
     # names of the scopes and the version (docs/architecture.md).
     "console-only-public-surface": forbid(
@@ -299,7 +305,7 @@ def modules() -> dict[str, Module]:
 def test_the_checker_sees_the_whole_package(modules: dict[str, Module]) -> None:
     """Guards against a checker that passes because it read nothing."""
     layers = {m.layer for m in modules.values()}
-    assert {"domain", "store", "storage", "service", "engine", "api", "console"} <= layers
+    assert {"domain", "store", "storage", "service", "engine", "api", "console", "gateway"} <= layers
     assert {"easel", "easel.app", "easel.cli", "easel.runtime", "easel.engine.worker"} <= set(modules)
     assert all(m.imports for n, m in modules.items() if n in ("easel.app", "easel.runtime"))
 
@@ -344,6 +350,8 @@ SYNTHETIC = {
         "from boto3 import client\n"  # 4
     ),
     "easel/imaging.py": "def f():\n    from safetensors.torch import load_file\n",  # 2
+    "easel/gateway/__init__.py": "",
+    "easel/gateway/worker.py": "from easel.engine.batch import image_seeds\nimport httpx\n",  # 1
     "easel/engine/__init__.py": "",
     "easel/engine/backends/__init__.py": (
         "from typing import TYPE_CHECKING\n"
@@ -391,6 +399,9 @@ def test_the_checker_catches_violations(tmp_path: Path) -> None:
             "easel.engine.worker:1 imports torch.nn at import time (rule engine-imports-ml-lazily)",
         ],
         "engine-not-api": ["easel.engine.worker:2 imports easel.api.native.router (rule engine-not-api)"],
+        "gateway-not-engine-api-ml": [
+            "easel.gateway.worker:1 imports easel.engine.batch (rule gateway-not-engine-api-ml)"
+        ],
         "console-only-public-surface": [
             "easel.console:2 imports easel.service (rule console-only-public-surface)"
         ],

@@ -76,6 +76,12 @@ def create_app(
             thread.start()
         app.state.worker = worker
         app.state.worker_thread = thread  # readiness: /healthz is a 503 once this thread has died
+        gateway = None
+        remote = rt.catalog.upstream_models or rt.catalog.fallback_models
+        if remote and rt.settings.upstream_in_serve:  # the gateway worker (docs/gateway.md)
+            gateway = rt.make_upstream_worker()
+            gateway.start()
+        app.state.upstream_worker = gateway
         dispatcher = rt.make_webhook_dispatcher() if rt.settings.webhooks_enabled else None
         if dispatcher is not None:
             dispatcher.start()
@@ -86,6 +92,8 @@ def create_app(
             yield
         finally:
             relay.stop()
+            if gateway is not None:
+                gateway.stop()
             if dispatcher is not None:
                 dispatcher.stop()
             if worker is not None and thread is not None:

@@ -158,13 +158,25 @@ def worker(
     models: Annotated[
         str | None, typer.Option(help="Comma list of the models to serve (default EASEL_WORKER_MODELS, all).")
     ] = None,
+    upstream: Annotated[
+        bool,
+        typer.Option(
+            "--upstream",
+            help="Serve the catalog's remote models through their providers (docs/gateway.md): an "
+            "asyncio worker that never imports torch.",
+        ),
+    ] = False,
     log_level: str = "info",
 ) -> None:
     """Run a worker process: claims jobs from the shared database and runs them."""
-    from easel.engine.devices import check_device
     from easel.runtime import Runtime
 
     _logging(log_level)
+    if upstream:
+        _upstream_worker(Runtime.build(Settings()))
+        return
+    from easel.engine.devices import check_device
+
     settings = _worker_settings(Settings(), device, threads, models)
     problem = check_device(settings.device)
     if problem is not None:
@@ -176,6 +188,27 @@ def worker(
     def _stop(signum: int, _frame: object) -> None:
         logging.getLogger("easel").info("signal %d: finishing the current batch, then stopping", signum)
         w.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    w.run_forever()
+    runtime.close()
+
+
+def _upstream_worker(runtime: Any) -> None:
+    """`easel worker --upstream`: the gateway worker until SIGTERM / SIGINT (its calls in flight are
+    aborted and their jobs given back to the queue)."""
+    w = runtime.make_upstream_worker()
+    if not w.enabled:
+        typer.echo(
+            'error: the catalog has no remote models (backend = "upstream"; docs/gateway.md)', err=True
+        )
+        runtime.close()
+        raise typer.Exit(2)
+
+    def _stop(signum: int, _frame: object) -> None:
+        logging.getLogger("easel").info("signal %d: aborting the calls in flight, then stopping", signum)
+        w.request_stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -21,6 +21,7 @@ from easel.service.container import Services
 from easel.service.enhance import PromptEnhancer
 from easel.service.events import EventHub, JobEvent
 from easel.service.fetch import ImageFetcher
+from easel.service.gateway import GatewayService
 from easel.service.generations import GenerationService
 from easel.service.idempotency import Idempotency
 from easel.service.library import LibraryService
@@ -42,11 +43,13 @@ from easel.store.notify import ENDED, FINISHED, FINISHED_CHANNEL, PREVIEW, Doorb
 from easel.store.outbox import WebhookStore
 from easel.store.queue import JobQueue
 from easel.store.repository import Repository
+from easel.store.upstream import UpstreamLedger
 from easel.store.workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from easel.engine.backends.base import Backend
     from easel.engine.worker import Worker
+    from easel.gateway.worker import UpstreamWorker
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,7 @@ class Runtime:
                 doorbell,
                 default_project_id,
             ),
+            gateway=GatewayService(catalog, UpstreamLedger(engine), default_project_id),
             catalog_mtime=_mtime(settings.catalog),
         )
         return cls(
@@ -180,6 +184,22 @@ class Runtime:
             publish=self.events.publish,
             publish_tag=self.events.tag,
             backend=backend,
+        )
+
+    def make_upstream_worker(self) -> UpstreamWorker:
+        """The gateway worker of this runtime's catalog (docs/gateway.md); never imports torch."""
+        from easel.gateway.worker import UpstreamWorker
+
+        return UpstreamWorker(
+            self.settings,
+            self.catalog,
+            self.repo,
+            self.queue,
+            self.blobs,
+            self.doorbell,
+            self.generations.fetcher,
+            publish=self.events.publish,
+            publish_tag=self.events.tag,
         )
 
     def make_webhook_dispatcher(self) -> WebhookDispatcher:

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often an idle worker looks for expired leases (new jobs wake it at once)."
     )
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, mps.")
+    # The gateway (docs/gateway.md)
+    upstream_max_in_flight: int = Field(
+        256, ge=1, le=10_000, description="Remote jobs one gateway worker serves at once (docs/gateway.md)."
+    )
+    upstream_in_serve: bool = Field(
+        True,
+        description="`easel serve` (with or without --no-worker) runs the gateway worker when the catalog "
+        "has remote models; false: only `easel worker --upstream` serves them.",
+    )
     job_timeout_seconds: float = Field(
         600.0,
         gt=0,

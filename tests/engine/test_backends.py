@@ -13,11 +13,11 @@ from PIL.Image import Image as PILImage
 
 from easel.domain.catalog import Catalog
 from easel.domain.generation import Status
-from easel.domain.spec import MAX_SEED, GenerationSpec
+from easel.domain.spec import MAX_SEED, GenerationSpec, image_seeds
 from easel.engine import backends
 from easel.engine.backends import backend_names, check_catalog, make_backend, register_backend
 from easel.engine.backends.base import BatchRequest, StepCallback
-from easel.engine.batch import BatchPart, build_batch, image_seeds
+from easel.engine.batch import BatchPart, build_batch
 from easel.settings import Settings
 
 FAKE_CATALOG = """

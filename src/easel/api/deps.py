@@ -13,6 +13,7 @@ from easel.domain.keys import SCOPES, Principal
 from easel.service.admin import AdminService
 from easel.service.container import Services
 from easel.service.events import EventHub
+from easel.service.gateway import GatewayService
 from easel.service.generations import GenerationService
 from easel.service.idempotency import Idempotency
 from easel.service.library import LibraryService
@@ -54,6 +55,7 @@ IdempotencyDep = Annotated[Idempotency, Depends(_member("idempotency"))]
 EventsDep = Annotated[EventHub, Depends(_member("events"))]
 MetricsDep = Annotated[MetricsService, Depends(_member("metrics"))]
 ModelsDep = Annotated[ModelAdminService, Depends(_member("models"))]
+GatewayDep = Annotated[GatewayService, Depends(_member("gateway"))]
 SettingsDep = Annotated[Settings, Depends(_member("settings"))]
 
 

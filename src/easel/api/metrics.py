@@ -15,6 +15,9 @@ never `sum`). Nothing is counted in process memory. Series (docs/operations.md h
   `_gcount`, `_gsum`): succeeded jobs that ended in the last window. Take `histogram_quantile` of the
   buckets directly (no `rate()`: the window already is the rate).
 - `easel_metrics_window_seconds` (gauge): that window (`EASEL_METRICS_WINDOW_SECONDS`).
+- `easel_upstream_call_duration_seconds{provider}` (histogram), `easel_upstream_errors_total{provider,
+  code}` (counter), `easel_upstream_circuit_open{provider}` and `easel_upstream_circuits_open` (gauges):
+  the gateway's calls and circuits (docs/gateway.md), from its ledger.
 - `easel_worker_last_heartbeat_timestamp_seconds{worker,hostname}` (gauge, workers seen in the last
   hour) and `easel_workers_live` (gauge: seen within max(lease, 3 x idle check)).
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Response
@@ -42,6 +46,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
@@ -49,6 +54,7 @@ from prometheus_client.registry import Collector
 from easel.api.deps import MetricsDep, SettingsDep
 from easel.domain.generation import Status
 from easel.domain.metrics import FinishedJob, MetricsSnapshot, WorkerRecord, WorkerTimes
+from easel.domain.upstream import LATENCY_BUCKETS as UPSTREAM_BUCKETS
 from easel.service.metrics import MetricsService
 from easel.settings import Settings
 
@@ -180,10 +186,43 @@ def render_metrics(metrics: MetricsService, settings: Settings) -> bytes:
         value=settings.metrics_window_seconds,
     )
     registry.register(_Static([window]))
+    registry.register(_Static(_upstream_families(metrics.upstream())))
     local = metrics.local_worker_times()
     if local is not None:
         registry.register(_Static(_worker_families(local)))
     return generate_latest(registry)
+
+
+def _upstream_families(u: dict[str, Any]) -> list[Metric]:
+    """The gateway's series (docs/gateway.md), from its call ledger and circuits: never a key."""
+    latency = HistogramMetricFamily(
+        "easel_upstream_call_duration_seconds",
+        "Calls to each provider (retries included), all time, by duration.",
+        labels=["provider"],
+    )
+    for provider, h in sorted(u["latency"].items()):
+        buckets = [(_le(b), float(n)) for b, n in zip(UPSTREAM_BUCKETS, h["buckets"], strict=True)]
+        buckets.append(("+Inf", float(h["count"])))
+        latency.add_metric([provider], buckets, h["sum"])
+    errors = CounterMetricFamily(
+        "easel_upstream_errors",
+        "Calls to each provider that ended in an error, by code.",
+        labels=["provider", "code"],
+    )
+    for provider, code, n in sorted(u["errors"]):
+        errors.add_metric([provider, code], n)
+    state = GaugeMetricFamily(
+        "easel_upstream_circuit_open",
+        "1 while a provider's circuit is open or half-open.",
+        labels=["provider"],
+    )
+    for c in u["circuits"]:
+        state.add_metric([c.provider], 0.0 if c.state == "closed" else 1.0)
+    opened = sum(1 for c in u["circuits"] if c.state != "closed")
+    total = GaugeMetricFamily(
+        "easel_upstream_circuits_open", "Providers whose circuit is not closed.", value=opened
+    )
+    return [latency, errors, state, total]
 
 
 def _worker_families(t: WorkerTimes) -> list[Metric]:

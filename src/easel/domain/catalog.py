@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from easel.domain.errors import FieldError, ValidationFailed
 from easel.domain.families import FAMILIES, Family, Guidance, Task, family_names
 from easel.domain.model_options import DiffusersOptions, load_options_differ, parse_options
+from easel.domain.providers import ProviderEntry
 from easel.domain.sizes import ASPECT_RATIOS, SIZE_PRESETS, SizeLimits
+
+UPSTREAM = "upstream"  # the backend of a catalog entry another API serves (docs/gateway.md)
 
 # A `source` ending so is one checkpoint file in its family's original layout (not a diffusers folder).
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -66,7 +69,7 @@ class ModelEntry(BaseModel):
 
     name: str
     backend: str = "diffusers"
-    source: str
+    source: str = ""  # required, except for `backend = "upstream"`
     description: str = ""
     tasks: list[Task] = Field(default_factory=lambda: [Task.TEXT_TO_IMAGE])
     aspect_ratios: list[str] = Field(default_factory=lambda: list(ASPECT_RATIOS))
@@ -102,6 +105,44 @@ class ModelEntry(BaseModel):
     true_cfg_scale: float | None = Field(None, gt=1.0, le=20.0)
     # Text-encoder tokens the pipeline is called with (T5 / Gemma families); default: the family's.
     max_sequence_length: int | None = Field(None, ge=16, le=1024)
+    # backend = "upstream" (docs/gateway.md): the catalog's [providers.*] entry that serves it, and the
+    # model's name there (default: this entry's name).
+    provider: str | None = Field(None, min_length=1)
+    upstream_model: str | None = Field(None, min_length=1)
+    # Other entries (remote ones) that serve a job this one cannot: for a remote entry, after its
+    # provider's retries fail or while its circuit is open; for a local entry, once a job has waited
+    # `fallback_after_seconds` in the queue without a worker of ours claiming it.
+    fallbacks: list[str] = Field(default_factory=list)
+    fallback_after_seconds: float | None = Field(None, gt=0, le=86_400)
+
+    @property
+    def is_upstream(self) -> bool:
+        return self.backend == UPSTREAM
+
+    @model_validator(mode="after")
+    def _upstream(self) -> ModelEntry:
+        """A remote entry names its provider and no source; a local one a source and no provider."""
+        if self.is_upstream:
+            if self.provider is None:
+                raise ValueError('backend "upstream" needs `provider`, a [providers.*] entry of the catalog')
+            if self.source:
+                raise ValueError('backend "upstream" has no `source` (the provider serves the model)')
+            if self.fallback_after_seconds is not None:
+                raise ValueError(
+                    "fallback_after_seconds is for local entries (a remote one falls back on failure)"
+                )
+            if self.upstream_model is None:
+                self.upstream_model = self.name
+            return self
+        if not self.source:
+            raise ValueError("`source` is required (a local folder, a file or a hub id)")
+        if self.provider is not None or self.upstream_model is not None:
+            raise ValueError('provider and upstream_model are for entries with backend = "upstream"')
+        if self.fallbacks and self.fallback_after_seconds is None:
+            raise ValueError(
+                "a local entry with fallbacks needs fallback_after_seconds (how long a job waits first)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _family_defaults(self) -> ModelEntry:
@@ -252,6 +293,8 @@ class ModelEntry(BaseModel):
             "nativeSize": self.native_size,
             "creditsPerImage": self.credits_per_image,
             "aliases": self.aliases,
+            "provider": self.provider,
+            "fallbacks": self.fallbacks,
             "defaults": {
                 "steps": self.defaults.steps,
                 "guidance": self.defaults.guidance,
@@ -331,9 +374,11 @@ class Catalog:
         styles: dict[str, StylePreset] | None = None,
         qualities: dict[str, QualityPreset] | None = None,
         loras: dict[str, LoraEntry] | None = None,
+        providers: dict[str, ProviderEntry] | None = None,
     ) -> None:
         if not models:
             raise ValueError("the catalog lists no models")
+        self.providers = providers or {}
         self.base_dir = base_dir  # the folder relative sources are relative to (engine/sources.py)
         self.styles = styles or {}
         self.qualities = qualities or {}
@@ -358,6 +403,58 @@ class Catalog:
         if default_model.lower() not in self._names:
             raise ValueError(f"default_model {default_model!r} is not in the catalog")
         self.default_model = self._names[default_model.lower()]
+        self._check_routes()
+
+    def _check_routes(self) -> None:
+        """Every remote entry's provider exists; every fallback is another entry, remote, and no chain
+        of fallbacks comes back to where it started."""
+        for m in self.models.values():
+            if m.provider is not None and m.provider not in self.providers:
+                known = ", ".join(sorted(self.providers)) or "none"
+                raise ValueError(f"model {m.name!r}: unknown provider {m.provider!r} (providers: {known})")
+            for name in m.fallbacks:
+                target = self.models.get(self._names.get(name.lower(), ""))
+                if target is None:
+                    raise ValueError(f"model {m.name!r}: fallback {name!r} is not in the catalog")
+                if target.name == m.name:
+                    raise ValueError(f"model {m.name!r} names itself as a fallback")
+                if not target.is_upstream:
+                    raise ValueError(
+                        f"model {m.name!r}: fallback {name!r} is a local model; fallbacks are remote "
+                        f"entries (put the local model first, with the remote one as its fallback)"
+                    )
+        for m in self.models.values():
+            self.route(m)
+
+    def route(self, entry: ModelEntry) -> list[ModelEntry]:
+        """The remote entries that may serve a job of `entry`, in order: itself when remote, then its
+        fallbacks, each followed by its own (depth first, each entry once)."""
+        out: list[ModelEntry] = []
+
+        def visit(m: ModelEntry, path: tuple[str, ...]) -> None:
+            if m.name in path:
+                raise ValueError(f"fallbacks form a cycle: {' -> '.join((*path, m.name))}")
+            if m.is_upstream and m not in out:
+                out.append(m)
+            for name in m.fallbacks:
+                visit(self.models[self._names[name.lower()]], (*path, m.name))
+
+        visit(entry, ())
+        return out
+
+    @property
+    def local_models(self) -> list[str]:
+        """The names of the entries a worker of ours runs (every one but the remote)."""
+        return [m.name for m in self.models.values() if not m.is_upstream]
+
+    @property
+    def upstream_models(self) -> list[str]:
+        return [m.name for m in self.models.values() if m.is_upstream]
+
+    @property
+    def fallback_models(self) -> list[ModelEntry]:
+        """Local entries whose jobs go to a remote fallback after waiting."""
+        return [m for m in self.models.values() if not m.is_upstream and m.fallbacks]
 
     @classmethod
     def parse(
@@ -372,7 +469,7 @@ class Catalog:
         for name, body in (raw.get("models") or {}).items():
             try:
                 entry = ModelEntry(name=name, **body)
-                if entry.family is None and probe is not None:
+                if entry.family is None and probe is not None and not entry.is_upstream:
                     family = probe(entry, base_dir)
                     if family is not None:
                         entry = ModelEntry(name=name, **body, family=family)
@@ -390,8 +487,17 @@ class Catalog:
                 loras[name] = LoraEntry(name=name, **body)
             except ValidationError as e:
                 raise ValueError(f"{where}: lora {name!r}: {e}") from e
+        providers = {}
+        for name, body in (raw.get("providers") or {}).items():
+            try:
+                providers[name] = ProviderEntry(name=name, **body)
+            except ValidationError as e:
+                raise ValueError(f"{where}: provider {name!r}: {e}") from e
         default = raw.get("default_model", models[0].name if models else "")
-        return cls(models, default, base_dir, styles, qualities, loras)
+        try:
+            return cls(models, default, base_dir, styles, qualities, loras, providers)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from e
 
     def loras_for(self, entry: ModelEntry) -> list[LoraEntry]:
         """The LoRA adapters that fit a model (its family is one they were trained for)."""

@@ -10,10 +10,22 @@ MODEL_UNAVAILABLE = "model_unavailable"  # not downloaded, offline, bad path: th
 STORAGE_ERROR = "storage_error"  # the blob store or the database failed while the job ran
 WORKER_LOST = "worker_lost"  # the lease expired on the last allowed attempt
 DEADLINE_EXCEEDED = "deadline_exceeded"  # ran longer than EASEL_JOB_TIMEOUT_SECONDS
+# The gateway (docs/gateway.md): a provider refused the request (its sanitised message is shown), or no
+# provider of the job's route could serve it after retries and fallbacks.
+UPSTREAM_REJECTED = "upstream_rejected"
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"
 
 # Codes whose stored messages are written for clients (never an exception's text).
 CLIENT_FACING = frozenset(
-    {GENERATION_FAILED, MODEL_UNAVAILABLE, STORAGE_ERROR, WORKER_LOST, DEADLINE_EXCEEDED}
+    {
+        GENERATION_FAILED,
+        MODEL_UNAVAILABLE,
+        STORAGE_ERROR,
+        WORKER_LOST,
+        DEADLINE_EXCEEDED,
+        UPSTREAM_REJECTED,
+        UPSTREAM_UNAVAILABLE,
+    }
 )
 
 

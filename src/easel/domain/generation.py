@@ -27,6 +27,16 @@ FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
 
 
 @dataclass(frozen=True)
+class Served:
+    """The remote entry that served a generation (its own model or a fallback), its provider and the
+    provider's id of the call."""
+
+    model: str
+    provider: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ImageFile:
     """Stored image bytes and what they are."""
 
@@ -90,6 +100,7 @@ class Generation:
     images: list[Image] = field(default_factory=list)
     queue_position: int | None = None  # 1-based place in the claim order, while queued
     eta_seconds: float | None = None  # estimated seconds until it finishes, while queued or running
+    served: Served | None = None  # what served it, when a provider did (docs/gateway.md)
 
     @property
     def meta(self) -> dict[str, Any]:

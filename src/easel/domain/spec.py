@@ -356,3 +356,8 @@ def _label(entry: ModelEntry) -> str:
 def _true_cfg_family(entry: ModelEntry) -> bool:
     fam = entry.model_family
     return fam is not None and fam.true_cfg
+
+
+def image_seeds(spec: GenerationSpec) -> list[int]:
+    """The seeds of a generation's images: image i uses seed + i (mod 2^32)."""
+    return [((spec.seed or 0) + i) % (MAX_SEED + 1) for i in range(spec.n)]

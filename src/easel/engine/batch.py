@@ -8,14 +8,9 @@ from dataclasses import dataclass
 from PIL.Image import Image as PILImage
 
 from easel.domain.catalog import Catalog, ModelEntry
-from easel.domain.spec import MAX_SEED, GenerationSpec
+from easel.domain.spec import GenerationSpec, image_seeds
 from easel.engine.backends.base import Adapter, BatchRequest, ImageTask
 from easel.engine.sources import model_source, resolve_source, resolved_entry
-
-
-def image_seeds(spec: GenerationSpec) -> list[int]:
-    """The seeds of a generation's images: image i uses seed + i (mod 2^32)."""
-    return [((spec.seed or 0) + i) % (MAX_SEED + 1) for i in range(spec.n)]
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from easel.domain.errors import ValidationFailed
 from easel.domain.families import Task
-from easel.domain.spec import GenerationSpec
+from easel.domain.spec import GenerationSpec, image_seeds
 from easel.engine.backends import check_catalog, make_backend
 from easel.engine.backends.base import StepCallback
-from easel.engine.batch import BatchPart, build_batch, image_seeds
+from easel.engine.batch import BatchPart, build_batch
 from easel.imaging import encode
 from easel.service.generations import draw_seed
 from easel.settings import Settings

@@ -53,9 +53,10 @@ from easel.domain.families import Task
 from easel.domain.generation import ImageFile, Status
 from easel.domain.metrics import WorkerTimes
 from easel.domain.model_requests import LoadedModel, ModelRequest
+from easel.domain.spec import image_seeds
 from easel.engine.backends import make_backend
 from easel.engine.backends.base import Backend, BatchRequest, Interrupted, ModelUnavailable
-from easel.engine.batch import BatchPart, build_batch, image_seeds
+from easel.engine.batch import BatchPart, build_batch
 from easel.engine.previews import BatchPreviews
 from easel.engine.sources import model_source, resolved_entry
 from easel.imaging import encode, generation_params
@@ -159,7 +160,14 @@ class Worker:
         self._backends: dict[str, Backend] = {}
         if backend is not None:
             self._backends["diffusers"] = backend
-        self.models = [self.catalog.resolve(m).name for m in settings.worker_models] or None
+        # The models it claims: those named, else every local one (the gateway serves the remote ones).
+        local = self.catalog.local_models
+        named = [self.catalog.resolve(m).name for m in settings.worker_models]
+        if remote := [m for m in named if m not in local]:
+            raise ValueError(
+                f"EASEL_WORKER_MODELS names remote models {remote}: `easel worker --upstream` serves those"
+            )
+        self.models: list[str] | None = named or (None if len(local) == len(self.catalog.models) else local)
         self.stats = WorkerStats()
         self.registry = WorkerRegistry(queue.engine)
         self.requests = ModelRequestStore(queue.engine)

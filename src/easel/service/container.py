@@ -12,6 +12,7 @@ from easel.domain.catalog import Catalog
 from easel.service.admin import AdminService
 from easel.service.auth import Access
 from easel.service.events import EventHub
+from easel.service.gateway import GatewayService
 from easel.service.generations import GenerationService
 from easel.service.idempotency import Idempotency
 from easel.service.library import LibraryService
@@ -36,4 +37,5 @@ class Services:
     events: EventHub
     metrics: MetricsService
     models: ModelAdminService  # the server admin's load / unload of models (service/models.py)
+    gateway: GatewayService  # the gateway's providers, circuits and call ledger (service/gateway.py)
     catalog_mtime: int  # when the catalog file last changed (GET /v1/models `created`)

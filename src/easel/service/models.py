@@ -137,6 +137,11 @@ class ModelAdminService:
         unknown model is a 404, no live worker serving it a 409 (`no_worker`)."""
         self._only_server_admin(caller)
         entry = self._entry(name)
+        if entry.is_upstream:
+            raise Conflict(
+                f"Cannot {action.value} model {entry.name}: provider {entry.provider!r} serves it",
+                "remote_model",
+            )
         live = self._live()
         targets = [w.id for w in live if serves(w, entry.name)]
         if not targets:

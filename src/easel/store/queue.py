@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, Row, Select, case, func, insert, sele
 
 from easel.domain.failures import DEADLINE_EXCEEDED as DEADLINE_EXCEEDED
 from easel.domain.failures import WORKER_LOST as WORKER_LOST
-from easel.domain.generation import ImageFile, Status
+from easel.domain.generation import ImageFile, Served, Status
 from easel.domain.spec import GenerationSpec
 from easel.domain.webhooks import EventRenderer
 from easel.store import scheduling
@@ -65,16 +65,24 @@ class JobQueue:
         self._skip_locked = is_postgres(engine)
 
     def _claimable(
-        self, now: datetime, models: Sequence[str] | None, batch_key: str | None, limit: int
+        self,
+        now: datetime,
+        models: Sequence[str] | None,
+        batch_key: str | None,
+        limit: int,
+        waited: timedelta | None = None,
     ) -> list[Select[Any]]:
         """The claim's two selects, each in claim order: jobs whose lease expired (a dead worker's, to
-        rescue) and queued jobs not past their deadline; both lock what they return (SKIP LOCKED)."""
+        rescue) and queued jobs not past their deadline; both lock what they return (SKIP LOCKED).
+        `waited`: only jobs created at least that long ago (a fallback's claim, docs/gateway.md)."""
         g = generations.c
         base = select(g.id, g.batch_key, g.n, g.priority, g.fair_tag, g.created_at).where(
             g.deleted_at.is_(None)
         )
         if models:
             base = base.where(g.model.in_(list(models)))
+        if waited is not None:
+            base = base.where(g.created_at <= now - waited)
         if batch_key is not None:
             base = base.where(g.batch_key == batch_key)
         rescue = base.where(g.status == Status.RUNNING.value, g.lease_expires_at < now)
@@ -86,9 +94,15 @@ class JobQueue:
         return out
 
     def _candidates(
-        self, conn: Connection, now: datetime, models: Sequence[str] | None, batch_key: str | None, limit: int
+        self,
+        conn: Connection,
+        now: datetime,
+        models: Sequence[str] | None,
+        batch_key: str | None,
+        limit: int,
+        waited: timedelta | None = None,
     ) -> list[Row[Any]]:
-        rows = [r for q in self._claimable(now, models, batch_key, limit) for r in conn.execute(q)]
+        rows = [r for q in self._claimable(now, models, batch_key, limit, waited) for r in conn.execute(q)]
         rows.sort(key=lambda r: (-r.priority, r.fair_tag, r.created_at, r.id))
         return rows[:limit]
 
@@ -139,20 +153,22 @@ class JobQueue:
         models: Sequence[str] | None,
         max_images: int,
         job_timeout: float | None = None,
+        waited: timedelta | None = None,
     ) -> list[ClaimedJob]:
         """Claim the next job and as many queued jobs with the same batch key as fit in `max_images`.
-        With `job_timeout`, the sweep before the claim also fails jobs stuck past their deadline."""
+        With `job_timeout`, the sweep before the claim also fails jobs stuck past their deadline;
+        with `waited`, only jobs queued at least that long ago are taken."""
         now = utcnow()
         with self.engine.begin() as conn:
             self._sweep(conn, now, job_timeout)
-            found = self._candidates(conn, now, models, None, 1)
+            found = self._candidates(conn, now, models, None, 1, waited)
             if not found:
                 return []
             head = found[0]
             ids, total = [head.id], head.n
             if total < max_images:
                 # Compatible jobs in the same fair order: round-robin across the projects that have some.
-                for m in self._candidates(conn, now, models, head.batch_key, max_images + 1):
+                for m in self._candidates(conn, now, models, head.batch_key, max_images + 1, waited):
                     if m.id != head.id and total + m.n <= max_images:
                         ids.append(m.id)
                         total += m.n
@@ -222,13 +238,26 @@ class JobQueue:
         """Record step i of n; returns the ids still held. A canceled job drops out here, at its next step."""
         return self._each_held(jobs, {"progress_step": step, "progress_total": total, "updated_at": utcnow()})
 
-    def complete(self, job: ClaimedJob, new_images: Sequence[ImageFile], processing_ms: int) -> bool:
-        """Succeed the job and record its images in one transaction; False if the lease was lost."""
+    def complete(
+        self,
+        job: ClaimedJob,
+        new_images: Sequence[ImageFile],
+        processing_ms: int,
+        served: Served | None = None,
+    ) -> bool:
+        """Succeed the job and record its images in one transaction; False if the lease was lost.
+        `served`: the remote entry, provider and call that made them (docs/gateway.md)."""
         now = utcnow()
         values = ended(Status.SUCCEEDED, now) | {
             "processing_ms": processing_ms,
             "progress_step": generations.c.progress_total,
         }
+        if served is not None:
+            values |= {
+                "served_by": served.model,
+                "provider": served.provider,
+                "upstream_request_id": served.request_id,
+            }
         with self.engine.begin() as conn:
             if not self._fenced(conn, job, values):
                 return False

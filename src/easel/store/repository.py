@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, bindparam, func, select, text, true, update
 
 from easel.domain.errors import NotFound
-from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Status
+from easel.domain.generation import FINISHED, Generation, Image, ImageFile, ListQuery, Served, Status
 from easel.domain.pages import Page, PageRequest
 from easel.domain.scheduling import DEADLINE_EXCEEDED, deadline_message
 from easel.domain.spec import GenerationSpec
@@ -138,6 +138,9 @@ def generation_from_row(
         images=list(imgs),
         queue_position=position,
         eta_seconds=eta,
+        served=None
+        if m["served_by"] is None
+        else Served(m["served_by"], m["provider"], m["upstream_request_id"]),
     )
 
 

@@ -35,7 +35,7 @@ from easel.store.tables import generation_keys, generations, model_timings, queu
 _UNFINISHED = (Status.QUEUED.value, Status.RUNNING.value)
 
 
-def _insert(conn: Connection) -> Any:
+def insert_for(conn: Connection) -> Any:
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
@@ -94,7 +94,7 @@ def advance_clock(conn: Connection, priority: int, round_: int) -> None:
         q = q.with_for_update(skip_locked=True)
     current = conn.execute(q).scalar()
     if current is None:  # no row (a class first seen), or locked by a concurrent claimer
-        stmt = _insert(conn)(queue_clock).values(priority=priority, round=round_).on_conflict_do_nothing()
+        stmt = insert_for(conn)(queue_clock).values(priority=priority, round=round_).on_conflict_do_nothing()
         conn.execute(stmt)
     elif current < round_:
         conn.execute(
@@ -141,7 +141,7 @@ def record_timing(conn: Connection, model: str, seconds_per_step: float, now: da
     t = model_timings.c
     keep = 1 - TIMING_WEIGHT
     stmt = (
-        _insert(conn)(model_timings)
+        insert_for(conn)(model_timings)
         .values(model=model, seconds_per_step=seconds_per_step, samples=1, updated_at=now)
         .on_conflict_do_update(
             index_elements=["model"],

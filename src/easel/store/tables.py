@@ -100,6 +100,11 @@ generations = Table(
     # The job's round in its priority class (store/scheduling.py): projects take turns by it.
     Column("fair_tag", BigInteger, nullable=False, server_default="0"),
     Column("deadline_at", UTCDateTime()),  # must have started by then (None: no deadline)
+    # A job a provider served (docs/gateway.md): the catalog entry that did (its own model, or a
+    # fallback), its provider and the provider's id of the call.
+    Column("served_by", String(200)),
+    Column("provider", String(100)),
+    Column("upstream_request_id", String(200)),
     Index("ix_generations_finished", "finished_at"),  # the metrics' recent window
 )
 # The claim order (priority class first, then the round, then age), for the head of the queue and for
@@ -369,5 +374,47 @@ model_timings = Table(
     Column("model", String(200), primary_key=True),
     Column("seconds_per_step", Float, nullable=False),
     Column("samples", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# The gateway's call ledger (store/upstream.py, docs/gateway.md): one row per call to a provider (its
+# retries included), for the admin API, the daily sums and /metrics. `credential` is the key's name.
+upstream_calls = Table(
+    "upstream_calls",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),  # when the call began
+    Column("generation_id", String(36)),
+    Column("project_id", String(36)),
+    Column("provider", String(100), nullable=False),
+    Column("model", String(200), nullable=False),  # the catalog entry it served
+    Column("upstream_model", String(200), nullable=False),
+    Column("credential", String(200)),
+    Column("status", String(16), nullable=False),  # ok | failed | rejected | canceled | skipped
+    Column("http_status", Integer),
+    Column("error_code", String(64)),
+    Column("error_message", String(500)),
+    Column("duration_ms", Integer, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("credits", Float, nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("request_id", String(200)),
+    Index("ix_upstream_calls_list", "created_at", "id"),
+    Index("ix_upstream_calls_provider", "provider", "created_at", "id"),
+    Index("ix_upstream_calls_generation", "generation_id"),
+)
+
+# Each provider's circuit as the gateway workers last saw it (store/upstream.py): shared, so every
+# worker skips a provider one of them opened, and /metrics can show it.
+upstream_circuits = Table(
+    "upstream_circuits",
+    metadata,
+    Column("provider", String(100), primary_key=True),
+    Column("state", String(16), nullable=False),  # closed | open | half-open
+    Column("failures", Integer, nullable=False),  # failed calls in a row
+    Column("opened_until", UTCDateTime()),
+    Column("cooldown_seconds", Float, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
 )

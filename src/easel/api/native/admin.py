@@ -13,9 +13,16 @@ import anyio
 from fastapi import Query
 from pydantic import Field
 
-from easel.api.deps import AdminDep, ModelsDep
+from easel.api.deps import AdminDep, GatewayDep, ModelsDep
 from easel.api.native.common import Admin, UsageRead, native_router
-from easel.api.native.protocol import key_json, model_request_json, models_overview_json, project_json
+from easel.api.native.protocol import (
+    circuit_json,
+    key_json,
+    model_request_json,
+    models_overview_json,
+    project_json,
+    upstream_call_json,
+)
 from easel.api.wire import MAX_COUNT, MAX_CREDITS, CamelWire, DateTime
 from easel.domain.keys import DEFAULT_SCOPES
 from easel.domain.model_requests import ModelAction
@@ -140,6 +147,61 @@ async def unload_model(name: str, models: ModelsDep, caller: Admin) -> dict[str,
     """Ask every live worker serving the model to drop it and free its memory."""
     made = await anyio.to_thread.run_sync(models.request, caller, name, ModelAction.UNLOAD)
     return {"success": True, "data": [model_request_json(r) for r in made]}
+
+
+@router.get("/admin/upstream/providers")
+async def upstream_providers(gateway: GatewayDep, caller: Admin) -> dict[str, Any]:
+    """The catalog's providers (the name of each one's key, never the key) with their circuits."""
+    found = await anyio.to_thread.run_sync(gateway.providers, caller)
+    return {"success": True, "data": [p | {"circuit": circuit_json(c)} for p, c in found]}
+
+
+@router.get("/admin/upstream/calls")
+async def upstream_calls(
+    gateway: GatewayDep,
+    caller: Admin,
+    provider: Annotated[str | None, Query(max_length=100)] = None,
+    status: Literal["ok", "failed", "rejected", "canceled", "skipped"] | None = None,
+    since: Annotated[DateTime | None, Query(alias="from")] = None,
+    until: Annotated[DateTime | None, Query(alias="to")] = None,
+    generation_id: Annotated[str | None, Query(alias="generationId", max_length=36)] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The call ledger, newest first: every call to a provider (its retries included), by cursor."""
+    page = await anyio.to_thread.run_sync(
+        lambda: gateway.calls(
+            caller,
+            provider=provider,
+            status=status,
+            since=since,
+            until=until,
+            generation_id=generation_id,
+            cursor=cursor,
+            limit=limit,
+        )
+    )
+    return {
+        "success": True,
+        "data": [upstream_call_json(c) for c in page.items],
+        "pagination": {
+            "limit": limit,
+            "hasMore": page.next_cursor is not None,
+            "nextCursor": page.next_cursor,
+        },
+    }
+
+
+@router.get("/admin/upstream/usage")
+async def upstream_usage(
+    gateway: GatewayDep,
+    caller: Admin,
+    since: Annotated[DateTime | None, Query(alias="from")] = None,
+    until: Annotated[DateTime | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    """The ledger summed per provider and day: calls by status, images, bytes, credits, retries, time."""
+    days = await anyio.to_thread.run_sync(gateway.daily, caller, since, until)
+    return {"success": True, "data": days}
 
 
 @router.get("/usage")

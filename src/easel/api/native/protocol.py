@@ -19,6 +19,7 @@ from easel.domain.metrics import WorkerRecord
 from easel.domain.model_requests import LoadedModel, ModelRequest
 from easel.domain.scheduling import MAX_DEADLINE_SECONDS, PRIORITY_NAMES, Priority, parse_priority
 from easel.domain.spec import MAX_PREVIEWS, MAX_SEED, GenerationSpec, OutputFormat
+from easel.domain.upstream import CallRecord, Circuit
 from easel.domain.urls import MAX_URL_LENGTH, is_http_url
 from easel.domain.webhooks import Endpoint, GenerationEvent, Message
 from easel.service.models import ModelsOverview, ModelState
@@ -254,6 +255,11 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "errorCode": gen.error_code,
         "errorMessage": gen.error_message,
         "credits": gen.credits,
+        # What served it when a provider did (docs/gateway.md): the catalog entry (its own model or a
+        # fallback), the provider and the provider's id of the call; null for our own workers.
+        "servedBy": None
+        if gen.served is None
+        else {"model": gen.served.model, "provider": gen.served.provider, "requestId": gen.served.request_id},
         "meta": s.meta,
         "createdAt": iso(gen.created_at),
         "updatedAt": iso(gen.updated_at),
@@ -446,3 +452,39 @@ def message_json(m: Message, *, detail: bool = False) -> dict[str, Any]:
 
 def secret_json(secret: str, previous: str | None, expires: datetime | None) -> dict[str, Any]:
     return {"secret": secret, "previousSecretExpiresAt": iso(expires) if previous else None}
+
+
+def upstream_call_json(c: CallRecord) -> dict[str, Any]:
+    """One row of the gateway's call ledger (docs/gateway.md): the key's name, never the key."""
+    return {
+        "id": c.id,
+        "createdAt": c.created_at,
+        "generationId": c.generation_id,
+        "projectId": c.project_id,
+        "provider": c.provider,
+        "model": c.model,
+        "upstreamModel": c.upstream_model,
+        "credential": c.credential,
+        "status": c.status,
+        "httpStatus": c.http_status,
+        "errorCode": c.error_code,
+        "errorMessage": c.error_message,
+        "durationMs": c.duration_ms,
+        "retries": c.retries,
+        "images": c.images,
+        "bytes": c.bytes,
+        "credits": c.credits,
+        "traceId": c.trace_id,
+        "requestId": c.request_id,
+    }
+
+
+def circuit_json(c: Circuit | None) -> dict[str, Any]:
+    if c is None:
+        return {"state": "closed", "failures": 0, "openedUntil": None, "cooldownSeconds": None}
+    return {
+        "state": c.state,
+        "failures": c.failures,
+        "openedUntil": c.opened_until,
+        "cooldownSeconds": c.cooldown_seconds,
+    }

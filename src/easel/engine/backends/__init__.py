@@ -42,14 +42,14 @@ def make_backend(name: str, settings: Settings) -> Backend:
     """The backend named in a catalog entry, built from the settings."""
     factory = _FACTORIES.get(name)
     if factory is None:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(backend_names())}")
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(backend_names())} (and upstream)")
     return factory(settings)
 
 
 def check_catalog(catalog: Catalog) -> None:
     """Fail at start, naming the entry, when a catalog entry names a backend that is not registered."""
     for entry in catalog.models.values():
-        if entry.backend not in _FACTORIES:
+        if entry.backend not in _FACTORIES and not entry.is_upstream:  # the gateway serves "upstream"
             raise ValueError(
                 f"catalog entry {entry.name!r}: unknown backend {entry.backend!r}; "
                 f"known: {', '.join(backend_names())}"

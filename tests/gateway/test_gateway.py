@@ -1,0 +1,240 @@
+"""The gateway end to end (docs/gateway.md), on SQLite and on PostgreSQL + S3: the official `openai` SDK
+pointed at Easel gets images a second real Easel made, stored in Easel's own library; with the first
+upstream stopped, a 50-job burst completes through the fallback, each job exactly once, and the ledger
+shows both providers; retries honour Retry-After; a refusal fails at once, sanitised; the circuit opens
+and closes; a cancel reaches the provider; Replicate's shape works; keys appear nowhere."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import time
+from typing import Any
+
+import httpx
+import openai
+from fake_provider import FakeProvider
+from gateway_rig import FAKE_KEY, Gateway
+from PIL import Image
+from sqlalchemy import select, text
+
+GEN = "/api/v1/generations"
+
+
+def create(http: httpx.Client, **body: Any) -> dict[str, Any]:
+    r = http.post(GEN, json={"prompt": "a red circle", "size": "64x64"} | body)
+    assert r.status_code == 201, r.text
+    return dict(r.json()["data"])
+
+
+def wait(http: httpx.Client, gid: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = http.get(f"{GEN}/{gid}").json()["data"]
+        if data["status"] in ("success", "failed", "canceled"):
+            return dict(data)
+        assert time.monotonic() < deadline, data
+        time.sleep(0.05)
+
+
+def calls(gw: Gateway, **params: Any) -> list[dict[str, Any]]:
+    with gw.http() as http:
+        r = http.get("/api/v1/admin/upstream/calls", params={"limit": 500} | params)
+    assert r.status_code == 200, r.text
+    return list(r.json()["data"])
+
+
+def test_the_openai_sdk_gets_images_the_upstream_made_stored_in_our_library(gateway: Gateway) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.key, max_retries=0, timeout=60)
+    result = client.images.generate(
+        model="remote-b", prompt="a red circle", size="64x64", n=2, response_format="b64_json"
+    )
+    assert len(result.data) == 2
+    for item in result.data:
+        assert item.b64_json is not None
+        assert Image.open(io.BytesIO(base64.b64decode(item.b64_json))).size == (64, 64)
+    [call] = calls(gateway)
+    assert (call["provider"], call["model"], call["status"], call["images"]) == (
+        "upstream-b",
+        "remote-b",
+        "ok",
+        2,
+    )
+    assert call["credential"] == "env:UPSTREAM_B_KEY" and call["credits"] == 2
+    assert call["requestId"] is None or isinstance(call["requestId"], str)
+    with gateway.http() as http:
+        gen = http.get(f"{GEN}/{call['generationId']}").json()["data"]
+        assert gen["status"] == "success"
+        assert gen["servedBy"] == {
+            "model": "remote-b",
+            "provider": "upstream-b",
+            "requestId": call["requestId"],
+        }
+        images = http.get("/api/v1/images", params={"model": "remote-b"}).json()["data"]
+        assert len(images) == 2
+        link = images[0]["storageUrl"]  # Easel's own signed link, never the provider's
+        assert link.startswith(gateway.url)
+        stored = http.get(link)
+        assert stored.status_code == 200 and stored.content.startswith(b"\x89PNG")
+
+
+def test_a_burst_completes_through_the_fallback_exactly_once(gateway: Gateway) -> None:
+    """upstream-a is stopped: every job of 50 is served by upstream-b, once, and the ledger shows both."""
+    with gateway.http() as http:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            made = list(pool.map(lambda i: create(http, model="remote-a", seed=i), range(50)))
+        ended = [wait(http, g["id"], timeout=180) for g in made]
+    assert [g["status"] for g in ended] == ["success"] * 50, [g["errorMessage"] for g in ended]
+    assert {g["servedBy"]["provider"] for g in ended} == {"upstream-b"}
+    assert all(len(g["outputImageIds"]) == 1 for g in ended)
+    rows = calls(gateway)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert sorted(r["generationId"] for r in ok) == sorted(g["id"] for g in made)  # each exactly once
+    assert {r["provider"] for r in ok} == {"upstream-b"}
+    first = [r for r in rows if r["provider"] == "upstream-a"]
+    assert {r["status"] for r in first} <= {"failed", "skipped"} and first
+    assert any(r["errorCode"] == "circuit_open" for r in first)  # after 3 failures it was skipped
+    with gateway.http() as http:
+        providers = {p["id"]: p for p in http.get("/api/v1/admin/upstream/providers").json()["data"]}
+        assert providers["upstream-a"]["circuit"]["state"] == "open"
+        assert providers["upstream-b"]["circuit"]["state"] == "closed"
+        usage = http.get("/api/v1/admin/upstream/usage").json()["data"]
+        by_provider = {u["provider"]: u for u in usage}
+        assert by_provider["upstream-b"]["ok"] == 50 and by_provider["upstream-b"]["images"] == 50
+        metrics = http.get("/metrics").text
+    assert 'easel_upstream_circuit_open{provider="upstream-a"} 1.0' in metrics
+    assert 'easel_upstream_call_duration_seconds_count{provider="upstream-b"} 50.0' in metrics
+
+
+def test_retries_honour_retry_after_then_succeed(gateway: Gateway, fake: FakeProvider) -> None:
+    fake.modes = ["429", "500"]
+    with gateway.http() as http:
+        gen = wait(http, create(http, model="flaky")["id"])
+    assert gen["status"] == "success", gen
+    [call] = calls(gateway, provider="fake")
+    assert (call["status"], call["retries"], call["requestId"]) == ("ok", 2, "fake-3")
+    assert len(fake.calls) == 3
+    sent = fake.calls[-1]
+    assert sent["body"]["model"] == "fake-model" and sent["body"]["size"] == "64x64"
+    assert sent["headers"]["authorization"] == f"Bearer {FAKE_KEY}"
+    assert sent["headers"]["traceparent"].split("-")[1] == call["traceId"]
+
+
+def test_a_broken_provider_falls_back_after_its_retries(gateway: Gateway, fake: FakeProvider) -> None:
+    fake.default = "malformed"
+    with gateway.http() as http:
+        gen = wait(http, create(http, model="flaky-then-b")["id"])
+    assert gen["status"] == "success" and gen["servedBy"]["provider"] == "upstream-b", gen
+    first, second = sorted(calls(gateway), key=lambda c: c["createdAt"])
+    assert (first["provider"], first["status"], first["errorCode"], first["retries"]) == (
+        "fake",
+        "failed",
+        "upstream_malformed",
+        2,
+    )
+    assert (second["provider"], second["status"]) == ("upstream-b", "ok")
+
+
+def test_a_refusal_fails_at_once_with_a_sanitised_message(gateway: Gateway, fake: FakeProvider) -> None:
+    fake.default = "policy"
+    with gateway.http() as http:
+        gen = wait(http, create(http, model="flaky-then-b")["id"])
+    assert gen["status"] == "failed" and gen["errorCode"] == "upstream_rejected", gen
+    assert "safety system" in gen["errorMessage"] and FAKE_KEY not in gen["errorMessage"]
+    assert len(fake.calls) == 1  # not retried, no fallback
+    [call] = calls(gateway)
+    assert call["status"] == "rejected" and FAKE_KEY not in call["errorMessage"]
+    with gateway.runtime.repo.engine.connect() as conn:  # the key is nowhere in the database
+        for table in ("upstream_calls", "generations", "upstream_circuits"):
+            dump = str(conn.execute(text(f"SELECT * FROM {table}")).all())
+            assert FAKE_KEY not in dump, table
+
+
+def test_the_circuit_opens_and_closes_again(gateway: Gateway, fake: FakeProvider) -> None:
+    fake.default = "500"
+    with gateway.http() as http:
+        for _ in range(2):  # failures_to_open = 2, retries = 2: two jobs of three calls each
+            assert wait(http, create(http, model="flaky")["id"])["errorCode"] == "upstream_unavailable"
+        skipped = wait(http, create(http, model="flaky")["id"])
+        assert skipped["status"] == "failed" and "circuit_open" in skipped["errorMessage"]
+        assert len(fake.calls) == 6  # the third job did not reach the provider
+        state = {p["id"]: p["circuit"] for p in http.get("/api/v1/admin/upstream/providers").json()["data"]}
+        assert state["fake"]["state"] == "open"
+        fake.default = "ok"
+        time.sleep(0.6)  # the cooldown (0.5 s): the next job is the probe
+        probe = wait(http, create(http, model="flaky")["id"])
+        assert probe["status"] == "success", probe
+        state = {p["id"]: p["circuit"] for p in http.get("/api/v1/admin/upstream/providers").json()["data"]}
+        assert state["fake"]["state"] == "closed"
+
+
+def test_a_cancel_aborts_the_call_in_flight(gateway: Gateway, fake: FakeProvider) -> None:
+    fake.default = "slow"
+    with gateway.http() as http:
+        gen = create(http, model="flaky")
+        deadline = time.monotonic() + 30
+        while not fake.calls:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert http.post(f"{GEN}/{gen['id']}/cancel").status_code == 200
+        while fake.disconnects == 0:  # the provider saw the connection go
+            assert time.monotonic() < deadline, "the call was not aborted"
+            time.sleep(0.05)
+        assert wait(http, gen["id"])["status"] == "canceled"
+    deadline = time.monotonic() + 10
+    while not (rows := calls(gateway)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert rows[0]["status"] == "canceled"
+
+
+def test_replicate_predictions_are_polled_fetched_and_canceled(gateway: Gateway, fake: FakeProvider) -> None:
+    with gateway.http() as http:
+        gen = wait(http, create(http, model="replicated", n=2, seed=7)["id"])
+        assert gen["status"] == "success" and len(gen["outputImageIds"]) == 2, gen
+        sent = fake.calls[0]["body"]
+        assert sent["input"]["num_outputs"] == 2 and sent["input"]["seed"] == 7
+        assert gen["servedBy"]["requestId"] == "p1"
+        fake.default = "slow"
+        running = create(http, model="replicated")
+        deadline = time.monotonic() + 30
+        while len(fake.calls) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)
+        http.post(f"{GEN}/{running['id']}/cancel")
+        while not fake.cancels:
+            assert time.monotonic() < deadline, "the prediction was not canceled upstream"
+            time.sleep(0.05)
+    assert fake.cancels == ["p2"]
+
+
+def test_what_a_remote_model_cannot_take_is_a_400_before_queueing(gateway: Gateway) -> None:
+    with gateway.http() as http:
+        r = http.post(GEN, json={"prompt": "x", "model": "flaky", "size": "512x512"})
+        assert r.status_code == 400, r.text
+        assert http.get(GEN).json()["data"] == []
+
+
+def test_a_worker_that_stops_gives_its_jobs_back(gateway: Gateway, fake: FakeProvider) -> None:
+    """Stopping the gateway worker aborts its calls and requeues their jobs (not failed, not lost)."""
+    from easel.store.tables import generations
+
+    fake.default = "slow"
+    with gateway.http() as http:
+        gen = create(http, model="flaky")
+        deadline = time.monotonic() + 30
+        while not fake.calls:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    gateway.app.state.upstream_worker.stop()
+    with gateway.runtime.repo.engine.connect() as conn:
+        row = conn.execute(
+            select(generations.c.status, generations.c.attempts).where(generations.c.id == gen["id"])
+        ).one()
+    assert (row.status, row.attempts) == ("queued", 0)
+    deadline = time.monotonic() + 10
+    while fake.disconnects == 0:  # the call in flight was aborted
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

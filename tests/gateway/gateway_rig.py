@@ -120,6 +120,13 @@ min_size = 32
 max_size = 256
 fallbacks = ["remote-b"]
 
+[models.local-first]
+source = "{tiny_model_dir}"
+min_size = 32
+max_size = 512
+fallbacks = ["remote-b"]
+fallback_after_seconds = 0.5
+
 [models.replicated]
 backend = "upstream"
 provider = "fake-replicate"

@@ -238,3 +238,39 @@ def test_a_worker_that_stops_gives_its_jobs_back(gateway: Gateway, fake: FakePro
     while fake.disconnects == 0:  # the call in flight was aborted
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_local_job_no_worker_claims_goes_to_its_remote_fallback(gateway: Gateway) -> None:
+    """ "Our GPUs first": no local worker runs here, so after fallback_after_seconds the gateway serves it."""
+    from datetime import datetime
+
+    with gateway.http() as http:
+        gen = wait(http, create(http, model="local-first")["id"])
+    assert gen["status"] == "success", gen
+    assert gen["servedBy"]["model"] == "remote-b" and gen["servedBy"]["provider"] == "upstream-b"
+    waited = datetime.fromisoformat(gen["startedAt"]) - datetime.fromisoformat(gen["createdAt"])
+    assert waited.total_seconds() >= 0.5  # not before it had waited
+
+
+def test_an_inpaint_passes_its_source_and_mask_to_the_upstream(gateway: Gateway) -> None:
+    source = Image.new("RGB", (64, 64), (30, 90, 200))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))  # white: paint here
+
+    def data_uri(img: Image.Image) -> str:
+        out = io.BytesIO()
+        img.save(out, "PNG")
+        return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+    with gateway.http() as http:
+        gen = create(
+            http,
+            model="remote-b",
+            prompt="a red circle",
+            sourceImageUrl=data_uri(source),
+            maskImageUrl=data_uri(mask),
+        )
+        assert gen["task"] == "inpaint"
+        done = wait(http, gen["id"])
+    assert done["status"] == "success", done
+    assert done["servedBy"]["provider"] == "upstream-b"

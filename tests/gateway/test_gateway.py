@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import io
+import logging
 import time
 from typing import Any
 
 import httpx
 import openai
+import pytest
 from fake_provider import FakeProvider
 from gateway_rig import FAKE_KEY, Gateway
 from PIL import Image
@@ -136,10 +138,16 @@ def test_a_broken_provider_falls_back_after_its_retries(gateway: Gateway, fake: 
     assert (second["provider"], second["status"]) == ("upstream-b", "ok")
 
 
-def test_a_refusal_fails_at_once_with_a_sanitised_message(gateway: Gateway, fake: FakeProvider) -> None:
+def test_a_refusal_fails_at_once_with_a_sanitised_message(
+    gateway: Gateway, fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     fake.default = "policy"
     with gateway.http() as http:
         gen = wait(http, create(http, model="flaky-then-b")["id"])
+        metrics = http.get("/metrics").text
+    assert 'easel_upstream_errors_total{code="upstream_rejected",provider="fake"} 1.0' in metrics
+    assert FAKE_KEY not in metrics and FAKE_KEY not in caplog.text  # nor in the logs
     assert gen["status"] == "failed" and gen["errorCode"] == "upstream_rejected", gen
     assert "safety system" in gen["errorMessage"] and FAKE_KEY not in gen["errorMessage"]
     assert len(fake.calls) == 1  # not retried, no fallback

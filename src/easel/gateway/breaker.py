@@ -59,6 +59,11 @@ class Breaker:
             return self._open(now)
         return None
 
+    def abandon(self, now: datetime) -> None:
+        """A probe that ended without an answer (its job was canceled): open, due for another probe now."""
+        if self.state == HALF_OPEN:
+            self.state, self.opened_until = OPEN, now
+
     def _open(self, now: datetime) -> Circuit:
         self.state = OPEN
         self.opened_until = now + timedelta(seconds=self.cooldown)

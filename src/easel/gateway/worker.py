@@ -124,7 +124,6 @@ class UpstreamWorker:
         self.breakers = {name: Breaker(p) for name, p in catalog.providers.items()}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.jobs: dict[str, ClaimedJob] = {}
-        self.calls_made = 0
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._stop = threading.Event()
         self._listener = doorbell.listener()
@@ -336,7 +335,7 @@ class UpstreamWorker:
         retries = 0
         request_id: str | None = None
         http_status: int | None = None
-        status, error = "failed", None
+        error: UpstreamError | None = None
         try:
             async with self._slots[provider.name]:
                 began = time.monotonic()
@@ -358,7 +357,6 @@ class UpstreamWorker:
                         source=source,
                         mask=mask,
                     )
-                    self.calls_made += 1
                     try:
                         result = await asyncio.wait_for(
                             call_provider(self._client, call), timeout=provider.timeout_seconds
@@ -374,7 +372,6 @@ class UpstreamWorker:
                         request_id = e.request_id or request_id
                         http_status = e.http_status
                     else:
-                        status, error = "ok", None
                         duration = int((time.monotonic() - began) * 1000)
                         await self._ok(
                             job,
@@ -397,6 +394,7 @@ class UpstreamWorker:
                         delay = error.retry_after
                     await asyncio.sleep(min(delay, provider.max_backoff_seconds))
         except asyncio.CancelledError:
+            self.breakers[provider.name].abandon(utcnow())  # a probe cut short: the next call probes
             duration = int((time.monotonic() - began) * 1000)
             await asyncio.shield(
                 self._record(job, remote, provider, trace, "canceled", duration, retries, code="canceled")
@@ -405,7 +403,10 @@ class UpstreamWorker:
         assert error is not None
         duration = int((time.monotonic() - began) * 1000)
         status = "rejected" if error.rejected else "failed"
-        if not error.rejected and (changed := self.breakers[provider.name].failure(utcnow())) is not None:
+        breaker = self.breakers[provider.name]
+        # A refusal is an answer: the provider is up (a probe that got one closes the circuit).
+        changed = breaker.success() if error.rejected else breaker.failure(utcnow())
+        if changed is not None:
             log.warning(
                 "provider %s: circuit %s until %s", provider.name, changed.state, changed.opened_until
             )

@@ -1,7 +1,7 @@
 """Benchmark: the gateway's own cost per remote image, against calling the same upstream directly, in
 the same run (docs/gateway.md, docs/performance.md "The gateway").
 
-    .venv/bin/python benchmarks/gateway.py [--latency 1.0] [--jobs 400] [--in-flight 1,200] [--size 256]
+    .venv/bin/python benchmarks/gateway.py [--latency 0.5] [--jobs 60] [--in-flight 1,200] [--size 256]
                                            [--json out.json]
     .venv/bin/python benchmarks/gateway.py --quick     # 20 jobs, 0.05 s latency (a test runs it)
 
@@ -204,8 +204,8 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--latency", type=float, default=1.0, help="seconds the fake upstream takes per call")
-    p.add_argument("--jobs", type=int, default=400)
+    p.add_argument("--latency", type=float, default=0.5, help="seconds the fake upstream takes per call")
+    p.add_argument("--jobs", type=int, default=60, help="jobs per row, at least 4 x K")
     p.add_argument("--in-flight", default="1,200", help="comma list of K (calls / jobs kept in flight)")
     p.add_argument("--size", type=int, default=256, help="the upstream's image side, pixels")
     p.add_argument("--json", type=Path)
@@ -266,16 +266,18 @@ max_size = 2048
         procs.append(start([*easel, "worker", "--upstream"], env, tmp / "worker.log"))
         load = os.getloadavg()
         for k in ks:
+            jobs = max(a.jobs, 4 * k)  # enough jobs that K really are in flight for a while
             fake_stats(fake_url)
-            d = asyncio.run(direct(fake_url, a.jobs, k, a.size))
+            d = asyncio.run(direct(fake_url, jobs, k, a.size))
             direct_peak = fake_stats(fake_url)["peak"]
             ids: list[str] = []
-            e = asyncio.run(through_easel(api_url, a.jobs, k, a.size, ids))
+            e = asyncio.run(through_easel(api_url, jobs, k, a.size, ids))
             easel_peak = fake_stats(fake_url)["peak"]
             db = from_database(tmp / "data" / "easel.db", ids)
             rows.append(
                 {
                     "in_flight": k,
+                    "jobs": jobs,
                     "direct": d | {"peak": direct_peak},
                     "easel": e | db | {"peak": easel_peak},
                     "added_ms": db["processing_p50_ms"] - d["p50_ms"],
@@ -294,7 +296,7 @@ max_size = 2048
                 proc.kill()
     print(
         f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; cpus {os.cpu_count()}; "
-        f"upstream latency {a.latency:g} s, {a.size}x{a.size} PNG, {a.jobs} jobs per row"
+        f"upstream latency {a.latency:g} s, {a.size}x{a.size} PNG, at least {a.jobs} jobs per row (4 x K)"
     )
     print(
         "| in flight | direct p50 / p95 ms | direct peak | gateway call p50 / p95 ms "

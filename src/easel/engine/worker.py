@@ -61,13 +61,13 @@ from easel.engine.previews import BatchPreviews
 from easel.engine.sources import model_source, resolved_entry
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
+from easel.service.library import generated_record
 from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
-from easel.storage.keys import generated_image_key
 from easel.store.model_requests import ModelRequestStore
 from easel.store.notify import CANCEL_CHANNEL, CANCELS, ENDED, FINISHED, Doorbell, DoorbellListener
 from easel.store.queue import ClaimedJob, JobQueue
-from easel.store.repository import Repository, new_id
+from easel.store.repository import Repository
 from easel.store.tables import utcnow
 from easel.store.workers import WorkerRegistry
 
@@ -619,21 +619,9 @@ class Worker:
         stored = time.thread_time()
         try:
             for idx, seed, enc in encoded:
-                key = generated_image_key(job.project_id, job.id, idx, spec.output_format.value)
-                records.append(
-                    ImageFile(
-                        id=new_id(),
-                        index=idx,
-                        seed=seed,
-                        storage_key=key,
-                        mime=enc.mime,
-                        width=enc.width,
-                        height=enc.height,
-                        bytes=len(enc.data),
-                        sha256=enc.sha256,
-                    )
-                )
-                self.blobs.put(key, enc.data, enc.mime)
+                record = generated_record(job.project_id, job.id, idx, seed, enc, spec.output_format.value)
+                records.append(record)
+                self.blobs.put(record.storage_key, enc.data, enc.mime)
             self.stats.add_cpu("store", time.thread_time() - stored)
             with self.stats.cpu("db"):
                 completed = self.queue.complete(job, records, elapsed_ms)

@@ -56,12 +56,12 @@ from easel.gateway.calls import UpstreamCall, UpstreamError, call_provider, read
 from easel.imaging import decode_upload, encode, generation_params, png_bytes
 from easel.service.events import JobEvent
 from easel.service.fetch import ImageFetcher
+from easel.service.library import generated_record
 from easel.settings import Settings
 from easel.storage.base import BlobStore
-from easel.storage.keys import generated_image_key
 from easel.store.notify import CANCELS, ENDED, FINISHED, Doorbell
 from easel.store.queue import ClaimedJob, JobQueue
-from easel.store.repository import Repository, new_id
+from easel.store.repository import Repository
 from easel.store.tables import utcnow
 from easel.store.upstream import UpstreamLedger
 
@@ -567,21 +567,9 @@ class UpstreamWorker:
                 else None
             )
             enc = encode(img, spec.output_format, spec.output_compression, params)
-            key = generated_image_key(job.project_id, job.id, idx, spec.output_format.value)
-            self.blobs.put(key, enc.data, enc.mime)
-            records.append(
-                ImageFile(
-                    id=new_id(),
-                    index=idx,
-                    seed=seed,
-                    storage_key=key,
-                    mime=enc.mime,
-                    width=enc.width,
-                    height=enc.height,
-                    bytes=len(enc.data),
-                    sha256=enc.sha256,
-                )
-            )
+            record = generated_record(job.project_id, job.id, idx, seed, enc, spec.output_format.value)
+            self.blobs.put(record.storage_key, enc.data, enc.mime)
+            records.append(record)
         if not self.queue.complete(job, records, elapsed_ms, served):
             for r in records:
                 try:

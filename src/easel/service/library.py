@@ -13,10 +13,10 @@ from easel.domain.errors import NotFound, Unavailable
 from easel.domain.failures import STORAGE_ERROR, storage_error_message
 from easel.domain.generation import Image, ImageFile
 from easel.domain.pages import Page, PageRequest
-from easel.imaging import decode_upload, to_png
+from easel.imaging import Encoded, decode_upload, to_png
 from easel.service.fetch import ImageFetcher
 from easel.storage.base import BlobNotFound, BlobStore
-from easel.storage.keys import upload_key
+from easel.storage.keys import generated_image_key, upload_key
 from easel.store.repository import Repository, new_id
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,24 @@ class PreparedUpload:
     record: ImageFile
     png: bytes
     image: PILImage
+
+
+def generated_record(
+    project_id: str, generation_id: str, index: int, seed: int, enc: Encoded, ext: str
+) -> ImageFile:
+    """The record of a generated image encoded as `enc`, at its storage key (engine/worker.py and the
+    gateway write the bytes there, then complete the job with these records)."""
+    return ImageFile(
+        id=new_id(),
+        index=index,
+        seed=seed,
+        storage_key=generated_image_key(project_id, generation_id, index, ext),
+        mime=enc.mime,
+        width=enc.width,
+        height=enc.height,
+        bytes=len(enc.data),
+        sha256=enc.sha256,
+    )
 
 
 def prepare_upload(project_id: str, data: bytes, field: str) -> PreparedUpload:

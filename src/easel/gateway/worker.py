@@ -18,6 +18,7 @@ claimed too, once they have waited their entry's `fallback_after_seconds`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -68,6 +69,7 @@ from easel.store.upstream import UpstreamLedger
 log = logging.getLogger(__name__)
 
 CIRCUIT_SYNC_SECONDS = 2.0  # how often the circuits other workers wrote are read
+CALLS_PER_POOL = 16  # calls in flight per httpx connection pool
 THREADS = 32  # the loop's threads for database, storage, download and image work
 
 
@@ -130,7 +132,8 @@ class UpstreamWorker:
         self._cancels = doorbell.listener(CANCELS)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._next_client = 0
 
     @property
     def enabled(self) -> bool:
@@ -169,9 +172,16 @@ class UpstreamWorker:
         executor = ThreadPoolExecutor(THREADS, thread_name_prefix="easel-upstream")
         loop.set_default_executor(executor)
         self._slots = {n: asyncio.Semaphore(p.max_concurrent) for n, p in self.catalog.providers.items()}
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=max(64, self.max_in_flight))
-        async with httpx.AsyncClient(limits=limits, trust_env=False, follow_redirects=False) as client:
-            self._client = client
+        # Several small connection pools, not one large one: httpx's pool does work per request that grows
+        # with its connections (benchmarks/gateway.py), so calls are spread over pools of CALLS_PER_POOL.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=CALLS_PER_POOL)
+        async with contextlib.AsyncExitStack() as stack:
+            self._clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(limits=limits, trust_env=False, follow_redirects=False)
+                )
+                for _ in range(max(1, -(-self.max_in_flight // CALLS_PER_POOL)))
+            ]
             keeper = asyncio.create_task(self._keep_leases())
             try:
                 await self._claim_loop()
@@ -330,7 +340,8 @@ class UpstreamWorker:
         trace: str,
     ) -> Outcome:
         """One provider, with its retries: the images, or the error that ended the attempts."""
-        assert self._client is not None
+        client = self._clients[self._next_client % len(self._clients)]
+        self._next_client += 1
         began = time.monotonic()
         retries = 0
         request_id: str | None = None
@@ -359,7 +370,7 @@ class UpstreamWorker:
                     )
                     try:
                         result = await asyncio.wait_for(
-                            call_provider(self._client, call), timeout=provider.timeout_seconds
+                            call_provider(client, call), timeout=provider.timeout_seconds
                         )
                         request_id, http_status = result.request_id, result.http_status
                         images, size = await self._images(result.images)

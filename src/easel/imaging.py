@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -50,21 +51,46 @@ class Encoded:
 PNG_DEFAULT_LEVEL = 1  # zlib level of a PNG whose request sets no compression: the fastest that compresses
 
 
+# The provenance label of every image Easel makes (docs/provenance.md): the IPTC digital source type
+# "trained algorithmic media" in an XMP packet, as the EU AI Act's Art. 50 asks generated images to be
+# marked machine-readably. PNG: an iTXt chunk keyed XML:com.adobe.xmp; JPEG: the APP1 XMP segment; WebP:
+# the XMP chunk. `read_source_type` reads it back.
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+XMP_PNG_KEY = "XML:com.adobe.xmp"
+PROVENANCE_XMP = (
+    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+    'xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
+    f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}</Iptc4xmpExt:DigitalSourceType>"
+    "<xmp:CreatorTool>Easel</xmp:CreatorTool>"
+    '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="r"?>'
+).encode()
+_SOURCE_TYPE = re.compile(rb"<Iptc4xmpExt:DigitalSourceType>([^<]*)</Iptc4xmpExt:DigitalSourceType>")
+
+
 def encode(
-    image: PILImage, fmt: OutputFormat, compression: int | None = None, params: dict[str, str] | None = None
+    image: PILImage,
+    fmt: OutputFormat,
+    compression: int | None = None,
+    params: dict[str, str] | None = None,
+    *,
+    label: bool = True,
 ) -> Encoded:
     """Encode deterministically (same pixels and params -> same bytes). `compression` 0-100: for
     JPEG/WebP it is 100 - quality; for PNG it maps onto zlib levels 0-9 (default PNG_DEFAULT_LEVEL).
 
     `params` (the generation parameters, see `generation_params`) are recorded in the file: PNG text
     chunks, one per key (tEXt, or iTXt when a value is not Latin-1); JPEG and WebP: one EXIF
-    UserComment holding the params as ASCII JSON (`read_params` reads both back)."""
+    UserComment holding the params as ASCII JSON (`read_params` reads both back). `label`: the
+    provenance XMP (PROVENANCE_XMP), in every format."""
+    xmp = PROVENANCE_XMP if label else None
     if fmt is OutputFormat.PNG:
         level = PNG_DEFAULT_LEVEL if compression is None else round(compression * 9 / 100)
-        data = png_bytes(image, level, params)
+        data = png_bytes(image, level, params, xmp)
     else:
         buf = io.BytesIO()
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {} if xmp is None else {"xmp": xmp}
         if params:
             exif = Image.Exif()
             comment = json.dumps(params, ensure_ascii=True, separators=(",", ":"))
@@ -82,7 +108,9 @@ _PNG_COLOR_TYPE = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}  # 8 bits per sample
 _PNG_FILTER_UP = 2
 
 
-def png_bytes(image: PILImage, level: int, params: dict[str, str] | None = None) -> bytes:
+def png_bytes(
+    image: PILImage, level: int, params: dict[str, str] | None = None, xmp: bytes | None = None
+) -> bytes:
     """A PNG of `image` for the hot path: every row filtered with Up (its difference to the row above:
     one numpy subtraction over the whole image) and deflated in one call at zlib `level`, the params as
     text chunks (tEXt, or iTXt when a value is not Latin-1, as Pillow writes them) before the data. The
@@ -116,6 +144,8 @@ def png_bytes(image: PILImage, level: int, params: dict[str, str] | None = None)
     ]
     for key, value in (params or {}).items():
         chunks.append(_png_text(key, value))
+    if xmp is not None:  # iTXt, uncompressed, no language: where XMP readers look in a PNG
+        chunks.append(_png_chunk(b"iTXt", XMP_PNG_KEY.encode("latin-1") + b"\0\0\0\0\0" + xmp))
     chunks.append(_png_chunk(b"IDAT", zlib.compress(data.data, level)))
     chunks.append(_png_chunk(b"IEND", b""))
     return b"".join(chunks)
@@ -181,12 +211,22 @@ def read_params(data: bytes) -> dict[str, str]:
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         if im.format == "PNG":
-            return {str(k): str(v) for k, v in im.info.items() if isinstance(v, str)}
+            return {str(k): str(v) for k, v in im.info.items() if isinstance(v, str) and k != XMP_PNG_KEY}
         raw = im.getexif().get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.UserComment)
     if not isinstance(raw, bytes) or not raw.startswith(_EXIF_ASCII):
         return {}
     found = json.loads(raw[len(_EXIF_ASCII) :].decode("ascii"))
     return {str(k): str(v) for k, v in found.items()}
+
+
+def read_source_type(data: bytes) -> str | None:
+    """The IPTC digital source type an image's XMP declares (PNG, JPEG, WebP), None without one."""
+    with Image.open(io.BytesIO(data)) as im:
+        xmp = im.info.get("xmp") or im.info.get(XMP_PNG_KEY)
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    found = _SOURCE_TYPE.search(xmp) if isinstance(xmp, bytes) else None
+    return found.group(1).decode("utf-8") if found else None
 
 
 def declared_size(data: bytes) -> tuple[str, int, int] | None:

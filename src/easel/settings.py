@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often an idle worker looks for expired leases (new jobs wake it at once)."
     )
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, mps.")
+    provenance_label: bool = Field(
+        True,
+        description="Mark every generated image as made by a trained algorithm: the IPTC digital source "
+        "type in XMP (docs/provenance.md).",
+    )
     # The gateway (docs/gateway.md)
     upstream_max_in_flight: int = Field(
         256, ge=1, le=10_000, description="Remote jobs one gateway worker serves at once (docs/gateway.md)."

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from easel.imaging import read_params
+from easel.imaging import DIGITAL_SOURCE_TYPE, XMP_PNG_KEY, read_params
 
 
 def create(api: Any, **body: Any) -> dict[str, Any]:
@@ -47,6 +47,7 @@ def test_png_text_chunks_equal_the_api_record(api: Any, runtime: Any) -> None:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             chunks = dict(im.text)  # type: ignore[attr-defined]
+        assert DIGITAL_SOURCE_TYPE in chunks.pop(XMP_PNG_KEY)  # the provenance label, beside the parameters
         assert {k: chunks[k] for k in expected(record, image)} == expected(record, image)
         assert chunks["seed"] == str(21 + image["index"])
         assert chunks["parameters"].startswith(record["prompt"] + "\nNegative prompt: blurry")
@@ -69,7 +70,7 @@ def test_opt_out_records_nothing_and_keeps_the_pixels(api: Any, runtime: Any) ->
     assert read_params(data) == {}
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        assert dict(im.text) == {}  # type: ignore[attr-defined]
+        assert set(im.text) == {XMP_PNG_KEY}  # type: ignore[attr-defined]  # the label only: no parameters
         pixels = im.tobytes()
     with Image.open(io.BytesIO(api.get(recorded["outputImage"]["storageUrl"]).content)) as im:
         assert im.tobytes() == pixels

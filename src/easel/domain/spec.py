@@ -113,6 +113,9 @@ class GenerationSpec(BaseModel):
     deadline: datetime | None = None
     cancel_after: float | None = None
     record_parameters: bool = True  # write prompt, seed, steps... into the image files
+    # The provenance label (the IPTC digital source type in XMP; docs/provenance.md), set from
+    # EASEL_PROVENANCE_LABEL when the job is created.
+    provenance_label: bool = True
     # Previews: how many pictures of the work in progress its streams get, evenly spaced over the steps
     # (transient: published to event streams, never stored; docs/api/native.md, "Previews").
     previews: int = 0

@@ -27,5 +27,8 @@ def generate_images(
     assert resolved.seed is not None and resolved.width and resolved.height and resolved.steps
     request = build_batch(catalog, entry, [BatchPart(resolved)])
     images = make_backend(entry.backend, settings).generate(request, on_step)
-    encoded = [encode(im, resolved.output_format, resolved.output_compression).data for im in images]
+    encoded = [
+        encode(im, resolved.output_format, resolved.output_compression, label=resolved.provenance_label).data
+        for im in images
+    ]
     return resolved, list(zip(image_seeds(resolved), encoded, strict=True))

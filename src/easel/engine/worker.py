@@ -608,7 +608,17 @@ class Worker:
         try:
             with self.stats.cpu("encode"):
                 encoded = [
-                    (idx, seed, encode(img, spec.output_format, spec.output_compression, params))
+                    (
+                        idx,
+                        seed,
+                        encode(
+                            img,
+                            spec.output_format,
+                            spec.output_compression,
+                            params,
+                            label=spec.provenance_label,
+                        ),
+                    )
                     for idx, seed, img in images
                     for params in [generation_params(spec, seed) if spec.record_parameters else None]
                 ]

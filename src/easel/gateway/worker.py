@@ -577,7 +577,9 @@ class UpstreamWorker:
                 if spec.record_parameters
                 else None
             )
-            enc = encode(img, spec.output_format, spec.output_compression, params)
+            enc = encode(
+                img, spec.output_format, spec.output_compression, params, label=spec.provenance_label
+            )
             record = generated_record(job.project_id, job.id, idx, seed, enc, spec.output_format.value)
             self.blobs.put(record.storage_key, enc.data, enc.mime)
             records.append(record)

@@ -116,6 +116,8 @@ class GenerationService:
             records if records is not None else self.repo.records_parameters(project_id)
         ):
             resolved = resolved.model_copy(update={"record_parameters": False})  # the project opted out
+        if not self.settings.provenance_label:
+            resolved = resolved.model_copy(update={"provenance_label": False})
         entry = self.catalog.resolve(resolved.model)
         try:
             for upload in imported.uploads:  # bytes first; the rows commit with the job

@@ -133,6 +133,7 @@ class Runtime:
             gateway=GatewayService(catalog, UpstreamLedger(engine), default_project_id),
             catalog_mtime=_mtime(settings.catalog),
         )
+        services.metrics.policy_counts = lambda: dict(service.policy_counts)
         return cls(
             settings=settings,
             catalog=catalog,

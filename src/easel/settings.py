@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from easel.domain.catalog import Catalog
+from easel.domain.policy import Policy
 
 
 def load_catalog(path: Path) -> Catalog:
@@ -101,6 +102,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often an idle worker looks for expired leases (new jobs wake it at once)."
     )
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1, mps.")
+    policy_file: Path | None = Field(
+        None, description="A content policy (TOML rules checked at the door of every create; docs/policy.md)."
+    )
     provenance_label: bool = Field(
         True,
         description="Mark every generated image as made by a trained algorithm: the IPTC digital source "
@@ -257,6 +261,16 @@ class Settings(BaseSettings):
         """A worker is live while its heartbeat is this recent (/healthz, /metrics, the admin's models,
         the queue's ETAs): a busy worker beats every heartbeat interval, an idle one every idle check."""
         return timedelta(seconds=max(self.lease_seconds, 3 * self.idle_check_seconds))
+
+    def load_policy(self) -> Policy:
+        """The policy file this configuration names (an empty policy without one)."""
+        if self.policy_file is None:
+            return Policy()
+        try:
+            text = self.policy_file.read_text()
+        except OSError as e:
+            raise ValueError(f"policy file {self.policy_file}: {e.strerror}") from e
+        return Policy.parse(text, origin=str(self.policy_file))
 
     def load_catalog(self) -> Catalog:
         """The catalog file this configuration names (`catalog`)."""

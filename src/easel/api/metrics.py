@@ -18,6 +18,8 @@ never `sum`). Nothing is counted in process memory. Series (docs/operations.md h
 - `easel_upstream_call_duration_seconds{provider}` (histogram), `easel_upstream_errors_total{provider,
   code}` (counter), `easel_upstream_circuit_open{provider}` and `easel_upstream_circuits_open` (gauges):
   the gateway's calls and circuits (docs/gateway.md), from its ledger.
+- `easel_policy_decisions_total{rule,action}` (counter, this process's since it started): creates the
+  content policy refused or flagged (docs/policy.md).
 - `easel_worker_last_heartbeat_timestamp_seconds{worker,hostname}` (gauge, workers seen in the last
   hour) and `easel_workers_live` (gauge: seen within max(lease, 3 x idle check)).
 
@@ -187,6 +189,14 @@ def render_metrics(metrics: MetricsService, settings: Settings) -> bytes:
     )
     registry.register(_Static([window]))
     registry.register(_Static(_upstream_families(metrics.upstream())))
+    decisions = CounterMetricFamily(
+        "easel_policy_decisions",
+        "This process's content-policy decisions since it started, by rule and action (refuse, flag).",
+        labels=["rule", "action"],
+    )
+    for (rule, action), n in sorted(metrics.policy_counts().items()):
+        decisions.add_metric([rule, action], n)
+    registry.register(_Static([decisions]))
     local = metrics.local_worker_times()
     if local is not None:
         registry.register(_Static(_worker_families(local)))

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -116,6 +116,10 @@ class GenerationSpec(BaseModel):
     # The provenance label (the IPTC digital source type in XMP; docs/provenance.md), set from
     # EASEL_PROVENANCE_LABEL when the job is created.
     provenance_label: bool = True
+    # The content policy (domain/policy.py): OpenAI's `moderation` level, and the rules that flagged
+    # this job (action "flag": allowed and marked).
+    moderation: Literal["low", "auto"] = "auto"
+    policy_flags: list[str] = Field(default_factory=list)
     # Previews: how many pictures of the work in progress its streams get, evenly spaced over the steps
     # (transient: published to event streams, never stored; docs/api/native.md, "Previews").
     previews: int = 0

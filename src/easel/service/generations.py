@@ -28,6 +28,7 @@ from easel.domain.generation import Generation, ImageFile, ListQuery
 from easel.domain.inputs import ImageInput, MaskEncoding, Role
 from easel.domain.keys import Principal
 from easel.domain.pages import Page
+from easel.domain.policy import PolicyViolation
 from easel.domain.scheduling import MAX_DEADLINE_SECONDS, Priority
 from easel.domain.spec import MAX_SEED, GenerationSpec
 from easel.imaging import decode_upload, mask_from_transparency
@@ -80,6 +81,9 @@ class GenerationService:
         self.events = events
         self.fetcher = fetcher
         self.enhancer = enhancer
+        self.policy = settings.load_policy()
+        self.policy_counts: dict[tuple[str, str], int] = {}  # (rule, action): requests, this process
+        self._names: dict[str, str] = {}  # project id -> name, for the policy's per-project rules
 
     # -- create ------------------------------------------------------------------------------------
 
@@ -95,6 +99,7 @@ class GenerationService:
         record returned carries its queue position and ETA unless `estimate` is False (a caller that
         waits for the job next and answers with its final state)."""
         project_id = principal.project_id
+        spec = self._screened(principal, spec)
         seed = spec.seed if spec.seed is not None else draw_seed()
         resolved = self._scheduled(principal, spec.resolve(self.catalog, seed=seed, inputs=inputs))
         template = self._template(resolved)
@@ -141,6 +146,38 @@ class GenerationService:
             raise
         self.doorbell.ring()
         return gen
+
+    def _screened(self, principal: Principal, spec: GenerationSpec) -> GenerationSpec:
+        """The content policy's verdict on the request, before anything else (docs/policy.md): a refusal
+        raises PolicyViolation (counted, logged with the rule's name, never the prompt); the rules that
+        only flag it are recorded on the job."""
+        if not self.policy.rules:
+            return spec
+        names: tuple[str, ...] = (principal.project_id,)
+        if self.policy.has_overrides:
+            names += (self._project_name(principal.project_id),)
+        verdict = self.policy.check([spec.prompt, spec.negative_prompt or ""], names, spec.moderation)
+        for rule in verdict.flagged:
+            self.policy_counts[(rule, "flag")] = self.policy_counts.get((rule, "flag"), 0) + 1
+        if verdict.refused is not None:
+            rule = verdict.refused.name
+            self.policy_counts[(rule, "refuse")] = self.policy_counts.get((rule, "refuse"), 0) + 1
+            log.info("content policy: rule %s refused a create of project %s", rule, principal.project_id)
+            raise PolicyViolation(rule, verdict.refused.message)
+        if verdict.flagged:
+            log.info(
+                "content policy: rules %s flagged a create of project %s",
+                ",".join(verdict.flagged),
+                principal.project_id,
+            )
+            return spec.model_copy(update={"policy_flags": list(verdict.flagged)})
+        return spec
+
+    def _project_name(self, project_id: str) -> str:
+        name = self._names.get(project_id)
+        if name is None:
+            name = self._names[project_id] = self.repo.project_name(project_id)
+        return name
 
     def _caps(self, principal: Principal) -> QueueCaps:
         per_key = principal.max_queued

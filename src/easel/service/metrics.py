@@ -21,6 +21,8 @@ class MetricsService:
         self.ledger = UpstreamLedger(engine)
         # The in-process worker's own counters (app.py sets it when `easel serve` runs a worker).
         self.local_worker: Callable[[], WorkerTimes] | None = None
+        # This process's content-policy decisions, (rule, action) -> requests (runtime.py sets it).
+        self.policy_counts: Callable[[], dict[tuple[str, str], int]] = dict
 
     def snapshot(self, window: timedelta) -> MetricsSnapshot:
         return read_snapshot(self.engine, window)

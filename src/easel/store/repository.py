@@ -236,6 +236,13 @@ class Repository:
             conn.execute(projects.insert().values(id=pid, name=name, created_at=utcnow()))
             return pid
 
+    def project_name(self, project_id: str) -> str:
+        with reading(self.engine) as conn:
+            name = conn.execute(select(projects.c.name).where(projects.c.id == project_id)).scalar()
+        if name is None:
+            raise NotFound("project", project_id)
+        return str(name)
+
     def records_parameters(self, project_id: str) -> bool:
         """Whether this project wants generation parameters written into its image files."""
         with reading(self.engine) as conn:

@@ -255,6 +255,7 @@ def generation_json(gen: Generation, url_for: Any, project_id: str) -> dict[str,
         "errorCode": gen.error_code,
         "errorMessage": gen.error_message,
         "credits": gen.credits,
+        "policyFlags": s.policy_flags,  # the content policy's rules that flagged it (docs/policy.md)
         # What served it when a provider did (docs/gateway.md): the catalog entry (its own model or a
         # fallback), the provider and the provider's id of the call; null for our own workers.
         "servedBy": None

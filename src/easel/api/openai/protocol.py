@@ -152,6 +152,7 @@ class GenerateRequest(_Output):
             prompt=self.prompt,
             task=Task.IMAGE_TO_IMAGE if self.images else Task.TEXT_TO_IMAGE,
             style=self.style,
+            moderation=self.moderation or "auto",  # the content policy's level (docs/policy.md)
             **self._output_fields(catalog),
         )
 

@@ -41,7 +41,9 @@ def render_error(err: EaselError) -> Response:
     """OpenAI's error shape: {"error": {"message", "type", "param", "code"}} with OpenAI's statuses."""
     status, kind, code, message = err.status, "invalid_request_error", err.code, err.message
     param = err.param if err.param and err.param != "body" and not err.param.isdigit() else None
-    if status == 400:
+    if status == 400 and code == "content_policy_violation":  # OpenAI's code for its safety system's refusal
+        pass
+    elif status == 400:
         first = err.fields[0].message if err.fields else ""
         if first == "unknown field":
             code, message = "unknown_parameter", f"Unknown parameter: '{param}'."

@@ -105,6 +105,20 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="A content policy (TOML rules checked at the door of every create; docs/policy.md)."
     )
+    output_check: str | None = Field(
+        None,
+        description="module:function of a factory (given the settings) of the check every output image "
+        "passes before it is stored (docs/policy.md); built in: easel.service.output_checks:phash_blocklist.",
+    )
+    output_blocklist_dir: Path | None = Field(
+        None, description="The phash blocklist's images (PNG, JPEG, WebP) an output must not resemble."
+    )
+    output_blocklist_distance: int = Field(
+        6,
+        ge=0,
+        le=32,
+        description="Bits of 64 within which an output's perceptual hash matches a blocklisted one.",
+    )
     provenance_label: bool = Field(
         True,
         description="Mark every generated image as made by a trained algorithm: the IPTC digital source "

@@ -29,9 +29,19 @@ from PIL import Image
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
 
 
-def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
+def picture(width: int, height: int, index: int) -> Image.Image:
+    """Image `index` of an answer: its colour, and a white block in a corner of its own (so that images
+    differ in shape, not only in colour: the output check's perceptual hash sees shapes)."""
+    image = Image.new("RGB", (width, height), COLOURS[index % 4])
+    w, h = width // 2, height // 2
+    x, y = (index % 2) * w, ((index // 2) % 2) * h
+    image.paste((255, 255, 255), (x, y, x + w, y + h))
+    return image
+
+
+def png(width: int, height: int, index: int) -> bytes:
     out = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(out, "PNG")
+    picture(width, height, index).save(out, "PNG")
     return out.getvalue()
 
 
@@ -78,7 +88,7 @@ class FakeProvider:
                 return await self._hold(request)
             width, height = (int(v) for v in str(body.get("size", "64x64")).split("x"))
             data = [
-                {"b64_json": base64.b64encode(png(width, height, COLOURS[i % 4])).decode()}
+                {"b64_json": base64.b64encode(png(width, height, i)).decode()}
                 for i in range(int(body.get("n", 1)))
             ]
             return JSONResponse({"created": 1, "data": data}, headers={"x-request-id": f"fake-{n}"})
@@ -115,7 +125,7 @@ class FakeProvider:
         @app.get("/files/{pid}/{index}.png")
         async def file(pid: str, index: int) -> Response:
             inp = self.predictions[pid]["input"]
-            return Response(png(inp["width"], inp["height"], COLOURS[index % 4]), media_type="image/png")
+            return Response(png(inp["width"], inp["height"], index), media_type="image/png")
 
         return app
 

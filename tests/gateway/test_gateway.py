@@ -11,12 +11,13 @@ import concurrent.futures
 import io
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from fake_provider import FakeProvider
+from fake_provider import FakeProvider, picture
 from gateway_rig import FAKE_KEY, Gateway
 from PIL import Image
 from sqlalchemy import select, text
@@ -282,3 +283,19 @@ def test_an_inpaint_passes_its_source_and_mask_to_the_upstream(gateway: Gateway)
         done = wait(http, gen["id"])
     assert done["status"] == "success", done
     assert done["servedBy"]["provider"] == "upstream-b"
+
+
+def test_the_output_check_refuses_a_blocklisted_image_before_it_is_stored(
+    gateway: Gateway, fake: FakeProvider, tmp_path: Path
+) -> None:
+    from easel.service.output_checks import phash_blocklist
+
+    (tmp_path / "blocked").mkdir()
+    picture(96, 96, 0).save(tmp_path / "blocked" / "first.png")  # the fake's first image, at another size
+    settings = gateway.runtime.settings.model_copy(update={"output_blocklist_dir": tmp_path / "blocked"})
+    gateway.app.state.upstream_worker.output_check = phash_blocklist(settings)
+    with gateway.http() as http:
+        refused = wait(http, create(http, model="flaky", n=1)["id"])
+        assert refused["status"] == "failed" and refused["errorCode"] == "output_rejected", refused
+        assert "first.png" in refused["errorMessage"]
+        assert http.get("/api/v1/images", params={"model": "flaky"}).json()["data"] == []  # nothing stored

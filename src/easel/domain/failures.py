@@ -14,6 +14,12 @@ DEADLINE_EXCEEDED = "deadline_exceeded"  # ran longer than EASEL_JOB_TIMEOUT_SEC
 # provider of the job's route could serve it after retries and fallbacks.
 UPSTREAM_REJECTED = "upstream_rejected"
 UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+OUTPUT_REJECTED = "output_rejected"  # the output check (EASEL_OUTPUT_CHECK) refused an image; nothing stored
+
+
+def output_rejected_message(reason: str) -> str:
+    return f"An output image was refused by the server's output check: {reason}"
+
 
 # Codes whose stored messages are written for clients (never an exception's text).
 CLIENT_FACING = frozenset(
@@ -25,6 +31,7 @@ CLIENT_FACING = frozenset(
         DEADLINE_EXCEEDED,
         UPSTREAM_REJECTED,
         UPSTREAM_UNAVAILABLE,
+        OUTPUT_REJECTED,
     }
 )
 

@@ -45,8 +45,10 @@ from easel.domain.failures import (
     DEADLINE_EXCEEDED,
     GENERATION_FAILED,
     MODEL_UNAVAILABLE,
+    OUTPUT_REJECTED,
     STORAGE_ERROR,
     generation_failed_message,
+    output_rejected_message,
     storage_error_message,
 )
 from easel.domain.families import Task
@@ -62,6 +64,7 @@ from easel.engine.sources import model_source, resolved_entry
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.service.library import generated_record
+from easel.service.output_checks import load_output_check
 from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.store.model_requests import ModelRequestStore
@@ -169,6 +172,7 @@ class Worker:
             )
         self.models: list[str] | None = named or (None if len(local) == len(self.catalog.models) else local)
         self.stats = WorkerStats()
+        self.output_check = load_output_check(settings)  # docs/policy.md, "Outputs"; None: no check
         self.registry = WorkerRegistry(queue.engine)
         self.requests = ModelRequestStore(queue.engine)
         self._reported: list[LoadedModel] | None = None  # the loaded state last written to the row
@@ -605,6 +609,16 @@ class Worker:
         (`storage_error`), with the bytes it had written removed; when even that write fails, the job
         keeps its lease until it expires and is then run again."""
         spec = job.spec
+        if self.output_check is not None:
+            try:
+                reasons = [r for _, _, img in images if (r := self.output_check(img, spec)) is not None]
+            except Exception as e:
+                self._fail_generation([job], e)
+                return
+            if reasons:
+                log.info("output check refused an image of job %s", job.id)
+                self._guarded(self.queue.fail, job, OUTPUT_REJECTED, output_rejected_message(reasons[0]))
+                return
         try:
             with self.stats.cpu("encode"):
                 encoded = [

@@ -41,10 +41,12 @@ from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.errors import EaselError, ValidationFailed
 from easel.domain.failures import (
     GENERATION_FAILED,
+    OUTPUT_REJECTED,
     STORAGE_ERROR,
     UPSTREAM_REJECTED,
     UPSTREAM_UNAVAILABLE,
     generation_failed_message,
+    output_rejected_message,
     storage_error_message,
 )
 from easel.domain.families import Task
@@ -58,6 +60,7 @@ from easel.imaging import decode_upload, encode, generation_params, png_bytes
 from easel.service.events import JobEvent
 from easel.service.fetch import ImageFetcher
 from easel.service.library import generated_record
+from easel.service.output_checks import load_output_check
 from easel.settings import Settings
 from easel.storage.base import BlobStore
 from easel.store.notify import CANCELS, ENDED, FINISHED, Doorbell
@@ -123,6 +126,7 @@ class UpstreamWorker:
         self.models = catalog.upstream_models
         self.fallbacks = catalog.fallback_models
         self.max_in_flight = settings.upstream_max_in_flight
+        self.output_check = load_output_check(settings)
         self.breakers = {name: Breaker(p) for name, p in catalog.providers.items()}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.jobs: dict[str, ClaimedJob] = {}
@@ -314,6 +318,11 @@ class UpstreamWorker:
                 await asyncio.to_thread(self.ledger.save_circuit, probe)
             outcome = await self._call(job, remote, provider, source, mask, trace)
             if outcome.error is None:
+                if self.output_check is not None:  # docs/policy.md, "Outputs"
+                    reasons = await asyncio.to_thread(self._refusals, outcome.images, job)
+                    if reasons:
+                        await self._fail(job, OUTPUT_REJECTED, output_rejected_message(reasons[0]))
+                        return
                 served = Served(remote.name, provider.name, outcome.request_id)
                 elapsed = int((time.monotonic() - started) * 1000)
                 await asyncio.to_thread(self._store, job, outcome.images, elapsed, served)
@@ -532,6 +541,11 @@ class UpstreamWorker:
             log.exception("could not write the ledger row of a call for job %s", job.id)
 
     # -- inputs and outputs -------------------------------------------------------------------------
+
+    def _refusals(self, images: list[Any], job: ClaimedJob) -> list[str]:
+        """What the output check says against each image (none: all pass)."""
+        assert self.output_check is not None
+        return [r for img in images if (r := self.output_check(img, job.spec)) is not None]
 
     def _inputs(self, job: ClaimedJob) -> tuple[bytes | None, bytes | None]:
         """The job's source image as PNG bytes, and its mask: for an OpenAI-shaped provider, transparent

@@ -314,6 +314,67 @@ def generate(
     )
 
 
+@app.command()
+def replay(
+    receipt_file: Annotated[
+        Path, typer.Argument(help="A receipt: GET /api/v1/generations/{id}/receipt's JSON (or its data).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="A folder to write the replayed images to.")
+    ] = None,
+) -> None:
+    """Re-run a generation from its receipt in this process, with this machine's catalog, and report
+    whether every image's bytes match the receipt's sha256 (exit 0) or not (exit 1). Text-to-image only."""
+    import hashlib
+    import json
+
+    from easel.domain.errors import EaselError
+    from easel.domain.spec import GenerationSpec
+    from easel.engine.local import generate_images
+    from easel.engine.sources import model_source
+    from easel.engine.weights import versions, weights_sha256
+
+    _logging("warning")
+    try:
+        data = json.loads(receipt_file.read_text())
+    except (OSError, ValueError) as e:
+        typer.echo(f"error: cannot read the receipt {receipt_file}: {e}", err=True)
+        raise typer.Exit(2) from e
+    if isinstance(data, dict) and "parameters" not in data and isinstance(data.get("data"), dict):
+        data = data["data"]
+    settings = Settings()
+    try:
+        spec = GenerationSpec.model_validate(data["parameters"])
+        resolved, images = generate_images(settings, spec, lambda step, total: True)
+    except (KeyError, ValueError, EaselError) as e:
+        typer.echo(f"error: cannot replay this receipt: {getattr(e, 'message', e)}", err=True)
+        raise typer.Exit(2) from e
+    catalog = settings.load_catalog()
+    entry = catalog.resolve(resolved.model)
+    weights = weights_sha256(model_source(catalog, entry), settings.data_dir / "cache", entry.revision)
+    if weights != data.get("weightsSha256"):
+        typer.echo(f"weights differ: receipt {data.get('weightsSha256')}, here {weights}")
+    for name, here in versions().items():
+        there = (data.get("versions") or {}).get(name)
+        if there != here:
+            typer.echo(f"{name} differs: receipt {there}, here {here}")
+    expected = {o["index"]: o["sha256"] for o in data.get("outputs", [])}
+    matches = 0
+    for index, (seed, blob) in enumerate(images):
+        digest = hashlib.sha256(blob).hexdigest()
+        same = expected.get(index) == digest
+        matches += same
+        typer.echo(f"image {index} (seed {seed}): {'match' if same else 'DIFFERS'} {digest}")
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            (output / f"{index}.{resolved.output_format.value}").write_bytes(blob)
+    if matches == len(images) == len(expected):
+        typer.echo("the replay made the same bytes")
+        return
+    typer.echo(f"the replay differs: {matches} of {len(expected)} images match")
+    raise typer.Exit(1)
+
+
 def _progress() -> Any:
     """The progress bar of `easel generate` (local and --server alike)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

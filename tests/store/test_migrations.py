@@ -65,7 +65,7 @@ def test_the_latest_migration_downgrades_and_upgrades_again(runtime) -> None:
     assert "model_requests" not in tables.get_table_names()
     assert "loaded" not in {c["name"] for c in tables.get_columns("workers")}
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == migrate.head_revision() == "0012"
+    assert migrate.current_revision(engine) == migrate.head_revision() == "0013"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
 

@@ -8,7 +8,7 @@ from easel.domain.spec import GenerationSpec, image_seeds
 from easel.engine.backends import check_catalog, make_backend
 from easel.engine.backends.base import StepCallback
 from easel.engine.batch import BatchPart, build_batch
-from easel.imaging import encode
+from easel.imaging import encode, generation_params
 from easel.service.generations import draw_seed
 from easel.settings import Settings
 
@@ -27,8 +27,15 @@ def generate_images(
     assert resolved.seed is not None and resolved.width and resolved.height and resolved.steps
     request = build_batch(catalog, entry, [BatchPart(resolved)])
     images = make_backend(entry.backend, settings).generate(request, on_step)
-    encoded = [
-        encode(im, resolved.output_format, resolved.output_compression, label=resolved.provenance_label).data
-        for im in images
+    seeds = image_seeds(resolved)
+    encoded = [  # as a worker encodes them (engine/worker.py), so a receipt replays to the same bytes
+        encode(
+            im,
+            resolved.output_format,
+            resolved.output_compression,
+            generation_params(resolved, seed) if resolved.record_parameters else None,
+            label=resolved.provenance_label,
+        ).data
+        for im, seed in zip(images, seeds, strict=True)
     ]
-    return resolved, list(zip(image_seeds(resolved), encoded, strict=True))
+    return resolved, list(zip(seeds, encoded, strict=True))

@@ -61,6 +61,7 @@ from easel.engine.backends.base import Backend, BatchRequest, Interrupted, Model
 from easel.engine.batch import BatchPart, build_batch
 from easel.engine.previews import BatchPreviews
 from easel.engine.sources import model_source, resolved_entry
+from easel.engine.weights import receipt
 from easel.imaging import encode, generation_params
 from easel.service.events import JobEvent
 from easel.service.library import generated_record
@@ -647,8 +648,9 @@ class Worker:
                 records.append(record)
                 self.blobs.put(record.storage_key, enc.data, enc.mime)
             self.stats.add_cpu("store", time.thread_time() - stored)
+            made = self._receipt(job, records)
             with self.stats.cpu("db"):
-                completed = self.queue.complete(job, records, elapsed_ms)
+                completed = self.queue.complete(job, records, elapsed_ms, receipt=made)
         except Exception:
             error_id = new_error_id()
             log.exception("could not store job %s (error id %s)", job.id, error_id)
@@ -667,6 +669,15 @@ class Worker:
             return
         if current.status in (Status.CANCELED, Status.FAILED) or current.deleted_at is not None:
             self._discard(records)
+
+    def _receipt(self, job: ClaimedJob, records: Sequence[ImageFile]) -> dict[str, Any] | None:
+        """The job's reproducibility receipt (engine/weights.py); None, logged, when it cannot be made
+        (the job still succeeds: the images are what the client asked for)."""
+        try:
+            return receipt(self.catalog, job.spec, job.id, records, self.settings.data_dir / "cache")
+        except Exception:
+            log.exception("could not make the receipt of job %s", job.id)
+            return None
 
     def _discard(self, records: Sequence[ImageFile]) -> None:
         for r in records:

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 from PIL.Image import Image as PILImage
@@ -146,6 +147,14 @@ class GenerationService:
             raise
         self.doorbell.ring()
         return gen
+
+    def receipt(self, project_id: str, gid: str) -> dict[str, Any]:
+        """A generation's reproducibility receipt (docs/provenance.md); 404 while it has none (not yet
+        succeeded, or served by a provider)."""
+        found = self.repo.receipt(project_id, gid)
+        if found is None:
+            raise NotFound("receipt", gid)
+        return found
 
     def _screened(self, principal: Principal, spec: GenerationSpec) -> GenerationSpec:
         """The content policy's verdict on the request, before anything else (docs/policy.md): a refusal

@@ -244,6 +244,7 @@ class JobQueue:
         new_images: Sequence[ImageFile],
         processing_ms: int,
         served: Served | None = None,
+        receipt: dict[str, Any] | None = None,
     ) -> bool:
         """Succeed the job and record its images in one transaction; False if the lease was lost.
         `served`: the remote entry, provider and call that made them (docs/gateway.md)."""
@@ -252,6 +253,8 @@ class JobQueue:
             "processing_ms": processing_ms,
             "progress_step": generations.c.progress_total,
         }
+        if receipt is not None:
+            values["receipt"] = receipt
         if served is not None:
             values |= {
                 "served_by": served.model,

@@ -236,6 +236,17 @@ class Repository:
             conn.execute(projects.insert().values(id=pid, name=name, created_at=utcnow()))
             return pid
 
+    def receipt(self, project_id: str, gid: str) -> dict[str, Any] | None:
+        """The receipt of a generation of this project (None: it has none); NotFound for no such id."""
+        g = generations.c
+        with reading(self.engine) as conn:
+            row = conn.execute(
+                select(g.receipt).where(g.id == gid, g.project_id == project_id, g.deleted_at.is_(None))
+            ).first()
+        if row is None:
+            raise NotFound("generation", gid)
+        return None if row.receipt is None else dict(row.receipt)
+
     def project_name(self, project_id: str) -> str:
         with reading(self.engine) as conn:
             name = conn.execute(select(projects.c.name).where(projects.c.id == project_id)).scalar()

@@ -105,6 +105,8 @@ generations = Table(
     Column("served_by", String(200)),
     Column("provider", String(100)),
     Column("upstream_request_id", String(200)),
+    # The reproducibility receipt of a job our workers ran (engine/weights.py; docs/provenance.md).
+    Column("receipt", JSON),
     Index("ix_generations_finished", "finished_at"),  # the metrics' recent window
 )
 # The claim order (priority class first, then the round, then age), for the head of the queue and for

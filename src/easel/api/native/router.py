@@ -90,6 +90,15 @@ async def get_generation(
     return JSONResponse({"success": True, "data": generation_body(request, links, gen)})
 
 
+@router.get("/generations/{generation_id}/receipt")
+async def get_receipt(generation_id: str, generations: GenerationsDep, principal: GenRead) -> JSONResponse:
+    """The generation's reproducibility receipt (docs/provenance.md): the model and its weights' hash,
+    LoRAs with theirs, the seed and every resolved parameter, library versions, each output's sha256.
+    `easel replay` re-runs it. 404 until the job has succeeded on one of our workers."""
+    receipt = await anyio.to_thread.run_sync(generations.receipt, principal.project_id, generation_id)
+    return JSONResponse({"success": True, "data": receipt})
+
+
 @router.delete("/generations/{generation_id}")
 async def delete_generation(
     generation_id: str, generations: GenerationsDep, principal: GenWrite

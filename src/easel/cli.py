@@ -345,7 +345,7 @@ def replay(
     settings = Settings()
     try:
         spec = GenerationSpec.model_validate(data["parameters"])
-        resolved, images = generate_images(settings, spec, lambda step, total: True)
+        resolved, images = generate_images(settings, spec, lambda step, total: True, as_a_worker=True)
     except (KeyError, ValueError, EaselError) as e:
         typer.echo(f"error: cannot replay this receipt: {getattr(e, 'message', e)}", err=True)
         raise typer.Exit(2) from e

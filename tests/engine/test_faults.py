@@ -173,11 +173,11 @@ def test_a_database_error_on_completion_fails_only_that_job(runtime: Any, monkey
     real = runtime.queue.complete
     calls = {"n": 0}
 
-    def flaky(job: Any, *args: Any) -> bool:
+    def flaky(job: Any, *args: Any, **kwargs: Any) -> bool:
         calls["n"] += 1
         if calls["n"] == 1:
             raise db_error()
-        return real(job, *args)
+        return real(job, *args, **kwargs)
 
     monkeypatch.setattr(runtime.queue, "complete", flaky)
     assert worker.run_once()

@@ -183,8 +183,8 @@ def test_the_next_batch_denoises_while_the_previous_one_is_stored(runtime: Any, 
     committed: dict[str, float] = {}
     real = runtime.queue.complete
 
-    def complete(job: Any, *args: Any) -> bool:
-        done = real(job, *args)
+    def complete(job: Any, *args: Any, **kwargs: Any) -> bool:
+        done = real(job, *args, **kwargs)
         committed[job.spec.prompt] = time.monotonic()
         return bool(done)
 
@@ -257,10 +257,10 @@ def test_a_storage_fault_in_post_processing_fails_only_its_job(runtime: Any, mon
     worker = runtime.make_worker(backend=Sleepy(0.02))
     real = runtime.queue.complete
 
-    def flaky(job: Any, *args: Any) -> bool:
+    def flaky(job: Any, *args: Any, **kwargs: Any) -> bool:
         if job.spec.prompt == "unlucky":
             raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-        return bool(real(job, *args))
+        return bool(real(job, *args, **kwargs))
 
     monkeypatch.setattr(runtime.queue, "complete", flaky)
     jobs = [make(runtime, p, size="64x64", steps=3) for p in ("lucky", "unlucky", "lucky again")]

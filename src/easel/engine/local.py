@@ -14,9 +14,12 @@ from easel.settings import Settings
 
 
 def generate_images(
-    settings: Settings, spec: GenerationSpec, on_step: StepCallback
+    settings: Settings, spec: GenerationSpec, on_step: StepCallback, *, as_a_worker: bool = False
 ) -> tuple[GenerationSpec, list[tuple[int, bytes]]]:
-    """Resolve `spec` against the catalog, run it, return the resolved spec and (seed, encoded bytes)."""
+    """Resolve `spec` against the catalog, run it, return the resolved spec and (seed, encoded bytes).
+    `as_a_worker`: encode the files as a worker does, the generation parameters recorded when the spec
+    asks for them (`easel replay`: the same bytes as the receipt's); else without them (`easel
+    generate`: the same picture makes the same bytes whatever the model's name in the catalog)."""
     if spec.task is not Task.TEXT_TO_IMAGE:
         raise ValidationFailed.for_field("task", "only text-to-image runs without a server")
     catalog = settings.load_catalog()
@@ -28,12 +31,13 @@ def generate_images(
     request = build_batch(catalog, entry, [BatchPart(resolved)])
     images = make_backend(entry.backend, settings).generate(request, on_step)
     seeds = image_seeds(resolved)
-    encoded = [  # as a worker encodes them (engine/worker.py), so a receipt replays to the same bytes
+    record = as_a_worker and resolved.record_parameters
+    encoded = [
         encode(
             im,
             resolved.output_format,
             resolved.output_compression,
-            generation_params(resolved, seed) if resolved.record_parameters else None,
+            generation_params(resolved, seed) if record else None,
             label=resolved.provenance_label,
         ).data
         for im, seed in zip(images, seeds, strict=True)

@@ -77,8 +77,9 @@ def create_app(
         app.state.worker = worker
         app.state.worker_thread = thread  # readiness: /healthz is a 503 once this thread has died
         gateway = None
-        remote = rt.catalog.upstream_models or rt.catalog.fallback_models
-        if remote and rt.settings.upstream_in_serve:  # the gateway worker (docs/gateway.md)
+        if (
+            rt.catalog.has_remote_work and rt.settings.upstream_in_serve
+        ):  # the gateway worker (docs/gateway.md)
             gateway = rt.make_upstream_worker()
             gateway.start()
         app.state.upstream_worker = gateway

@@ -84,11 +84,20 @@ def test_an_edit_is_multipart_with_its_source_and_mask() -> None:
         name="o", kind="openai", base_url="https://api.openai.com/v1", response_format="omit"
     )
     spec = GenerationSpec(prompt="p", task=Task.INPAINT, width=64, height=64)
-    result = run(openai, spec, handler, source=b"SOURCE", mask=b"MASK")
+    white = Image.new("L", (8, 8), 0)
+    white.paste(255, (0, 0, 4, 8))  # Easel's convention: paint the left half
+    buf = io.BytesIO()
+    white.save(buf, "PNG")
+    result = run(openai, spec, handler, source=b"SOURCE", mask=buf.getvalue())
     [request] = seen
     assert request.url.path == "/v1/images/edits"
     content = request.content
     assert b'name="image"' in content and b"SOURCE" in content and b'name="mask"' in content
+    sent = content[content.index(b'name="mask"') :]
+    sent = sent[sent.index(b"\x89PNG") :]
+    with Image.open(io.BytesIO(sent)) as mask:  # OpenAI's convention: transparent where to paint
+        assert mask.mode == "RGBA"
+        assert mask.getpixel((1, 4))[3] == 0 and mask.getpixel((6, 4))[3] == 255
     assert b'name="model"' in content and b"dall-e-3" in content and b"response_format" not in content
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert result.images == ["https://cdn.example/1.png"]  # a URL, fetched later under the fetcher's rules

@@ -452,6 +452,11 @@ class Catalog:
         return [m.name for m in self.models.values() if m.is_upstream]
 
     @property
+    def has_remote_work(self) -> bool:
+        """Whether a gateway worker has anything to serve: remote entries, or local ones falling back."""
+        return bool(self.upstream_models or self.fallback_models)
+
+    @property
     def fallback_models(self) -> list[ModelEntry]:
         """Local entries whose jobs go to a remote fallback after waiting."""
         return [m for m in self.models.values() if not m.is_upstream and m.fallbacks]

@@ -63,13 +63,13 @@ from easel.engine.previews import BatchPreviews
 from easel.engine.sources import model_source, resolved_entry
 from easel.engine.weights import receipt
 from easel.imaging import encode, generation_params
-from easel.service.events import JobEvent
+from easel.service.events import JobEvent, announce_ended
 from easel.service.library import generated_record
 from easel.service.output_checks import load_output_check
 from easel.settings import Settings
 from easel.storage.base import BlobNotFound, BlobStore
 from easel.store.model_requests import ModelRequestStore
-from easel.store.notify import CANCEL_CHANNEL, CANCELS, ENDED, FINISHED, Doorbell, DoorbellListener
+from easel.store.notify import CANCEL_CHANNEL, CANCELS, Doorbell, DoorbellListener
 from easel.store.queue import ClaimedJob, JobQueue
 from easel.store.repository import Repository
 from easel.store.tables import utcnow
@@ -715,17 +715,7 @@ class Worker:
             return False
 
     def _finish_events(self, jobs: Sequence[ClaimedJob]) -> None:
-        """Tell waiters that these jobs ended: this process's (the EventHub) and, through the FINISHED
-        doorbell, the API processes on this host (on PostgreSQL the ending transaction also notified
-        `easel_finished`, which reaches other hosts)."""
-        for j in jobs:
-            self.publish(JobEvent(j.id, "finished"))
-        if jobs:
-            try:
-                message = ENDED + ",".join(j.id for j in jobs).encode()
-                self.doorbell.ring(FINISHED, message, skip=self.publish_tag)
-            except OSError:
-                log.exception("could not ring the finished doorbell (waiters re-read within a second)")
+        announce_ended([j.id for j in jobs], self.publish, self.doorbell, self.publish_tag)
 
 
 def _takes_previews(backend: Backend) -> bool:

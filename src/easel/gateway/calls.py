@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image, ImageOps
 
 from easel.domain.catalog import ModelEntry
 from easel.domain.families import Task
@@ -70,7 +72,7 @@ class UpstreamCall:
     key: str | None
     headers: dict[str, str] = field(default_factory=dict)  # trace headers
     source: bytes | None = None  # PNG bytes of the source image (edits)
-    mask: bytes | None = None  # PNG bytes of the mask, transparent where to paint (OpenAI's convention)
+    mask: bytes | None = None  # PNG bytes of the mask, white where to paint (Easel's convention)
 
     @property
     def upstream_model(self) -> str:
@@ -232,6 +234,17 @@ def openai_fields(call: UpstreamCall) -> dict[str, Any]:
     return fields
 
 
+def openai_mask(white: bytes) -> bytes:
+    """A mask in OpenAI's convention (transparent where to paint) from Easel's (white where to paint)."""
+    with Image.open(io.BytesIO(white)) as im:
+        paint = im.convert("L")
+    rgba = Image.new("RGBA", paint.size, (0, 0, 0, 255))
+    rgba.putalpha(ImageOps.invert(paint))
+    out = io.BytesIO()
+    rgba.save(out, "PNG")
+    return out.getvalue()
+
+
 async def call_openai(client: httpx.AsyncClient, call: UpstreamCall) -> UpstreamResult:
     edit = call.spec.task is not Task.TEXT_TO_IMAGE
     url, params = _openai_url(call, edit)
@@ -242,7 +255,7 @@ async def call_openai(client: httpx.AsyncClient, call: UpstreamCall) -> Upstream
             raise UpstreamError("upstream_rejected", "an edit needs its source image", rejected=True)
         files: dict[str, Any] = {"image": ("image.png", call.source, "image/png")}
         if call.mask is not None:
-            files["mask"] = ("mask.png", call.mask, "image/png")
+            files["mask"] = ("mask.png", openai_mask(call.mask), "image/png")
         data = {k: str(v) for k, v in fields.items()}
         resp = await client.post(url, params=params, headers=headers, data=data, files=files)
     else:

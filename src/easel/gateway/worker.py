@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from PIL import Image, ImageOps
+from PIL import Image
 
 from easel.domain.catalog import Catalog, ModelEntry
 from easel.domain.errors import EaselError, ValidationFailed
@@ -53,17 +53,17 @@ from easel.domain.families import Task
 from easel.domain.generation import ImageFile, Served
 from easel.domain.providers import ProviderEntry
 from easel.domain.spec import image_seeds
-from easel.domain.upstream import CallRecord, Circuit
+from easel.domain.upstream import CallRecord
 from easel.gateway.breaker import Breaker
 from easel.gateway.calls import UpstreamCall, UpstreamError, call_provider, read_key
 from easel.imaging import decode_upload, encode, generation_params, png_bytes
-from easel.service.events import JobEvent
+from easel.service.events import JobEvent, announce_ended
 from easel.service.fetch import ImageFetcher
 from easel.service.library import generated_record
 from easel.service.output_checks import load_output_check
 from easel.settings import Settings
 from easel.storage.base import BlobStore
-from easel.store.notify import CANCELS, ENDED, FINISHED, Doorbell
+from easel.store.notify import CANCELS, Doorbell
 from easel.store.queue import ClaimedJob, JobQueue
 from easel.store.repository import Repository
 from easel.store.tables import utcnow
@@ -83,19 +83,6 @@ class Outcome:
     images: list[Any]
     request_id: str | None
     error: UpstreamError | None = None
-
-
-def _fits(entry: ModelEntry, job: ClaimedJob) -> str | None:
-    """Why a fallback cannot take this job (None: it can): its task, n or size."""
-    s = job.spec
-    if s.task not in entry.tasks:
-        return f"{entry.name} has no {s.task.value}"
-    if s.n > entry.max_n:
-        return f"{entry.name} makes at most {entry.max_n} images"
-    for side in (s.width, s.height):
-        if side is not None and not entry.min_size <= side <= entry.max_size:
-            return f"{entry.name} takes sizes {entry.min_size}..{entry.max_size}"
-    return None
 
 
 class UpstreamWorker:
@@ -142,7 +129,7 @@ class UpstreamWorker:
     @property
     def enabled(self) -> bool:
         """Whether the catalog gives it anything to serve."""
-        return bool(self.models or self.fallbacks)
+        return self.catalog.has_remote_work
 
     # -- running ------------------------------------------------------------------------------------
 
@@ -295,7 +282,7 @@ class UpstreamWorker:
             if ended or not self._stop.is_set():  # a stopping worker gives the others back
                 self.jobs.pop(job.id, None)
             if ended:
-                self._finished(job)
+                announce_ended([job.id], self.publish, self.doorbell, self.publish_tag)
 
     async def _serve(self, job: ClaimedJob, started: float) -> None:
         entry = self.catalog.resolve(job.spec.model)
@@ -306,7 +293,7 @@ class UpstreamWorker:
         for remote in route:
             assert remote.provider is not None
             provider = self.catalog.providers[remote.provider]
-            why_not = _fits(remote, job) if remote is not entry else None
+            why_not = self._fits(remote, job) if remote is not entry else None
             breaker = self.breakers[provider.name]
             allowed, probe = breaker.allow(utcnow())
             if why_not is not None or not allowed:
@@ -542,30 +529,30 @@ class UpstreamWorker:
 
     # -- inputs and outputs -------------------------------------------------------------------------
 
+    def _fits(self, entry: ModelEntry, job: ClaimedJob) -> str | None:
+        """Why a fallback cannot take this job (None: it can): the catalog's own check of the request
+        against that entry (its tasks, sizes, n, presets), as a create is checked at the door."""
+        try:
+            job.spec.model_copy(update={"model": entry.name}).resolve(self.catalog)
+        except ValidationFailed as e:
+            return f"{entry.name}: {e.message}"
+        return None
+
     def _refusals(self, images: list[Any], job: ClaimedJob) -> list[str]:
         """What the output check says against each image (none: all pass)."""
         assert self.output_check is not None
         return [r for img in images if (r := self.output_check(img, job.spec)) is not None]
 
     def _inputs(self, job: ClaimedJob) -> tuple[bytes | None, bytes | None]:
-        """The job's source image as PNG bytes, and its mask: for an OpenAI-shaped provider, transparent
-        where to paint (its convention); for the others, white where to paint."""
+        """The job's source image and its mask (white where to paint), as PNG bytes."""
         spec = job.spec
         if spec.task is Task.TEXT_TO_IMAGE or not spec.source_image_ids:
             return None, None
         source = self._png(job, spec.source_image_ids[0])
         mask = None
-        if spec.mask_image_id is not None:
+        if spec.mask_image_id is not None:  # Easel's convention, white where to paint (calls.py converts)
             with Image.open(io.BytesIO(self._read(job, spec.mask_image_id))) as im:
-                white = im.convert("L")
-            entry = self.catalog.resolve(spec.model)
-            kinds = {self.catalog.providers[r.provider].kind for r in self.catalog.route(entry) if r.provider}
-            if "openai" in kinds:
-                rgba = Image.new("RGBA", white.size, (0, 0, 0, 255))
-                rgba.putalpha(ImageOps.invert(white))
-                mask = png_bytes(rgba, 6, None)
-            else:
-                mask = png_bytes(white, 6, None)
+                mask = png_bytes(im.convert("L"), 6, None)
         return source, mask
 
     def _read(self, job: ClaimedJob, image_id: str) -> bytes:
@@ -609,24 +596,3 @@ class UpstreamWorker:
             await asyncio.to_thread(self.queue.fail, job, code, message)
         except Exception:
             log.exception("could not record the end of job %s; its lease will expire", job.id)
-
-    def _finished(self, job: ClaimedJob) -> None:
-        if self.publish is not None:
-            self.publish(JobEvent(job.id, "finished"))
-        try:
-            self.doorbell.ring(FINISHED, ENDED + job.id.encode(), skip=self.publish_tag)
-        except OSError:
-            log.exception("could not ring the finished doorbell (waiters re-read within a second)")
-
-
-def circuits_json(circuits: list[Circuit]) -> list[dict[str, Any]]:
-    return [
-        {
-            "provider": c.provider,
-            "state": c.state,
-            "failures": c.failures,
-            "openedUntil": c.opened_until,
-            "cooldownSeconds": c.cooldown_seconds,
-        }
-        for c in circuits
-    ]

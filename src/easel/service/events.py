@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from easel.store.notify import ENDED, FINISHED, Doorbell
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,19 @@ class EventHub:
                     subs.discard(entry)
                     if not subs:
                         del self._subs[generation_id]
+
+
+def announce_ended(
+    ids: Sequence[str], publish: Callable[[JobEvent], None] | None, doorbell: Doorbell, skip: str | None
+) -> None:
+    """Tell waiters that these jobs ended: this process's (`publish`, its EventHub) and, through the
+    FINISHED doorbell, the API processes on this host (on PostgreSQL the ending transaction also notified
+    `easel_finished`, which reaches other hosts). Used by every worker (engine/worker.py, the gateway)."""
+    for gid in ids:
+        if publish is not None:
+            publish(JobEvent(gid, "finished"))
+    if ids:
+        try:
+            doorbell.ring(FINISHED, ENDED + ",".join(ids).encode(), skip=skip)
+        except OSError:
+            log.exception("could not ring the finished doorbell (waiters re-read within a second)")

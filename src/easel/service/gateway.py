@@ -14,8 +14,6 @@ from easel.domain.pages import Cursor
 from easel.domain.upstream import CallRecord, Circuit
 from easel.store.upstream import UpstreamLedger
 
-CALL_STATUSES = ("ok", "failed", "rejected", "canceled", "skipped")
-
 
 @dataclass(frozen=True)
 class CallPage:

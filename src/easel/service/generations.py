@@ -14,6 +14,8 @@ import builtins
 import contextlib
 import logging
 import secrets
+import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -83,7 +85,8 @@ class GenerationService:
         self.fetcher = fetcher
         self.enhancer = enhancer
         self.policy = settings.load_policy()
-        self.policy_counts: dict[tuple[str, str], int] = {}  # (rule, action): requests, this process
+        self.policy_counts: Counter[tuple[str, str]] = Counter()  # (rule, action): requests, this process
+        self._counts_lock = threading.Lock()
         self._names: dict[str, str] = {}  # project id -> name, for the policy's per-project rules
 
     # -- create ------------------------------------------------------------------------------------
@@ -166,11 +169,13 @@ class GenerationService:
         if self.policy.has_overrides:
             names += (self._project_name(principal.project_id),)
         verdict = self.policy.check([spec.prompt, spec.negative_prompt or ""], names, spec.moderation)
-        for rule in verdict.flagged:
-            self.policy_counts[(rule, "flag")] = self.policy_counts.get((rule, "flag"), 0) + 1
+        decisions = [(rule, "flag") for rule in verdict.flagged]
+        if verdict.refused is not None:
+            decisions.append((verdict.refused.name, "refuse"))
+        with self._counts_lock:  # submit runs in the API's thread pool
+            self.policy_counts.update(decisions)
         if verdict.refused is not None:
             rule = verdict.refused.name
-            self.policy_counts[(rule, "refuse")] = self.policy_counts.get((rule, "refuse"), 0) + 1
             log.info("content policy: rule %s refused a create of project %s", rule, principal.project_id)
             raise PolicyViolation(rule, verdict.refused.message)
         if verdict.flagged:

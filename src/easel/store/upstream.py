@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select, tuple_, update
+from sqlalchemy import Engine, case, func, select, tuple_
 
 from easel.domain.upstream import LATENCY_BUCKETS, CallRecord, Circuit
 from easel.store.db import reading
@@ -148,31 +148,8 @@ class UpstreamLedger:
             rows = conn.execute(select(upstream_circuits).order_by(upstream_circuits.c.provider)).all()
         return [Circuit(r.provider, r.state, r.failures, r.opened_until, r.cooldown_seconds) for r in rows]
 
-    def circuit(self, provider: str) -> Circuit | None:
-        with reading(self.engine) as conn:
-            r = conn.execute(
-                select(upstream_circuits).where(upstream_circuits.c.provider == provider)
-            ).first()
-        return (
-            None
-            if r is None
-            else Circuit(r.provider, r.state, r.failures, r.opened_until, r.cooldown_seconds)
-        )
-
     def save_circuit(self, circuit: Circuit) -> None:
         values = asdict(circuit) | {"updated_at": utcnow()}
         with self.engine.begin() as conn:
             stmt = insert_for(conn)(upstream_circuits).values(**values)
             conn.execute(stmt.on_conflict_do_update(index_elements=["provider"], set_=values))
-
-    def claim_probe(self, provider: str, now: datetime) -> bool:
-        """Move an open circuit whose cooldown has passed to half-open; True for the one caller that
-        did (it makes the probe call), False for every other."""
-        t = upstream_circuits.c
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(upstream_circuits)
-                .where(t.provider == provider, t.state == "open", t.opened_until <= now)
-                .values(state="half-open", updated_at=now)
-            )
-        return bool(res.rowcount)
